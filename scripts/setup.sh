@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tessera needs, only when something is missing.
+# Idempotent; safe to run on every `make demo` / `make test`. Needs root (or sudo)
+# only when it actually has to install something.
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config      # C toolchain for -sys crates
+  libclang-dev                    # bindgen (hdf5-sys, mpi-sys)
+  openmpi-bin libopenmpi-dev      # MPI runtime + headers (rsmpi)
+  libhdf5-openmpi-dev             # parallel HDF5 (hdf5-metno, feature mpio)
+  python3 python3-h5py python3-numpy  # format read-back tests
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all system packages present"
+else
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
