@@ -1,0 +1,391 @@
+//! Halo (ghost-layer) exchange between neighbouring blocks.
+//!
+//! A [`HaloPlan`] is computed once for a layout, rank, ghost width and stencil shape
+//! (the pattern AMReX caches as `FBCache`) and reused for every exchange: it owns
+//! its pack/unpack buffers and request list, so an exchange allocates nothing.
+//! Exchanges are split-phase: [`HaloPlan::begin`] packs and posts, interior work
+//! runs, [`HaloPlan::finish`] waits and unpacks.
+use crate::comm::{Comm, Request};
+use crate::error::{Error, Result};
+use crate::field::Field;
+use crate::layout::BlockLayout;
+
+/// Which ghost cells a stencil reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stencil {
+    /// Faces only (5-point / 7-point stencils): corner and edge ghosts are not filled.
+    Star,
+    /// Faces, edges and corners (9-point / 27-point stencils).
+    Box,
+}
+
+/// A box in storage (padded, ghost-inclusive) coordinates, half-open, (x, y, z).
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    lo: [usize; 3],
+    hi: [usize; 3],
+}
+
+impl Region {
+    fn count(&self) -> usize {
+        (0..3).map(|a| self.hi[a] - self.lo[a]).product()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Message {
+    peer: usize,
+    send_tag: i32,
+    recv_tag: i32,
+    send: Region,
+    recv: Region,
+    /// Offset of this message in the send and receive buffers.
+    offset: usize,
+}
+
+/// The precomputed exchange pattern of one rank for one field shape.
+pub struct HaloPlan {
+    messages: Vec<Message>,
+    send_buf: Vec<f64>,
+    recv_buf: Vec<f64>,
+    requests: Vec<Request>,
+    padded: [usize; 3],
+    in_flight: bool,
+}
+
+/// Tag of the message travelling in direction `d`.
+fn direction_code(d: [i32; 3]) -> i32 {
+    (d[0] + 1) + 3 * (d[1] + 1) + 9 * (d[2] + 1)
+}
+
+impl HaloPlan {
+    /// The plan for `rank` of `layout`, ghost width `ghost`, stencil shape `stencil`.
+    /// `tag_base` separates plans whose exchanges are in flight at the same time
+    /// (use multiples of 32).
+    pub fn new(layout: &BlockLayout, rank: usize, ghost: usize, stencil: Stencil, tag_base: i32) -> Result<Self> {
+        let dims = layout.grid.dims;
+        let block = layout.blocks[rank];
+        let n = block.shape();
+        let g = [ghost, ghost, if dims == 3 { ghost } else { 0 }];
+        for a in 0..dims {
+            if n[a] < ghost {
+                return Err(Error::Layout(format!(
+                    "rank {rank} holds {} cells along {} but the ghost width is {ghost}; use fewer ranks",
+                    n[a],
+                    ["x", "y", "z"][a]
+                )));
+            }
+        }
+        let padded = [n[0] + 2 * g[0], n[1] + 2 * g[1], n[2] + 2 * g[2]];
+        let zr: &[i32] = if dims == 3 { &[-1, 0, 1] } else { &[0] };
+        let mut messages = Vec::new();
+        let mut offset = 0;
+        for &dz in zr {
+            for dy in -1..=1 {
+                for dx in -1..=1 {
+                    let d = [dx, dy, dz];
+                    let nonzero = d.iter().filter(|&&c| c != 0).count();
+                    if nonzero == 0 || (stencil == Stencil::Star && nonzero > 1) {
+                        continue;
+                    }
+                    let Some(peer) = layout.neighbour(rank, d) else { continue };
+                    let mut send = Region { lo: [0; 3], hi: [0; 3] };
+                    let mut recv = send;
+                    for a in 0..3 {
+                        let (s, r) = match d[a] {
+                            0 => ((g[a], g[a] + n[a]), (g[a], g[a] + n[a])),
+                            1 => ((n[a], n[a] + g[a]), (g[a] + n[a], n[a] + 2 * g[a])),
+                            _ => ((g[a], 2 * g[a]), (0, g[a])),
+                        };
+                        send.lo[a] = s.0;
+                        send.hi[a] = s.1;
+                        recv.lo[a] = r.0;
+                        recv.hi[a] = r.1;
+                    }
+                    let count = send.count();
+                    messages.push(Message {
+                        peer,
+                        send_tag: tag_base + direction_code(d),
+                        recv_tag: tag_base + direction_code([-d[0], -d[1], -d[2]]),
+                        send,
+                        recv,
+                        offset,
+                    });
+                    offset += count;
+                }
+            }
+        }
+        Ok(HaloPlan {
+            requests: Vec::with_capacity(2 * messages.len()),
+            messages,
+            send_buf: vec![0.0; offset],
+            recv_buf: vec![0.0; offset],
+            padded,
+            in_flight: false,
+        })
+    }
+
+    /// Number of messages sent per exchange.
+    pub fn message_count(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Values sent per exchange.
+    pub fn volume(&self) -> usize {
+        self.send_buf.len()
+    }
+
+    fn check_shape(&self, field: &Field) {
+        assert_eq!(field.padded_shape(), self.padded, "field does not match the halo plan's block");
+    }
+
+    /// Packs the boundary layers of `field` and posts all sends and receives.
+    pub fn begin(&mut self, comm: &dyn Comm, field: &Field) {
+        assert!(!self.in_flight, "halo exchange already in flight");
+        self.check_shape(field);
+        let src = field.as_slice();
+        let p = self.padded;
+        for m in &self.messages {
+            let mut o = m.offset;
+            let r = m.send;
+            let len = r.hi[0] - r.lo[0];
+            for k in r.lo[2]..r.hi[2] {
+                for j in r.lo[1]..r.hi[1] {
+                    let base = (k * p[1] + j) * p[0];
+                    self.send_buf[o..o + len].copy_from_slice(&src[base + r.lo[0]..base + r.hi[0]]);
+                    o += len;
+                }
+            }
+        }
+        for m in &self.messages {
+            let len = m.recv.count();
+            // SAFETY: recv_buf is owned by the plan, never resized, and not touched until
+            // finish() completes these requests (Drop leaks it if finish never runs).
+            let req = unsafe { comm.irecv(self.recv_buf.as_mut_ptr().add(m.offset), len, m.peer, m.recv_tag) };
+            self.requests.push(req);
+        }
+        for m in &self.messages {
+            let len = m.send.count();
+            // SAFETY: as above, for send_buf.
+            let req = unsafe { comm.isend(self.send_buf.as_ptr().add(m.offset), len, m.peer, m.send_tag) };
+            self.requests.push(req);
+        }
+        self.in_flight = true;
+    }
+
+    /// Waits for the exchange started by [`HaloPlan::begin`] and fills the ghosts of `field`.
+    pub fn finish(&mut self, comm: &dyn Comm, field: &mut Field) {
+        assert!(self.in_flight, "finish without begin");
+        self.check_shape(field);
+        comm.wait_all(&mut self.requests);
+        self.in_flight = false;
+        let p = self.padded;
+        let dst = field.as_slice_mut();
+        for m in &self.messages {
+            let mut o = m.offset;
+            let r = m.recv;
+            let len = r.hi[0] - r.lo[0];
+            for k in r.lo[2]..r.hi[2] {
+                for j in r.lo[1]..r.hi[1] {
+                    let base = (k * p[1] + j) * p[0];
+                    dst[base + r.lo[0]..base + r.hi[0]].copy_from_slice(&self.recv_buf[o..o + len]);
+                    o += len;
+                }
+            }
+        }
+    }
+
+    /// A blocking exchange: [`HaloPlan::begin`] then [`HaloPlan::finish`].
+    pub fn exchange(&mut self, comm: &dyn Comm, field: &mut Field) {
+        self.begin(comm, field);
+        self.finish(comm, field);
+    }
+}
+
+impl Drop for HaloPlan {
+    fn drop(&mut self) {
+        if self.in_flight {
+            // Requests still reference the buffers: leak them rather than free memory
+            // that MPI may still write into.
+            std::mem::forget(std::mem::take(&mut self.send_buf));
+            std::mem::forget(std::mem::take(&mut self.recv_buf));
+            std::mem::forget(std::mem::take(&mut self.requests));
+        }
+    }
+}
+
+/// Self-checks of halo exchange and reductions, shared by the in-process tests and
+/// the `mpirun` test driver (`decomp/examples/halo_check.rs`).
+pub mod selfcheck {
+    use super::*;
+    use crate::comm::ReduceOp;
+    use crate::grid::Grid;
+
+    /// A distinct value for every global cell.
+    fn tag_value(i: usize, j: usize, k: usize) -> f64 {
+        1.0 + i as f64 + 1000.0 * j as f64 + 1.0e6 * k as f64
+    }
+
+    /// Exchanges a field filled with [`tag_value`] and checks every ghost cell: ghosts
+    /// that mirror a neighbour's cell (or its periodic image) hold that value, the rest
+    /// keep the sentinel. Returns the number of ghost values checked on this rank.
+    pub fn check_exchange(comm: &dyn Comm, layout: &BlockLayout, ghost: usize, stencil: Stencil) -> std::result::Result<usize, String> {
+        let rank = comm.rank();
+        let grid = &layout.grid;
+        let dims = grid.dims;
+        let mut f = Field::zeros(layout.blocks[rank], dims, ghost);
+        f.data.fill(-1.0);
+        f.fill_with(tag_value);
+        let mut plan = HaloPlan::new(layout, rank, ghost, stencil, 0).map_err(|e| e.to_string())?;
+        // Exchange twice with the same plan: the plan must be reusable.
+        for _ in 0..2 {
+            plan.begin(comm, &f);
+            plan.finish(comm, &mut f);
+        }
+        let g = f.ghost;
+        let n = f.shape();
+        let p = f.padded_shape();
+        let mut checked = 0;
+        for k in 0..p[2] {
+            for j in 0..p[1] {
+                for i in 0..p[0] {
+                    let local = [i, j, k];
+                    // Offset direction of this storage cell relative to the interior.
+                    let mut d = [0i32; 3];
+                    let mut global = [0i64; 3];
+                    for a in 0..3 {
+                        let l = local[a] as i64 - g[a] as i64;
+                        d[a] = if l < 0 { -1 } else if l >= n[a] as i64 { 1 } else { 0 };
+                        global[a] = layout.blocks[rank].lo[a] as i64 + l;
+                    }
+                    let nonzero = d.iter().filter(|&&c| c != 0).count();
+                    if nonzero == 0 {
+                        continue;
+                    }
+                    let v = f.data[[k, j, i]];
+                    let filled = layout.neighbour(rank, d).is_some() && (stencil == Stencil::Box || nonzero == 1);
+                    let expect = if filled {
+                        let mut w = [0usize; 3];
+                        for a in 0..3 {
+                            w[a] = global[a].rem_euclid(grid.cells[a] as i64) as usize;
+                        }
+                        tag_value(w[0], w[1], w[2])
+                    } else {
+                        -1.0
+                    };
+                    if v != expect {
+                        return Err(format!(
+                            "rank {rank}: ghost at storage {local:?} (direction {d:?}) holds {v}, expected {expect}"
+                        ));
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        Ok(checked)
+    }
+
+    /// Checks allreduce, broadcast and gather against values computed independently.
+    pub fn check_reductions(comm: &dyn Comm) -> std::result::Result<(), String> {
+        let (r, n) = (comm.rank() as f64, comm.size());
+        let mut v = [r, -r, 1.0];
+        comm.allreduce_f64(&mut v, ReduceOp::Sum);
+        let tri = (n * (n - 1) / 2) as f64;
+        if v != [tri, -tri, n as f64] {
+            return Err(format!("allreduce sum gave {v:?}"));
+        }
+        let mut m = [r, r];
+        comm.allreduce_f64(&mut m[..1], ReduceOp::Max);
+        comm.allreduce_f64(&mut m[1..], ReduceOp::Min);
+        if m != [(n - 1) as f64, 0.0] {
+            return Err(format!("allreduce max/min gave {m:?}"));
+        }
+        let mut u = [comm.rank() as u64 + 1];
+        comm.allreduce_u64(&mut u, ReduceOp::Sum);
+        if u[0] != (n * (n + 1) / 2) as u64 {
+            return Err(format!("allreduce u64 gave {u:?}"));
+        }
+        let mut b = if comm.rank() == n - 1 { b"tessera".to_vec() } else { Vec::new() };
+        comm.broadcast_bytes(n - 1, &mut b);
+        if b != b"tessera" {
+            return Err("broadcast lost data".into());
+        }
+        let mine: Vec<f64> = (0..comm.rank() + 1).map(|x| x as f64 + r).collect();
+        if let Some(all) = comm.gather_f64(0, &mine) {
+            for (q, part) in all.iter().enumerate() {
+                if part.len() != q + 1 || part[q] != 2.0 * q as f64 {
+                    return Err(format!("gather from rank {q} gave {part:?}"));
+                }
+            }
+        }
+        comm.barrier();
+        Ok(())
+    }
+
+    /// The layouts every multi-rank test exercises for `nranks`: uneven splits,
+    /// periodic axes, 2D and 3D.
+    pub fn test_layouts(nranks: usize) -> Vec<BlockLayout> {
+        let mut out = Vec::new();
+        let grids = [
+            Grid::new(&[13, 11], &[0.0; 2], &[1.0; 2], &[false, false]),
+            Grid::new(&[17, 9], &[0.0; 2], &[1.0; 2], &[true, false]),
+            Grid::new(&[10, 12], &[0.0; 2], &[1.0; 2], &[true, true]),
+            Grid::new(&[7, 9, 8], &[0.0; 3], &[1.0; 3], &[false, true, false]),
+            Grid::new(&[6, 6, 7], &[0.0; 3], &[1.0; 3], &[true, true, true]),
+        ];
+        for g in grids {
+            if let Ok(l) = BlockLayout::auto(&g, nranks, 2) {
+                out.push(l);
+            }
+            // A forced 1D split along x exercises the other axis choice.
+            let mut p = vec![1; g.dims];
+            p[0] = nranks;
+            if let Ok(l) = BlockLayout::new(&g, &p, 2) {
+                out.push(l);
+            }
+        }
+        out
+    }
+
+    /// Runs every exchange and reduction check for this communicator's size.
+    pub fn check_all(comm: &dyn Comm) -> std::result::Result<usize, String> {
+        check_reductions(comm)?;
+        let mut total = 0;
+        let layouts = test_layouts(comm.size());
+        if layouts.is_empty() {
+            return Err(format!("no test layout for {} ranks", comm.size()));
+        }
+        for l in &layouts {
+            for ghost in [1, 2] {
+                for st in [Stencil::Star, Stencil::Box] {
+                    total += check_exchange(comm, l, ghost, st)
+                        .map_err(|e| format!("{:?} procs {:?} ghost {ghost} {st:?}: {e}", &l.grid.cells[..l.grid.dims], l.procs))?;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selfcheck::*;
+    use crate::comm::{SerialComm, ThreadComm};
+
+    #[test]
+    fn exchange_and_reductions_on_1_to_8_thread_ranks() {
+        for n in 1..=8 {
+            let res = ThreadComm::run(n, |c| check_all(c));
+            for (r, x) in res.into_iter().enumerate() {
+                let checked = x.unwrap_or_else(|e| panic!("{n} ranks, rank {r}: {e}"));
+                assert!(checked > 0);
+            }
+        }
+    }
+
+    #[test]
+    fn serial_comm_exchanges_periodic_ghosts() {
+        let c = SerialComm::new();
+        assert!(check_all(&c).unwrap() > 0);
+    }
+}
