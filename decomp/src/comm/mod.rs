@@ -168,3 +168,24 @@ pub trait Comm {
         (v[0] != u64::MAX).then_some(v[0] as usize)
     }
 }
+
+/// Makes a per-rank result collective: if any rank failed, every rank returns an
+/// error, and the message of the lowest failing rank is the one every rank sees
+/// (built into an error by `wrap` on the ranks that did not fail themselves).
+/// Call before any collective operation that a failed rank could not enter.
+pub fn agree<T, E: std::fmt::Display>(comm: &dyn Comm, res: Result<T, E>, wrap: impl FnOnce(String) -> E) -> Result<T, E> {
+    match comm.first_rank_with(res.is_err()) {
+        None => res,
+        Some(first) => {
+            let mut msg = match (&res, comm.rank() == first) {
+                (Err(e), true) => e.to_string().into_bytes(),
+                _ => Vec::new(),
+            };
+            comm.broadcast_bytes(first, &mut msg);
+            match res {
+                Err(e) if comm.rank() == first => Err(e),
+                _ => Err(wrap(String::from_utf8_lossy(&msg).into_owned())),
+            }
+        }
+    }
+}
