@@ -1,1 +1,7 @@
+//! Case files, models and time integration for tessera.
+pub mod case;
+pub mod error;
+pub mod expr;
 
+pub use case::Case;
+pub use error::{CaseError, RunError};
