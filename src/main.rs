@@ -1,1 +1,230 @@
-fn main() {}
+//! The `tessera` command line: run, check (and later post, study, slurm).
+use clap::{Parser, Subcommand};
+use decomp::comm::MpiComm;
+use decomp::Comm;
+use solver::run::{layout_for, run, RunOptions};
+use solver::RunError;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Distributed PDE/CFD solver with domain decomposition")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a case (under mpirun/srun, or with --np N to launch mpirun).
+    Run {
+        /// Case file (TOML).
+        case: PathBuf,
+        /// Launch N ranks with mpirun.
+        #[arg(long)]
+        np: Option<usize>,
+        /// Override a case key, e.g. --set physics.diffusivity=0.5 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output directory (RUN_DIR); overrides [output] dir.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from a checkpoint file (any rank count).
+        #[arg(long)]
+        restart: Option<PathBuf>,
+        /// Replace an existing run in the output directory.
+        #[arg(long)]
+        overwrite: bool,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Validate a case; print the resolved case and the decomposition report.
+    Check {
+        /// Case file (TOML).
+        case: PathBuf,
+        /// Override a case key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Rank count to report the decomposition for (default: the case's, or 1).
+        #[arg(long)]
+        np: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Check { case, set, np } => check(&case, &set, np),
+        Command::Run { case, np: Some(n), set, out, restart, overwrite, quiet } => launch(n, &case, &set, out, restart, overwrite, quiet),
+        Command::Run { case, np: None, set, out, restart, overwrite, quiet } => run_here(&case, &set, out, restart, overwrite, quiet),
+    }
+}
+
+fn report(e: &dyn std::fmt::Display) {
+    eprintln!("error: {e}");
+}
+
+fn load(case: &PathBuf, set: &[String], out: Option<PathBuf>) -> Result<solver::Case, RunError> {
+    let mut c = solver::case::load(case, set)?;
+    if let Some(o) = out {
+        c.output_dir = o;
+    }
+    Ok(c)
+}
+
+fn check(path: &PathBuf, set: &[String], np: Option<usize>) -> ExitCode {
+    let case = match load(path, set, None) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let n = np.unwrap_or(match &case.ranks {
+        solver::case::Ranks::Fixed(p) => p.iter().product(),
+        solver::case::Ranks::Auto => 1,
+    });
+    let layout = match layout_for(&case, n) {
+        Ok(l) => l,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    println!("# resolved case: {}\n{}", path.display(), case.resolved);
+    let g = &layout.grid;
+    let d = g.dims;
+    let dims = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" x ");
+    println!("# decomposition on {n} rank(s)");
+    println!("mesh          {} = {} cells", dims(&g.cells[..d]), g.total_cells());
+    println!("process grid  {}", dims(&layout.procs[..d]));
+    println!("{:>6} {:>24} {:>12} {:>12}", "rank", "block (cells per axis)", "cells", "halo cells");
+    let mut halo_total = 0;
+    for r in 0..layout.nranks() {
+        let (cells, halo) = layout.rank_stats(r, 1);
+        halo_total += halo;
+        println!("{r:>6} {:>24} {cells:>12} {halo:>12}", dims(&layout.blocks[r].shape()[..d]));
+    }
+    let stable = case.stable_dt();
+    println!("imbalance     {:.4} (largest block / average)", layout.imbalance());
+    println!("halo total    {halo_total} cells per exchange ({:.2}% of the mesh)", 100.0 * halo_total as f64 / g.total_cells() as f64);
+    println!("stable dt     {stable:.6e} (explicit limit); step used {:.6e}", case.dt.unwrap_or((case.stability_factor * stable).min(case.dt_max.unwrap_or(f64::INFINITY))));
+    for a in 0..d {
+        println!("boundary {}   lo: {}   hi: {}", ["x", "y", "z"][a], case.describe_bc(a, 0), case.describe_bc(a, 1));
+    }
+    println!("case OK");
+    ExitCode::SUCCESS
+}
+
+/// `tessera run --np N`: re-executes this binary under mpirun.
+fn launch(n: usize, case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Option<PathBuf>, overwrite: bool, quiet: bool) -> ExitCode {
+    if MpiComm::launched_by_mpi() {
+        report(&"--np launches mpirun itself; under mpirun or srun leave it out (the job's rank count is used)");
+        return ExitCode::from(2);
+    }
+    if n == 0 {
+        report(&"--np must be at least 1");
+        return ExitCode::from(2);
+    }
+    // Validate before launching so input errors come back once, without mpirun noise.
+    let c = match load(case, set, out.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = layout_for(&c, n) {
+        report(&e);
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            report(&format!("cannot find the tessera executable: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let mut cmd = std::process::Command::new("mpirun");
+    cmd.arg("-n").arg(n.to_string());
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    if n > cores {
+        cmd.arg("--oversubscribe");
+    }
+    // Open MPI refuses root unless told; a user running as root asked for this run.
+    let is_root = {
+        use std::os::unix::fs::MetadataExt;
+        std::path::Path::new("/proc/self").metadata().map(|m| m.uid() == 0).unwrap_or(false)
+    };
+    if is_root && std::env::var_os("OMPI_ALLOW_RUN_AS_ROOT").is_none() {
+        cmd.arg("--allow-run-as-root");
+    }
+    cmd.arg(&exe).arg("run").arg(case);
+    for s in set {
+        cmd.arg("--set").arg(s);
+    }
+    if let Some(o) = out {
+        cmd.arg("--out").arg(o);
+    }
+    if let Some(r) = restart {
+        cmd.arg("--restart").arg(r);
+    }
+    if overwrite {
+        cmd.arg("--overwrite");
+    }
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    match cmd.status() {
+        Ok(s) => ExitCode::from(s.code().unwrap_or(3).clamp(0, 255) as u8),
+        Err(e) => {
+            report(&format!("cannot start mpirun: {e} (install Open MPI: scripts/setup.sh)"));
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// A run on the ranks of the current MPI job (singleton when started plainly).
+fn run_here(case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Option<PathBuf>, overwrite: bool, quiet: bool) -> ExitCode {
+    let Some(comm) = MpiComm::init() else {
+        report(&"MPI could not be initialised");
+        return ExitCode::from(1);
+    };
+    let create_parents = out.is_none();
+    let res = load(case, set, out).and_then(|c| {
+        let opts = RunOptions { restart, overwrite, progress: !quiet, create_parents };
+        run(&comm, &c, &opts)
+    });
+    let code = match &res {
+        Ok(s) => {
+            if comm.rank() == 0 && !quiet {
+                eprintln!(
+                    "{}: {} steps to t={:.6e} on {} rank(s) in {:.2}s; output in {}",
+                    s.status,
+                    s.steps,
+                    s.time,
+                    comm.size(),
+                    s.wall_seconds,
+                    s.run_dir.display()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            if comm.rank() == 0 {
+                report(e);
+            }
+            e.exit_code()
+        }
+    };
+    drop(comm); // MPI_Finalize before exiting
+    ExitCode::from(code as u8)
+}

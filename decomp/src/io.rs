@@ -65,6 +65,7 @@ impl H5File {
             let r = match mode {
                 Mode::Create => b.create(path),
                 Mode::Read => b.open(path),
+                Mode::ReadWrite => b.open_rw(path),
             };
             r.map(Some).map_err(|e| Error::io(path, describe_open_error(path, &e, mode)))
         } else {
@@ -79,6 +80,27 @@ impl H5File {
     /// Creates (truncates) `path` collectively.
     pub fn create(comm: &dyn Comm, path: &Path) -> Result<Self> {
         Self::open_with(comm, path, Mode::Create)
+    }
+
+    /// Opens an existing `path` for appending, collectively.
+    pub fn open_rw(comm: &dyn Comm, path: &Path) -> Result<Self> {
+        Self::open_with(comm, path, Mode::ReadWrite)
+    }
+
+    /// Deletes the link `name` (e.g. a snapshot group), collectively.
+    pub fn unlink(&self, comm: &dyn Comm, name: &str) -> Result<()> {
+        self.meta(comm, |f| f.unlink(name))?;
+        Ok(())
+    }
+
+    /// Closes the file on every rank and agrees that it closed cleanly.
+    pub fn close(self, comm: &dyn Comm) -> Result<()> {
+        let path = self.path.clone();
+        let res = match self.file {
+            Some(f) => f.close().map_err(|e| Error::io(&path, e)),
+            None => Ok(()),
+        };
+        agree(comm, res, |m| Error::io(&path, m))
     }
 
     /// Opens `path` read-only on every rank.
@@ -318,6 +340,7 @@ impl H5File {
 enum Mode {
     Create,
     Read,
+    ReadWrite,
 }
 
 fn describe_open_error(path: &Path, e: &hdf5::Error, mode: Mode) -> String {

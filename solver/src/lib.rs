@@ -2,6 +2,9 @@
 pub mod case;
 pub mod error;
 pub mod expr;
+pub mod heat;
+pub mod output;
+pub mod run;
 
 pub use case::Case;
 pub use error::{CaseError, RunError};

@@ -1,0 +1,37 @@
+# tessera: `make demo` runs a real case on 2 ranks and post-processes it;
+# `make test` runs every test (unit, ThreadComm multi-rank, real mpirun, h5py).
+SHELL := /bin/bash
+CARGO ?= cargo
+
+# Open MPI refuses root without these; CI and fresh machines run as root.
+# Oversubscription lets tests use up to 4 ranks on 2 cores.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+# Quieter Open MPI in containers without a high-speed fabric.
+export OMPI_MCA_btl_vader_single_copy_mechanism := none
+
+.PHONY: setup build demo test bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+demo: build
+	./target/release/tessera check cases/heat2d.toml --np 2 | tail -n 12
+	./target/release/tessera run --np 2 cases/heat2d.toml --overwrite
+	/usr/bin/python3 scripts/heat_report.py runs/heat2d
+	@echo "demo: output in runs/heat2d (open runs/heat2d/output.xdmf in ParaView; report: runs/heat2d/report.png)"
+
+test: setup
+	$(CARGO) build --locked --workspace --bins --examples
+	$(CARGO) test --locked --workspace
+
+bench: setup
+	$(CARGO) bench --locked --workspace
+
+clean:
+	$(CARGO) clean
+	rm -rf runs

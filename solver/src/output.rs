@@ -1,0 +1,260 @@
+//! The run directory: output.h5 snapshots, output.xdmf, monitor.csv, summary.json
+//! and checkpoints, in the layout of DESIGN.md and docs/FORMAT.md.
+use crate::case::Case;
+use crate::error::{Result, RunError};
+use decomp::io::H5File;
+use decomp::{BlockLayout, Comm, Field};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Version of the on-disk format written by this build (docs/FORMAT.md).
+pub const FORMAT_VERSION: &str = "1.0";
+
+/// Name of the snapshot group of `step`.
+pub fn snapshot_group(step: u64) -> String {
+    format!("/snapshots/{step:08}")
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so a reader never
+/// sees a half-written file.
+pub fn write_atomic(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes the root attributes, `/mesh` and `/decomposition` of a new file.
+pub fn write_header(h5: &H5File, comm: &dyn Comm, case: &Case, layout: &BlockLayout, kind: &str) -> Result<()> {
+    let g = &layout.grid;
+    let d = g.dims;
+    h5.set_attr_str(comm, "/", "format", "tessera")?;
+    h5.set_attr_str(comm, "/", "format_version", FORMAT_VERSION)?;
+    h5.set_attr_str(comm, "/", "kind", kind)?;
+    h5.set_attr_str(comm, "/", "model", &case.model)?;
+    h5.set_attr_u64(comm, "/", "dims", &[d as u64])?;
+    h5.set_attr_str(comm, "/", "case", &case.resolved)?;
+    h5.create_group(comm, "mesh")?;
+    let cells: Vec<u64> = g.cells[..d].iter().map(|&c| c as u64).collect();
+    h5.set_attr_u64(comm, "/mesh", "cells", &cells)?;
+    h5.set_attr_f64(comm, "/mesh", "lower", &g.lower[..d])?;
+    h5.set_attr_f64(comm, "/mesh", "upper", &g.upper[..d])?;
+    h5.set_attr_f64(comm, "/mesh", "spacing", &g.spacing()[..d])?;
+    let periodic: Vec<u64> = g.periodic[..d].iter().map(|&p| p as u64).collect();
+    h5.set_attr_u64(comm, "/mesh", "periodic", &periodic)?;
+    for (a, name) in ["x", "y", "z"].iter().enumerate().take(d) {
+        let c: Vec<f64> = (0..g.cells[a]).map(|i| g.centre(a, i)).collect();
+        h5.write_vec_f64(comm, &format!("/mesh/{name}"), &c)?;
+    }
+    h5.create_group(comm, "decomposition")?;
+    let mut rows = Vec::with_capacity(layout.nranks() * 2 * d);
+    for b in &layout.blocks {
+        rows.extend(b.lo[..d].iter().map(|&x| x as u64));
+        rows.extend(b.shape()[..d].iter().map(|&x| x as u64));
+    }
+    h5.write_table_u64(comm, "/decomposition/blocks", layout.nranks(), 2 * d, &rows)?;
+    let pg: Vec<u64> = layout.procs[..d].iter().map(|&p| p as u64).collect();
+    h5.set_attr_u64(comm, "/decomposition", "process_grid", &pg)?;
+    h5.create_group(comm, "snapshots")?;
+    Ok(())
+}
+
+/// Writes one snapshot group with `fields` into an open file.
+pub fn write_snapshot(h5: &H5File, comm: &dyn Comm, layout: &BlockLayout, step: u64, time: f64, fields: &[(&str, &Field)]) -> Result<()> {
+    let grp = snapshot_group(step);
+    h5.create_group(comm, &grp)?;
+    h5.set_attr_u64(comm, &grp, "step", &[step])?;
+    h5.set_attr_f64(comm, &grp, "time", &[time])?;
+    for (name, f) in fields {
+        h5.write_field(comm, &format!("{grp}/{name}"), layout, f)?;
+    }
+    Ok(())
+}
+
+/// The XDMF 3 file that lets ParaView/VisIt open every snapshot as a time series.
+pub fn xdmf(layout: &BlockLayout, h5_name: &str, snapshots: &[(u64, f64)], fields: &[String]) -> String {
+    let g = &layout.grid;
+    let d = g.dims;
+    let h = g.spacing();
+    let rev = |v: &[usize]| v.iter().rev().map(|x| x.to_string()).collect::<Vec<_>>().join(" ");
+    let cells: Vec<usize> = g.cells[..d].to_vec();
+    let nodes: Vec<usize> = cells.iter().map(|c| c + 1).collect();
+    let origin: Vec<String> = (0..d).rev().map(|a| format!("{:e}", g.lower[a])).collect();
+    let spacing: Vec<String> = (0..d).rev().map(|a| format!("{:e}", h[a])).collect();
+    let (topo, geo) = if d == 3 { ("3DCoRectMesh", "ORIGIN_DXDYDZ") } else { ("2DCoRectMesh", "ORIGIN_DXDY") };
+    let mut s = String::from("<?xml version=\"1.0\" ?>\n<!DOCTYPE Xdmf SYSTEM \"Xdmf.dtd\" []>\n<Xdmf Version=\"3.0\">\n <Domain>\n");
+    s += "  <Grid Name=\"TimeSeries\" GridType=\"Collection\" CollectionType=\"Temporal\">\n";
+    for (step, time) in snapshots {
+        s += &format!("   <Grid Name=\"step_{step:08}\" GridType=\"Uniform\">\n    <Time Value=\"{time:e}\"/>\n");
+        s += &format!("    <Topology TopologyType=\"{topo}\" Dimensions=\"{}\"/>\n", rev(&nodes));
+        s += &format!("    <Geometry GeometryType=\"{geo}\">\n");
+        s += &format!("     <DataItem Dimensions=\"{d}\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", origin.join(" "));
+        s += &format!("     <DataItem Dimensions=\"{d}\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", spacing.join(" "));
+        s += "    </Geometry>\n";
+        for f in fields {
+            s += &format!("    <Attribute Name=\"{f}\" AttributeType=\"Scalar\" Center=\"Cell\">\n");
+            s += &format!(
+                "     <DataItem Dimensions=\"{}\" NumberType=\"Float\" Precision=\"8\" Format=\"HDF\">{h5_name}:{}/{f}</DataItem>\n",
+                rev(&cells),
+                snapshot_group(*step)
+            );
+            s += "    </Attribute>\n";
+        }
+        s += "   </Grid>\n";
+    }
+    s += "  </Grid>\n </Domain>\n</Xdmf>\n";
+    s
+}
+
+/// Rank 0's monitor.csv writer: one row per step.
+pub struct Monitor {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    path: PathBuf,
+}
+
+impl Monitor {
+    /// Creates monitor.csv with `columns` (rank 0 only), or reopens it for appending
+    /// after a restart, keeping rows up to `keep_through` step.
+    pub fn open(comm: &dyn Comm, path: &Path, columns: &[String], keep_through: Option<u64>) -> Result<Self> {
+        let res = if comm.rank() == 0 {
+            (|| -> std::io::Result<_> {
+                let mut kept = String::new();
+                if let (Some(last), Ok(old)) = (keep_through, std::fs::read_to_string(path)) {
+                    for (i, line) in old.lines().enumerate() {
+                        let step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
+                        if i == 0 || step.is_some_and(|s| s <= last) {
+                            kept.push_str(line);
+                            kept.push('\n');
+                        }
+                    }
+                }
+                if kept.is_empty() {
+                    kept = columns.join(",") + "\n";
+                }
+                write_atomic(path, kept.as_bytes())?;
+                let f = std::fs::OpenOptions::new().append(true).open(path)?;
+                Ok(Some(std::io::BufWriter::new(f)))
+            })()
+            .map_err(|e| format!("{}: cannot write monitor: {e}", path.display()))
+        } else {
+            Ok(None)
+        };
+        let out = decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)?;
+        Ok(Monitor { out, path: path.to_path_buf() })
+    }
+
+    /// Appends one row (rank 0).
+    pub fn row(&mut self, values: &[f64], step: u64) -> Result<()> {
+        if let Some(out) = &mut self.out {
+            let mut line = step.to_string();
+            for v in values {
+                line.push(',');
+                line.push_str(&format!("{v:.10e}"));
+            }
+            line.push('\n');
+            out.write_all(line.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", self.path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes buffered rows to disk.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(out) = &mut self.out {
+            out.flush().map_err(|e| RunError::Failed(format!("{}: {e}", self.path.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Path of the checkpoint of `step` in `run_dir`.
+pub fn checkpoint_path(run_dir: &Path, step: u64) -> PathBuf {
+    run_dir.join("checkpoints").join(format!("step_{step:08}.h5"))
+}
+
+/// Writes a checkpoint atomically: to `step_N.h5.tmp`, closed on every rank, then
+/// renamed by rank 0.
+pub fn write_checkpoint(comm: &dyn Comm, case: &Case, layout: &BlockLayout, run_dir: &Path, step: u64, time: f64, dt: f64, u: &Field) -> Result<PathBuf> {
+    let path = checkpoint_path(run_dir, step);
+    let tmp = path.with_extension("h5.tmp");
+    let h5 = H5File::create(comm, &tmp)?;
+    write_header(&h5, comm, case, layout, "checkpoint")?;
+    write_snapshot(&h5, comm, layout, step, time, &[("temperature", u)])?;
+    h5.create_group(comm, "state")?;
+    h5.set_attr_u64(comm, "/state", "step", &[step])?;
+    h5.set_attr_f64(comm, "/state", "time", &[time])?;
+    h5.set_attr_f64(comm, "/state", "dt", &[dt])?;
+    h5.close(comm)?;
+    let res = if comm.rank() == 0 { std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display())) } else { Ok(()) };
+    decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)?;
+    Ok(path)
+}
+
+/// State read back from a checkpoint.
+pub struct Restart {
+    /// Step of the checkpoint.
+    pub step: u64,
+    /// Time of the checkpoint.
+    pub time: f64,
+}
+
+/// Reads a checkpoint into `u` (this rank's block, any layout). Errors that come from
+/// the user's choice of file (missing, not a checkpoint, other mesh) exit with 2.
+pub fn read_checkpoint(comm: &dyn Comm, case: &Case, path: &Path, u: &mut Field) -> Result<Restart> {
+    let h5 = H5File::open(comm, path).map_err(|e| RunError::Usage(format!("--restart: {e}")))?;
+    let bad = |m: String| RunError::Usage(format!("--restart {}: {m}", path.display()));
+    let format = h5.attr_str(comm, "/", "format").map_err(|_| bad("not a tessera file (no `format` attribute)".into()))?;
+    let kind = h5.attr_str(comm, "/", "kind").unwrap_or_default();
+    if format != "tessera" || kind != "checkpoint" {
+        return Err(bad(format!("not a tessera checkpoint (format {format:?}, kind {kind:?})")));
+    }
+    let version = h5.attr_str(comm, "/", "format_version")?;
+    if version.split('.').next() != FORMAT_VERSION.split('.').next() {
+        return Err(bad(format!("format version {version} cannot be read by this build (reads {FORMAT_VERSION})")));
+    }
+    let cells = h5.attr_u64(comm, "/mesh", "cells")?;
+    let want: Vec<u64> = case.grid.cells[..case.grid.dims].iter().map(|&c| c as u64).collect();
+    if cells != want {
+        return Err(bad(format!("checkpoint mesh has cells {cells:?} but the case has {want:?}")));
+    }
+    let lower = h5.attr_f64(comm, "/mesh", "lower")?;
+    let upper = h5.attr_f64(comm, "/mesh", "upper")?;
+    if lower != case.grid.lower[..case.grid.dims] || upper != case.grid.upper[..case.grid.dims] {
+        return Err(bad(format!("checkpoint domain {lower:?}..{upper:?} differs from the case's")));
+    }
+    let step = h5.attr_u64(comm, "/state", "step")?[0];
+    let time = h5.attr_f64(comm, "/state", "time")?[0];
+    h5.read_field(comm, &format!("{}/temperature", snapshot_group(step)), u)?;
+    h5.close(comm)?;
+    Ok(Restart { step, time })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use decomp::Grid;
+
+    #[test]
+    fn xdmf_lists_snapshots_with_reversed_axes() {
+        let g = Grid::new(&[4, 3], &[0.0, -1.0], &[1.0, 1.0], &[false, false]);
+        let l = BlockLayout::new(&g, &[1, 1], 1).unwrap();
+        let x = xdmf(&l, "output.h5", &[(0, 0.0), (10, 0.5)], &["temperature".into()]);
+        assert!(x.contains("Dimensions=\"4 5\""), "{x}");
+        assert!(x.contains("Dimensions=\"3 4\" NumberType"), "{x}");
+        assert!(x.contains("output.h5:/snapshots/00000010/temperature"));
+        assert!(x.contains("<Time Value=\"5e-1\"/>"));
+        assert_eq!(x.matches("<Grid Name=\"step_").count(), 2);
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp() {
+        let d = std::env::temp_dir().join(format!("tessera-out-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("summary.json");
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{}");
+        assert!(!d.join("summary.json.tmp").exists());
+    }
+}

@@ -1,0 +1,410 @@
+//! `tessera run`: the time loop with output, monitors, checkpoints and progress.
+use crate::case::{Case, Ranks};
+use crate::error::{Result, RunError};
+use crate::heat::HeatSolver;
+use crate::output::{self, write_atomic, Monitor};
+use decomp::comm::{agree, ReduceOp};
+use decomp::io::H5File;
+use decomp::{BlockLayout, Comm};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options of one run beyond the case.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue from this checkpoint.
+    pub restart: Option<PathBuf>,
+    /// Replace an existing run in the output directory.
+    pub overwrite: bool,
+    /// Print progress lines on rank 0.
+    pub progress: bool,
+    /// Create missing parents of the output directory. The CLI sets this for the
+    /// case's `[output] dir` and not for `--out`, whose parent must exist (a typo in a
+    /// path typed on the command line should fail, not create a stray tree).
+    pub create_parents: bool,
+}
+
+/// What a finished run reports (also written to summary.json).
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// completed | diverged | failed.
+    pub status: String,
+    /// Last step reached.
+    pub steps: u64,
+    /// Time reached.
+    pub time: f64,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Wall-clock seconds.
+    pub wall_seconds: f64,
+}
+
+/// The block layout for `case` on `nranks` ranks, or a located error.
+pub fn layout_for(case: &Case, nranks: usize) -> Result<BlockLayout> {
+    match &case.ranks {
+        Ranks::Fixed(p) => {
+            let want: usize = p.iter().product();
+            if want != nranks {
+                let shape = p.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("×");
+                return Err(case
+                    .error_at(
+                        "decomposition.ranks",
+                        format!("asks for {shape} = {want} ranks but the job has {nranks}"),
+                        format!("run with `mpirun -n {want}` (or --np {want}), or set ranks = \"auto\""),
+                    )
+                    .into());
+            }
+            BlockLayout::new(&case.grid, p, 1).map_err(|e| case.error_at("decomposition.ranks", e.to_string(), "use fewer ranks along that axis").into())
+        }
+        Ranks::Auto => BlockLayout::auto(&case.grid, nranks, 1).map_err(|e| RunError::Usage(format!("{e}; use fewer ranks or a finer mesh"))),
+    }
+}
+
+/// Prepares RUN_DIR on rank 0: checks the parent exists, refuses to clobber an existing
+/// run unless asked, checks it is writable. Agreed across ranks.
+fn prepare_run_dir(comm: &dyn Comm, dir: &Path, opts: &RunOptions) -> Result<()> {
+    let res: Result<(), String> = if comm.rank() == 0 {
+        (|| {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !parent.is_dir() && !opts.create_parents {
+                return Err(format!(
+                    "output directory {}: parent directory {} does not exist (create it, or choose another --out)",
+                    dir.display(),
+                    parent.display()
+                ));
+            }
+            if dir.exists() && !dir.is_dir() {
+                return Err(format!("output directory {} exists and is not a directory", dir.display()));
+            }
+            let has_run = dir.join("summary.json").exists() || dir.join("output.h5").exists();
+            if has_run && opts.restart.is_none() && !opts.overwrite {
+                return Err(format!(
+                    "output directory {} already holds a run; pass --overwrite to replace it, or --out another directory",
+                    dir.display()
+                ));
+            }
+            std::fs::create_dir_all(dir.join("checkpoints")).map_err(|e| format!("cannot create output directory {}: {e}", dir.display()))?;
+            let probe = dir.join(".tessera-write-test");
+            std::fs::write(&probe, b"").map_err(|e| format!("output directory {} is not writable: {e}", dir.display()))?;
+            let _ = std::fs::remove_file(&probe);
+            if has_run && opts.restart.is_none() {
+                // --overwrite: remove what the old run wrote (never anything else).
+                for f in ["output.h5", "output.xdmf", "monitor.csv", "summary.json", "case.toml"] {
+                    let _ = std::fs::remove_file(dir.join(f));
+                }
+                if let Ok(rd) = std::fs::read_dir(dir.join("checkpoints")) {
+                    for e in rd.flatten() {
+                        if e.file_name().to_string_lossy().starts_with("step_") {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })()
+    } else {
+        Ok(())
+    };
+    agree(comm, res, |m| m).map_err(RunError::Usage)
+}
+
+/// Progress reporting on rank 0: at most one line a second.
+struct Progress {
+    enabled: bool,
+    start: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn line(&mut self, force: bool, step: u64, t: f64, dt: f64, l2: f64, max: f64, frac: Option<f64>) {
+        if !self.enabled || (!force && self.last.elapsed().as_secs_f64() < 1.0) {
+            return;
+        }
+        self.last = Instant::now();
+        let el = self.start.elapsed().as_secs_f64();
+        let eta = match frac {
+            Some(f) if f > 0.0 && f < 1.0 => format!("{:5.1}%  ETA {:.0}s", 100.0 * f, el * (1.0 - f) / f),
+            Some(_) => "100.0%".to_string(),
+            None => String::new(),
+        };
+        eprintln!("step {step:>8}  t={t:.6e}  dt={dt:.3e}  |T|_2={l2:.6e}  max(T)={max:.6e}  {eta}");
+    }
+}
+
+/// Runs `case` on `comm`. Returns the summary for completed runs; a diverged or failed
+/// run returns an error after writing summary.json with its status.
+pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary> {
+    let start = Instant::now();
+    let layout = layout_for(case, comm.size())?;
+    let dir = case.output_dir.clone();
+    prepare_run_dir(comm, &dir, opts)?;
+    if comm.rank() == 0 {
+        let r = write_atomic(&dir.join("case.toml"), case.resolved.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()));
+        agree(comm, r, |m| m).map_err(RunError::Failed)?;
+    } else {
+        agree(comm, Ok::<(), String>(()), |m| m).map_err(RunError::Failed)?;
+    }
+    let mut solver = HeatSolver::new(case, layout.clone(), comm)?;
+    let (mut step, mut t) = (0u64, 0.0f64);
+    let restart_from = opts.restart.clone();
+    if let Some(path) = &opts.restart {
+        let r = output::read_checkpoint(comm, case, path, &mut solver.u)?;
+        step = r.step;
+        t = r.time;
+    }
+    let first_step = step;
+
+    // output.h5: new, or the existing one trimmed to the restart step.
+    let h5_path = dir.join("output.h5");
+    let mut snapshots: Vec<(u64, f64)> = Vec::new();
+    let appending = opts.restart.is_some() && h5_path.exists();
+    if appending {
+        let h5 = H5File::open_rw(comm, &h5_path)?;
+        for name in h5.members(comm, "/snapshots")? {
+            let s: u64 = name.parse().unwrap_or(u64::MAX);
+            if s > step {
+                h5.unlink(comm, &format!("/snapshots/{name}"))?;
+            } else {
+                let time = h5.attr_f64(comm, &format!("/snapshots/{name}"), "time")?[0];
+                snapshots.push((s, time));
+            }
+        }
+        h5.close(comm)?;
+    } else {
+        let h5 = H5File::create(comm, &h5_path)?;
+        output::write_header(&h5, comm, case, &layout, "output")?;
+        h5.close(comm)?;
+    }
+
+    let dt_auto = {
+        let mut d = case.stability_factor * case.stable_dt();
+        if let Some(m) = case.dt_max {
+            d = d.min(m);
+        }
+        d
+    };
+    let dt = case.dt.unwrap_or(dt_auto);
+
+    let mut columns: Vec<String> = ["step", "time", "dt"].iter().map(|s| s.to_string()).collect();
+    columns.extend(case.norms.iter().map(|n| format!("temperature_{n}")));
+    columns.extend((0..case.probes.len()).map(|i| format!("probe{i}_temperature")));
+    columns.push("change_rate".into());
+    let mut monitor = Monitor::open(comm, &dir.join("monitor.csv"), &columns, opts.restart.as_ref().map(|_| step))?;
+
+    // Probe owners: the cell containing each probe point.
+    let grid = &layout.grid;
+    let h = grid.spacing();
+    let block = layout.blocks[comm.rank()];
+    let probe_cells: Vec<Option<[usize; 3]>> = case
+        .probes
+        .iter()
+        .map(|p| {
+            let mut c = [0usize; 3];
+            for a in 0..grid.dims {
+                c[a] = (((p[a] - grid.lower[a]) / h[a]).floor().max(0.0) as usize).min(grid.cells[a] - 1);
+            }
+            block.contains(c).then(|| [c[0] - block.lo[0], c[1] - block.lo[1], c[2] - block.lo[2]])
+        })
+        .collect();
+    let cell_volume: f64 = h[..grid.dims].iter().product();
+    let total_cells = grid.total_cells() as f64;
+
+    let write_snap = |solver: &HeatSolver, step: u64, t: f64, snaps: &mut Vec<(u64, f64)>| -> Result<()> {
+        let h5 = H5File::open_rw(comm, &h5_path)?;
+        let fields: Vec<(&str, &decomp::Field)> = case.output_fields.iter().map(|f| (f.as_str(), &solver.u)).collect();
+        output::write_snapshot(&h5, comm, &layout, step, t, &fields)?;
+        h5.close(comm)?;
+        snaps.push((step, t));
+        if comm.rank() == 0 {
+            let x = output::xdmf(&layout, "output.h5", snaps, &case.output_fields);
+            write_atomic(&dir.join("output.xdmf"), x.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
+        }
+        Ok(())
+    };
+
+    let mut t_output = 0.0;
+    let mut t_monitor = 0.0;
+    let to = Instant::now();
+    if !appending || snapshots.last().map(|s| s.0) != Some(step) {
+        write_snap(&solver, step, t, &mut snapshots)?;
+    }
+    t_output += to.elapsed().as_secs_f64();
+
+    let mut progress = Progress { enabled: opts.progress && comm.rank() == 0, start: Instant::now(), last: Instant::now() };
+    let mut status = "completed".to_string();
+    let mut message = String::new();
+    let mut last_checkpoint: Option<PathBuf> = None;
+    let mut last_snapshot_step = step;
+    let mut last_dt = dt;
+    let mut probe_buf = vec![0.0; 2 + case.probes.len()];
+    let mut l2 = 0.0;
+    let mut maxv = 0.0;
+    let end_tol = |end: f64| 1e-12 * end.abs().max(dt);
+    let mut checkpoints_written = 0;
+    loop {
+        if case.max_steps.is_some_and(|m| step >= m) {
+            break;
+        }
+        let mut this_dt = dt;
+        let mut lands_on_end = None;
+        if let Some(end) = case.end_time {
+            let remaining = end - t;
+            if remaining <= end_tol(end) {
+                break;
+            }
+            if remaining < dt * (1.0 + 1e-9) {
+                this_dt = remaining;
+                lands_on_end = Some(end);
+            }
+        }
+        let st = solver.step(comm, t, this_dt);
+        // The last step lands exactly on end_time, whatever the rounding of t + dt.
+        t = lands_on_end.unwrap_or(t + this_dt);
+        step += 1;
+        last_dt = this_dt;
+
+        // Monitors: one sum and one max reduction per step.
+        let tm = Instant::now();
+        probe_buf[0] = st.sum;
+        probe_buf[1] = st.sumsq;
+        for (i, pc) in probe_cells.iter().enumerate() {
+            probe_buf[2 + i] = pc.map_or(0.0, |c| solver.u.as_slice()[solver.u.idx(c[0], c[1], c[2])]);
+        }
+        comm.allreduce_f64(&mut probe_buf, ReduceOp::Sum);
+        let mut mx = [st.max, -st.min, st.max_change];
+        comm.allreduce_f64(&mut mx, ReduceOp::Max);
+        let (sum, sumsq, gmax, gmin, change) = (probe_buf[0], probe_buf[1], mx[0], -mx[1], mx[2]);
+        l2 = (sumsq * cell_volume).sqrt();
+        maxv = gmax;
+        let mut row = vec![t, this_dt];
+        for n in &case.norms {
+            row.push(match n.as_str() {
+                "l2" => l2,
+                "max" => gmax,
+                "min" => gmin,
+                "mean" => sum / total_cells,
+                _ => sum * cell_volume,
+            });
+        }
+        row.extend_from_slice(&probe_buf[2..]);
+        let rate = change / this_dt;
+        row.push(rate);
+        monitor.row(&row, step)?;
+        t_monitor += tm.elapsed().as_secs_f64();
+
+        let blown = !sum.is_finite() || !sumsq.is_finite() || !gmax.is_finite() || gmax.abs() > 1e150 || gmin.abs() > 1e150;
+        if blown {
+            status = "diverged".into();
+            message = divergence_message(comm, &solver, step, t, this_dt, case);
+            break;
+        }
+        let frac = match (case.end_time, case.max_steps) {
+            (Some(e), Some(m)) => Some((t / e).max(step as f64 / m as f64)),
+            (Some(e), None) => Some(t / e),
+            (None, Some(m)) => Some(step as f64 / m as f64),
+            _ => None,
+        };
+        progress.line(false, step, t, this_dt, l2, gmax, frac);
+
+        let steady = case.steady_tolerance.is_some_and(|tol| rate < tol);
+        let to = Instant::now();
+        if case.output_every > 0 && step % case.output_every == 0 {
+            write_snap(&solver, step, t, &mut snapshots)?;
+            monitor.flush()?;
+            last_snapshot_step = step;
+        }
+        if case.checkpoint_every > 0 && step % case.checkpoint_every == 0 {
+            last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &solver.u)?);
+            checkpoints_written += 1;
+        }
+        t_output += to.elapsed().as_secs_f64();
+        if steady {
+            break;
+        }
+    }
+    monitor.flush()?;
+    let to = Instant::now();
+    if status == "completed" {
+        if last_snapshot_step != step {
+            write_snap(&solver, step, t, &mut snapshots)?;
+        }
+        if last_checkpoint.as_ref().is_none_or(|p| *p != output::checkpoint_path(&dir, step)) {
+            last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, last_dt, &solver.u)?);
+            checkpoints_written += 1;
+        }
+        progress.line(true, step, t, last_dt, l2, maxv, Some(1.0));
+    }
+    t_output += to.elapsed().as_secs_f64();
+
+    let wall = start.elapsed().as_secs_f64();
+    let stats = comm.stats();
+    // Phase times: the maximum over ranks is what bounds the run.
+    let mut ph = [solver.timings.compute, solver.timings.halo, solver.timings.boundary, t_monitor, t_output];
+    comm.allreduce_f64(&mut ph, ReduceOp::Max);
+    let mut cs = [stats.messages, stats.bytes, stats.reductions];
+    comm.allreduce_u64(&mut cs, ReduceOp::Sum);
+    let steps_run = step - first_step;
+    if comm.rank() == 0 {
+        let summary = serde_json::json!({
+            "status": status,
+            "message": message,
+            "case": case.name,
+            "model": case.model,
+            "steps": step,
+            "steps_this_run": steps_run,
+            "final_time": t,
+            "dt": dt,
+            "wall_seconds": wall,
+            "ranks": comm.size(),
+            "process_grid": &layout.procs[..grid.dims],
+            "cells": &grid.cells[..grid.dims],
+            "cell_updates_per_second": if ph[0] > 0.0 { steps_run as f64 * total_cells / wall } else { 0.0 },
+            "restart_from": restart_from.as_ref().map(|p| p.display().to_string()),
+            "last_checkpoint": last_checkpoint.as_ref().map(|p| p.display().to_string()),
+            "checkpoints_written": checkpoints_written,
+            "snapshots": snapshots.len(),
+            "linear_solves": [],
+            "timings": {
+                "compute": ph[0], "halo": ph[1], "boundary": ph[2], "monitor": ph[3], "output": ph[4], "total": wall
+            },
+            "communication": { "messages": cs[0], "bytes": cs[1], "reductions": cs[2] },
+            "format_version": output::FORMAT_VERSION,
+        });
+        let text = serde_json::to_string_pretty(&summary).expect("json serialises");
+        write_atomic(&dir.join("summary.json"), text.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
+    }
+    comm.barrier();
+    if status != "completed" {
+        return Err(RunError::Failed(message));
+    }
+    Ok(RunSummary { status, steps: step, time: t, run_dir: dir, wall_seconds: wall })
+}
+
+/// Finds where the solution first went non-finite (lowest rank, first cell) and
+/// builds the message every rank returns.
+fn divergence_message(comm: &dyn Comm, solver: &HeatSolver, step: u64, t: f64, dt: f64, case: &Case) -> String {
+    let u = &solver.u;
+    let lo = u.block.lo;
+    let bad = u.interior().indexed_iter().find(|(_, v)| !v.is_finite() || v.abs() > 1e150).map(|((k, j, i), v)| (lo[0] + i, lo[1] + j, lo[2] + k, *v));
+    let first = comm.first_rank_with(bad.is_some());
+    let mut msg = Vec::new();
+    if let (Some(r), Some((i, j, k, v))) = (first, bad) {
+        if r == comm.rank() {
+            let g = &solver.layout.grid;
+            let at = if g.dims == 3 {
+                format!("cell ({i}, {j}, {k}) at x={:.4}, y={:.4}, z={:.4}", g.centre(0, i), g.centre(1, j), g.centre(2, k))
+            } else {
+                format!("cell ({i}, {j}) at x={:.4}, y={:.4}", g.centre(0, i), g.centre(1, j))
+            };
+            msg = format!(
+                "run diverged at step {step} (t={t:.6e}): temperature = {v} in {at}; dt = {dt:.3e} vs the explicit stability limit {:.3e}. \
+                 Hint: lower numerics.dt or numerics.stability_factor, or check the source and boundary expressions. \
+                 The last checkpoint is intact.",
+                case.stable_dt()
+            )
+            .into_bytes();
+        }
+    }
+    comm.broadcast_bytes(first.unwrap_or(0), &mut msg);
+    String::from_utf8_lossy(&msg).into_owned()
+}
