@@ -9,7 +9,7 @@ PKGS=(
   libclang-dev                    # bindgen (hdf5-sys, mpi-sys)
   openmpi-bin libopenmpi-dev      # MPI runtime + headers (rsmpi)
   libhdf5-openmpi-dev             # parallel HDF5 (hdf5-metno, feature mpio)
-  python3 python3-h5py python3-numpy  # format read-back tests
+  python3 python3-h5py python3-numpy python3-matplotlib  # format read-back tests, demo report
 )
 
 missing=()

@@ -307,32 +307,36 @@ impl H5File {
         }
     }
 
+    /// Writes `field`'s interior into `block` of dataset `name`. The whole body runs
+    /// under the HDF5 library lock: HDF5 is not thread-safe, and our raw calls must
+    /// not interleave with other threads' calls (in-process ranks, parallel tests).
     fn transfer(&self, name: &str, block: &IndexBox, dims: usize, field: &Field, collective: bool) -> Result<()> {
-        let ds = self.open_dataset(name)?;
-        let (fspace, dxpl) = self.selection(&ds, block, dims, collective && self.mpio)?;
-        let mspace = Self::memspace(field)?;
-        // SAFETY: memory selection matches the field's storage; ids are valid.
-        let rc = hdf5::sync::sync(|| unsafe {
-            H5Dwrite(ds.id(), *H5T_NATIVE_DOUBLE, mspace.0, fspace.0, dxpl.0, field.as_slice().as_ptr().cast())
-        });
-        if rc < 0 {
-            return Err(Error::io(&self.path, format!("writing {name} failed")));
-        }
-        Ok(())
+        hdf5::sync::sync(|| {
+            let ds = self.open_dataset(name)?;
+            let (fspace, dxpl) = self.selection(&ds, block, dims, collective && self.mpio)?;
+            let mspace = Self::memspace(field)?;
+            // SAFETY: memory selection matches the field's storage; ids are valid.
+            let rc = unsafe { H5Dwrite(ds.id(), *H5T_NATIVE_DOUBLE, mspace.0, fspace.0, dxpl.0, field.as_slice().as_ptr().cast()) };
+            if rc < 0 {
+                return Err(Error::io(&self.path, format!("writing {name} failed")));
+            }
+            Ok(())
+        })
     }
 
+    /// Reads `block` of dataset `name` into `field`'s interior (under the library lock).
     fn transfer_read(&self, name: &str, block: &IndexBox, dims: usize, field: &mut Field) -> Result<()> {
-        let ds = self.open_dataset(name)?;
-        let (fspace, dxpl) = self.selection(&ds, block, dims, self.mpio)?;
-        let mspace = Self::memspace(field)?;
-        // SAFETY: memory selection matches the field's storage; ids are valid.
-        let rc = hdf5::sync::sync(|| unsafe {
-            H5Dread(ds.id(), *H5T_NATIVE_DOUBLE, mspace.0, fspace.0, dxpl.0, field.as_slice_mut().as_mut_ptr().cast())
-        });
-        if rc < 0 {
-            return Err(Error::io(&self.path, format!("reading {name} failed")));
-        }
-        Ok(())
+        hdf5::sync::sync(|| {
+            let ds = self.open_dataset(name)?;
+            let (fspace, dxpl) = self.selection(&ds, block, dims, self.mpio)?;
+            let mspace = Self::memspace(field)?;
+            // SAFETY: memory selection matches the field's storage; ids are valid.
+            let rc = unsafe { H5Dread(ds.id(), *H5T_NATIVE_DOUBLE, mspace.0, fspace.0, dxpl.0, field.as_slice_mut().as_mut_ptr().cast()) };
+            if rc < 0 {
+                return Err(Error::io(&self.path, format!("reading {name} failed")));
+            }
+            Ok(())
+        })
     }
 }
 
