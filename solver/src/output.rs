@@ -75,30 +75,37 @@ pub fn write_snapshot(h5: &H5File, comm: &dyn Comm, layout: &BlockLayout, step: 
 }
 
 /// The XDMF 3 file that lets ParaView/VisIt open every snapshot as a time series.
+///
+/// A 2D mesh is described as a 3D mesh one cell thick (thickness min(dx, dy)):
+/// VTK's XDMF reader places a `2DCoRectMesh` in the y-z plane, while a single layer
+/// of cells lands in the x-y plane with the right bounds. The datasets stay 2D.
 pub fn xdmf(layout: &BlockLayout, h5_name: &str, snapshots: &[(u64, f64)], fields: &[String]) -> String {
     let g = &layout.grid;
     let d = g.dims;
     let h = g.spacing();
-    let rev = |v: &[usize]| v.iter().rev().map(|x| x.to_string()).collect::<Vec<_>>().join(" ");
-    let cells: Vec<usize> = g.cells[..d].to_vec();
-    let nodes: Vec<usize> = cells.iter().map(|c| c + 1).collect();
-    let origin: Vec<String> = (0..d).rev().map(|a| format!("{:e}", g.lower[a])).collect();
-    let spacing: Vec<String> = (0..d).rev().map(|a| format!("{:e}", h[a])).collect();
-    let (topo, geo) = if d == 3 { ("3DCoRectMesh", "ORIGIN_DXDYDZ") } else { ("2DCoRectMesh", "ORIGIN_DXDY") };
+    let join = |v: &[String]| v.join(" ");
+    // (z, y, x) order as XDMF wants; the 2D z axis is one cell thick.
+    let dz = if d == 3 { h[2] } else { h[0].min(h[1]) };
+    let z0 = if d == 3 { g.lower[2] } else { 0.0 };
+    let cells = [if d == 3 { g.cells[2] } else { 1 }, g.cells[1], g.cells[0]];
+    let nodes: Vec<String> = cells.iter().map(|c| (c + 1).to_string()).collect();
+    let cell_dims: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
+    let origin = [z0, g.lower[1], g.lower[0]].map(|v| format!("{v:e}"));
+    let spacing = [dz, h[1], h[0]].map(|v| format!("{v:e}"));
     let mut s = String::from("<?xml version=\"1.0\" ?>\n<!DOCTYPE Xdmf SYSTEM \"Xdmf.dtd\" []>\n<Xdmf Version=\"3.0\">\n <Domain>\n");
     s += "  <Grid Name=\"TimeSeries\" GridType=\"Collection\" CollectionType=\"Temporal\">\n";
     for (step, time) in snapshots {
         s += &format!("   <Grid Name=\"step_{step:08}\" GridType=\"Uniform\">\n    <Time Value=\"{time:e}\"/>\n");
-        s += &format!("    <Topology TopologyType=\"{topo}\" Dimensions=\"{}\"/>\n", rev(&nodes));
-        s += &format!("    <Geometry GeometryType=\"{geo}\">\n");
-        s += &format!("     <DataItem Dimensions=\"{d}\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", origin.join(" "));
-        s += &format!("     <DataItem Dimensions=\"{d}\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", spacing.join(" "));
+        s += &format!("    <Topology TopologyType=\"3DCoRectMesh\" Dimensions=\"{}\"/>\n", join(&nodes));
+        s += "    <Geometry GeometryType=\"ORIGIN_DXDYDZ\">\n";
+        s += &format!("     <DataItem Dimensions=\"3\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", join(&origin));
+        s += &format!("     <DataItem Dimensions=\"3\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", join(&spacing));
         s += "    </Geometry>\n";
         for f in fields {
             s += &format!("    <Attribute Name=\"{f}\" AttributeType=\"Scalar\" Center=\"Cell\">\n");
             s += &format!(
                 "     <DataItem Dimensions=\"{}\" NumberType=\"Float\" Precision=\"8\" Format=\"HDF\">{h5_name}:{}/{f}</DataItem>\n",
-                rev(&cells),
+                join(&cell_dims),
                 snapshot_group(*step)
             );
             s += "    </Attribute>\n";
@@ -241,8 +248,10 @@ mod tests {
         let g = Grid::new(&[4, 3], &[0.0, -1.0], &[1.0, 1.0], &[false, false]);
         let l = BlockLayout::new(&g, &[1, 1], 1).unwrap();
         let x = xdmf(&l, "output.h5", &[(0, 0.0), (10, 0.5)], &["temperature".into()]);
-        assert!(x.contains("Dimensions=\"4 5\""), "{x}");
-        assert!(x.contains("Dimensions=\"3 4\" NumberType"), "{x}");
+        // 2D is written as one layer of cells: nodes (z, y, x) = (2, 4, 5).
+        assert!(x.contains("3DCoRectMesh\" Dimensions=\"2 4 5\""), "{x}");
+        assert!(x.contains("Dimensions=\"1 3 4\" NumberType"), "{x}");
+        assert!(x.contains(">0e0 -1e0 0e0<") && x.contains(">2.5e-1 6.666666666666666e-1 2.5e-1<"), "{x}");
         assert!(x.contains("output.h5:/snapshots/00000010/temperature"));
         assert!(x.contains("<Time Value=\"5e-1\"/>"));
         assert_eq!(x.matches("<Grid Name=\"step_").count(), 2);
