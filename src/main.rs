@@ -199,8 +199,16 @@ fn run_here(case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Optio
         return ExitCode::from(1);
     };
     let create_parents = out.is_none();
+    // SIGINT/SIGTERM (Ctrl-C, scancel, mpirun forwarding) and SIGUSR1 (Slurm's
+    // pre-timeout signal) stop the run cleanly with a checkpoint.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            report(&format!("cannot install signal handler: {e}"));
+        }
+    }
     let res = load(case, set, out).and_then(|c| {
-        let opts = RunOptions { restart, overwrite, progress: !quiet, create_parents };
+        let opts = RunOptions { restart, overwrite, progress: !quiet, create_parents, stop: Some(stop.clone()) };
         run(&comm, &c, &opts)
     });
     let code = match &res {

@@ -22,6 +22,9 @@ pub struct RunOptions {
     /// case's `[output] dir` and not for `--out`, whose parent must exist (a typo in a
     /// path typed on the command line should fail, not create a stray tree).
     pub create_parents: bool,
+    /// Set asynchronously (SIGINT, SIGTERM, SIGUSR1) to stop cleanly: the run finishes
+    /// the current step, writes a snapshot and a checkpoint, and reports "stopped".
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a finished run reports (also written to summary.json).
@@ -271,8 +274,11 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
             probe_buf[2 + i] = pc.map_or(0.0, |c| solver.u.as_slice()[solver.u.idx(c[0], c[1], c[2])]);
         }
         comm.allreduce_f64(&mut probe_buf, ReduceOp::Sum);
-        let mut mx = [st.max, -st.min, st.max_change];
+        // The stop request rides on the max reduction, so all ranks stop at the same step.
+        let stop_here = opts.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+        let mut mx = [st.max, -st.min, st.max_change, if stop_here { 1.0 } else { 0.0 }];
         comm.allreduce_f64(&mut mx, ReduceOp::Max);
+        let stop_requested = mx[3] > 0.0;
         let (sum, sumsq, gmax, gmin, change) = (probe_buf[0], probe_buf[1], mx[0], -mx[1], mx[2]);
         l2 = (sumsq * cell_volume).sqrt();
         maxv = gmax;
@@ -298,13 +304,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
             message = divergence_message(comm, &solver, step, t, this_dt, case);
             break;
         }
-        let frac = match (case.end_time, case.max_steps) {
-            (Some(e), Some(m)) => Some((t / e).max(step as f64 / m as f64)),
-            (Some(e), None) => Some(t / e),
-            (None, Some(m)) => Some(step as f64 / m as f64),
-            _ => None,
-        };
-        progress.line(false, step, t, this_dt, l2, gmax, frac);
+        progress.line(false, step, t, this_dt, l2, gmax, fraction_done(case, step, t));
 
         let steady = case.steady_tolerance.is_some_and(|tol| rate < tol);
         let to = Instant::now();
@@ -321,10 +321,14 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         if steady {
             break;
         }
+        if stop_requested {
+            status = "stopped".into();
+            break;
+        }
     }
     monitor.flush()?;
     let to = Instant::now();
-    if status == "completed" {
+    if status == "completed" || status == "stopped" {
         if last_snapshot_step != step {
             write_snap(&solver, step, t, &mut snapshots)?;
         }
@@ -332,7 +336,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
             last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, last_dt, &solver.u)?);
             checkpoints_written += 1;
         }
-        progress.line(true, step, t, last_dt, l2, maxv, Some(1.0));
+        progress.line(true, step, t, last_dt, l2, maxv, fraction_done(case, step, t));
     }
     t_output += to.elapsed().as_secs_f64();
 
@@ -374,10 +378,26 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         write_atomic(&dir.join("summary.json"), text.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
     }
     comm.barrier();
+    if status == "stopped" {
+        let ck = last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        return Err(RunError::Failed(format!(
+            "stopped by a signal at step {step} (t={t:.6e}); continue with --restart {ck}"
+        )));
+    }
     if status != "completed" {
         return Err(RunError::Failed(message));
     }
     Ok(RunSummary { status, steps: step, time: t, run_dir: dir, wall_seconds: wall })
+}
+
+/// Fraction of the run done, for the ETA (None when only a steady tolerance stops it).
+fn fraction_done(case: &Case, step: u64, t: f64) -> Option<f64> {
+    match (case.end_time, case.max_steps) {
+        (Some(e), Some(m)) => Some((t / e).max(step as f64 / m as f64)),
+        (Some(e), None) => Some(t / e),
+        (None, Some(m)) => Some(step as f64 / m as f64),
+        _ => None,
+    }
 }
 
 /// Finds where the solution first went non-finite (lowest rank, first cell) and
