@@ -201,7 +201,6 @@ impl HeatSolver {
         let next = u.clone();
         let halo = HaloPlan::new(&layout, rank, 1, Stencil::Star, 0)?;
         let mut faces = Vec::new();
-        let h = grid.spacing();
         let lo = block.lo;
         let n = block.shape();
         for a in 0..dims {
@@ -222,7 +221,6 @@ impl HeatSolver {
                         points.push(p);
                     }
                 }
-                let _ = h;
                 faces.push(Face { axis: a, side, bc: case.boundary[a][side].clone(), values: vec![0.0; points.len()], points });
             }
         }

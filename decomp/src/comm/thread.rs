@@ -82,22 +82,19 @@ impl ThreadComm {
     fn allgather_bytes(&self, mine: Vec<u8>) -> Vec<Vec<u8>> {
         let sh = &*self.shared;
         let mut st = sh.slots.lock().unwrap();
-        // Phase 1: deposit and wait until all have deposited.
         st.data[self.rank] = mine;
-        st.arrived += 1;
-        let gen = st.generation;
-        if st.arrived == sh.size {
-            st.arrived = 0;
-            st.generation += 1;
-            sh.turn.notify_all();
-        } else {
-            while st.generation == gen {
-                assert!(!st.aborted, "another rank panicked");
-                st = sh.turn.wait(st).unwrap();
-            }
-        }
+        // Phase 1: wait until all have deposited.
+        st = self.rendezvous(st);
         let all = st.data.clone();
         // Phase 2: nobody may overwrite the slots until everyone has read them.
+        drop(self.rendezvous(st));
+        all
+    }
+
+    /// Waits, holding the slot lock between wake-ups, until every rank has arrived at
+    /// this generation of the rendezvous.
+    fn rendezvous<'a>(&'a self, mut st: std::sync::MutexGuard<'a, Rendezvous>) -> std::sync::MutexGuard<'a, Rendezvous> {
+        let sh = &*self.shared;
         st.arrived += 1;
         let gen = st.generation;
         if st.arrived == sh.size {
@@ -110,7 +107,7 @@ impl ThreadComm {
                 st = sh.turn.wait(st).unwrap();
             }
         }
-        all
+        st
     }
 }
 
