@@ -75,7 +75,7 @@ fn report(e: &dyn std::fmt::Display) {
 fn load(case: &PathBuf, set: &[String], out: Option<PathBuf>) -> Result<solver::Case, RunError> {
     let mut c = solver::case::load(case, set)?;
     if let Some(o) = out {
-        c.output_dir = o;
+        c.set_output_dir(o);
     }
     Ok(c)
 }

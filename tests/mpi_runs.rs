@@ -167,6 +167,28 @@ fn restart_on_other_rank_counts_is_bit_identical() {
     // The checkpoint itself holds the same field as the snapshot of its step.
     let ck = read_file(&ck20);
     assert_bitwise(&reference[2..3], &ck, "checkpoint contents");
+    validate(&full);
+
+    // Restarting in place from an earlier checkpoint with a shorter horizon on another
+    // rank count: the run directory describes this run only (header, decomposition,
+    // no later snapshots or checkpoints), and passes the format validator.
+    run(3, &case, &full, &["--restart", ck20.to_str().unwrap(), "--set", "control.max_steps=30"]);
+    assert_bitwise(&reference[..4], &snapshots(&full), "shorter in-place restart");
+    assert!(!full.join("checkpoints/step_00000040.h5").exists(), "abandoned checkpoint removed");
+    validate(&full);
+}
+
+/// Runs the format validator (tests/check_format.py) on a run directory when h5py is
+/// available (tests/format.rs covers its absence with a notice).
+fn validate(run_dir: &Path) {
+    let py = "/usr/bin/python3";
+    if !Command::new(py).args(["-c", "import h5py"]).status().is_ok_and(|s| s.success()) {
+        eprintln!("h5py not available: skipping format validation of {}", run_dir.display());
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_format.py");
+    let o = Command::new(py).arg(script).arg(run_dir).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
@@ -194,7 +216,7 @@ fn sigterm_stops_cleanly_and_the_checkpoint_continues_bit_for_bit() {
     let stopped = d.join("stopped");
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
     mpi_env(&mut c).arg("run").arg(&case).arg("--out").arg(&stopped).arg("--quiet");
-    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Wait until the time loop is running (monitor rows appear), then SIGTERM.
     let monitor = stopped.join("monitor.csv");
     let t0 = std::time::Instant::now();

@@ -240,6 +240,13 @@ impl Case {
         self.sources.error(key, message.into(), Some(help.into()))
     }
 
+    /// Sends the run to `dir` (the CLI's `--out`), keeping the resolved text — what
+    /// RUN_DIR/case.toml records — truthful.
+    pub fn set_output_dir(&mut self, dir: PathBuf) {
+        self.output_dir = dir;
+        self.resolved = resolved_toml(self);
+    }
+
     /// Human-readable boundary summary for reports.
     pub fn describe_bc(&self, axis: usize, side: usize) -> String {
         match &self.boundary[axis][side] {
@@ -267,11 +274,13 @@ struct Origin {
 }
 
 /// For every dotted key (and array element `key[i]`), the origin and byte span of the
-/// value that set it last.
+/// value that set it last, and of the key token itself.
 #[derive(Clone, Debug, Default)]
 struct SourceMap {
     origins: Vec<Origin>,
     spans: HashMap<String, (usize, Range<usize>)>,
+    /// Spans of the key tokens (`diffusivity` in `diffusivity = 0.1`).
+    key_spans: HashMap<String, (usize, Range<usize>)>,
     /// The top-level file, for errors with no better position.
     main: String,
 }
@@ -293,20 +302,61 @@ fn locate(origin: &Origin, span: Range<usize>) -> Location {
     }
 }
 
+/// `boundary.xlo` and the like: a face, which overlays replace whole.
+fn is_face(path: &str) -> bool {
+    path.strip_prefix("boundary.").is_some_and(|f| FACES.contains(&f))
+}
+
+/// Narrows `loc` (a value's location) to the first whole-word occurrence of `word`
+/// inside it, so the caret points at the offending name in an expression.
+fn narrow(loc: &mut Location, word: &str) {
+    let chars: Vec<char> = loc.snippet.chars().collect();
+    let w: Vec<char> = word.chars().collect();
+    let (from, to) = (loc.column.saturating_sub(1), (loc.column - 1 + loc.width).min(chars.len()));
+    if w.is_empty() || to < from + w.len() {
+        return;
+    }
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    for i in from..=to - w.len() {
+        let before_ok = i == 0 || !ident(chars[i - 1]);
+        let after_ok = i + w.len() >= chars.len() || !ident(chars[i + w.len()]);
+        if chars[i..i + w.len()] == w[..] && before_ok && after_ok {
+            loc.column = i + 1;
+            loc.width = w.len();
+            return;
+        }
+    }
+}
+
 impl SourceMap {
     fn add_origin(&mut self, name: String, text: String) -> usize {
         self.origins.push(Origin { name, text });
         self.origins.len() - 1
     }
 
+    /// Forgets every position under `path` (the value there is being replaced).
+    fn clear_under(&mut self, path: &str) {
+        let under = |k: &String| k == path || k.strip_prefix(path).is_some_and(|r| r.starts_with('.') || r.starts_with('['));
+        self.spans.retain(|k, _| !under(k));
+        self.key_spans.retain(|k, _| !under(k));
+    }
+
     fn record_item(&mut self, origin: usize, path: &str, item: &toml_edit::Item) {
         match item {
             toml_edit::Item::Table(t) => {
-                if let Some(sp) = t.span() {
+                if is_face(path) {
+                    self.clear_under(path);
+                }
+                // Dotted keys (`physics.diffusivity = 1`) make implicit tables: no span of their own.
+                if let Some(sp) = t.span().filter(|_| !t.is_dotted() && !t.is_implicit()) {
                     self.spans.insert(path.to_string(), (origin, sp));
                 }
                 for (k, v) in t.iter() {
-                    self.record_item(origin, &join(path, k), v);
+                    let p = join(path, k);
+                    self.record_item(origin, &p, v);
+                    if let Some(sp) = t.key(k).and_then(|k| k.span()) {
+                        self.key_spans.insert(p, (origin, sp));
+                    }
                 }
             }
             toml_edit::Item::Value(v) => self.record_value(origin, path, v),
@@ -322,6 +372,11 @@ impl SourceMap {
     }
 
     fn record_value(&mut self, origin: usize, path: &str, v: &toml_edit::Value) {
+        // A value replaces what was there, except an inline table that merges key by key
+        // (sections do, boundary faces do not).
+        if is_face(path) || !matches!(v, toml_edit::Value::InlineTable(_)) {
+            self.clear_under(path);
+        }
         if let Some(sp) = v.span() {
             self.spans.insert(path.to_string(), (origin, sp));
         }
@@ -333,7 +388,11 @@ impl SourceMap {
             }
             toml_edit::Value::InlineTable(t) => {
                 for (k, e) in t.iter() {
-                    self.record_value(origin, &join(path, k), e);
+                    let p = join(path, k);
+                    self.record_value(origin, &p, e);
+                    if let Some(sp) = t.key(k).and_then(|k| k.span()) {
+                        self.key_spans.insert(p, (origin, sp));
+                    }
                 }
             }
             _ => {}
@@ -354,14 +413,45 @@ impl SourceMap {
         }
     }
 
+    /// The name of the source that set `key` last (a file, or `--set ...`).
+    fn origin_of(&self, key: &str) -> Option<&str> {
+        self.spans.get(key).map(|(o, _)| self.origins[*o].name.as_str())
+    }
+
     fn error(&self, key: &str, message: String, help: Option<String>) -> CaseError {
-        CaseError {
-            location: self.location(key),
-            file: self.main.clone(),
-            key: Some(key.to_string()),
-            message,
-            help,
+        let mut message = message;
+        let location = self.location(key).or_else(|| {
+            // Nothing of this section was written anywhere: say so, and point at the
+            // start of the top-level file, where the section can be added.
+            let section = key.split(['.', '[']).next().unwrap_or(key);
+            message = format!("{message} (the case has no [{section}] section)");
+            self.origins.first().map(|o| Location { file: o.name.clone(), line: 1, column: 1, snippet: String::new(), width: 0 })
+        });
+        CaseError { location, file: self.main.clone(), key: Some(key.to_string()), message, help }
+    }
+
+    /// Like [`SourceMap::error`], but pointing at the key token (`value` in
+    /// `{ type = "neumann", value = "0" }`) rather than at its value.
+    fn error_at_key(&self, key: &str, message: String, help: Option<String>) -> CaseError {
+        let mut e = self.error(key, message, help);
+        if let Some((o, sp)) = self.key_spans.get(key) {
+            e.location = Some(locate(&self.origins[*o], sp.clone()));
         }
+        e
+    }
+
+    /// The innermost recorded value whose span contains byte `pos` of origin `o`.
+    fn path_at(&self, o: usize, pos: usize) -> Option<String> {
+        self.spans
+            .iter()
+            .filter(|(_, (oo, sp))| *oo == o && sp.start <= pos && pos < sp.end.max(sp.start + 1))
+            .min_by_key(|(k, (_, sp))| (sp.len(), std::cmp::Reverse(k.len())))
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The key whose key token starts at byte `pos` of origin `o`.
+    fn key_at(&self, o: usize, pos: usize) -> Option<String> {
+        self.key_spans.iter().find(|(_, (oo, sp))| *oo == o && sp.start == pos).map(|(k, _)| k.clone())
     }
 }
 
@@ -373,46 +463,287 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-/// Turns a serde/TOML error into a located [`CaseError`] with allowed keys and a
-/// "did you mean" for unknown fields.
-fn schema_error(origin: &Origin, err: &toml::de::Error) -> CaseError {
+/// Every section and its keys (kept equal to the `Raw*` structs by a unit test).
+const SCHEMA: [(&str, &[&str]); 10] = [
+    ("case", &["name", "model"]),
+    ("mesh", &["cells", "lower", "upper", "periodic"]),
+    ("decomposition", &["ranks"]),
+    ("physics", &["diffusivity", "source"]),
+    ("boundary", &FACES),
+    ("initial", &["temperature"]),
+    ("numerics", &["dt", "dt_max", "stability_factor"]),
+    ("control", &["end_time", "max_steps", "steady_tolerance"]),
+    ("output", &["dir", "every", "fields", "checkpoint_every"]),
+    ("monitor", &["probes", "norms"]),
+];
+
+/// What a key accepts, with an example, for wrong-type errors.
+fn key_help(path: &str) -> Option<&'static str> {
+    // `boundary.xlo.value` -> `boundary.*.value`; drop array indices.
+    let mut p: String = path.split('[').next().unwrap_or(path).to_string();
+    for f in FACES {
+        if let Some(rest) = p.strip_prefix(&format!("boundary.{f}")) {
+            p = format!("boundary.*{rest}");
+        }
+    }
+    Some(match p.as_str() {
+        "extends" => "extends = \"base.toml\": a path relative to this file",
+        "case.name" => "name = \"heat2d\": a string",
+        "case.model" => "model = \"heat\": a string; models: heat",
+        "mesh.cells" => "cells = [64, 64] (2D) or [32, 32, 32] (3D): whole numbers, one per axis",
+        "mesh.lower" => "lower = [0.0, 0.0]: one number per axis",
+        "mesh.upper" => "upper = [1.0, 1.0]: one number per axis",
+        "mesh.periodic" => "periodic = [false, true]: true or false (no quotes), one per axis",
+        "decomposition.ranks" => "ranks = \"auto\", or process counts per axis such as [2, 2]",
+        "physics.diffusivity" => "diffusivity = 0.1: a positive number (no quotes)",
+        "physics.source" | "initial.temperature" | "boundary.*.value" | "boundary.*.gradient" => {
+            "a number, or an expression string in x, y, z, t such as \"sin(pi*x)\""
+        }
+        "boundary.*" => "{ type = \"dirichlet\", value = \"0\" }, { type = \"neumann\", gradient = \"0\" } or { type = \"periodic\" }",
+        "boundary.*.type" => "type = \"dirichlet\", \"neumann\" or \"periodic\"",
+        "numerics.dt" | "numerics.dt_max" => "a positive number of time units (no quotes)",
+        "numerics.stability_factor" => "stability_factor = 0.9: a number in (0, 1]",
+        "control.end_time" | "control.steady_tolerance" => "a positive number (no quotes)",
+        "control.max_steps" => "max_steps = 1000: a whole number",
+        "output.dir" => "dir = \"runs/heat2d\": a path string",
+        "output.every" | "output.checkpoint_every" => "a whole number of steps (0: first and last only)",
+        "output.fields" => "fields = [\"temperature\"]: a list of field names",
+        "monitor.probes" => "probes = [[0.5, 0.5]]: a list of points, one coordinate per axis",
+        "monitor.norms" => "norms = [\"l2\", \"max\"]: a list of l2, max, min, mean, integral",
+        s if SCHEMA.iter().any(|(n, _)| *n == s) => "a section: a [name] header followed by key = value lines",
+        _ => return None,
+    })
+}
+
+/// serde's names of types, as a case-file user would say them.
+fn plain_expected(e: &str) -> String {
+    let e = e.trim();
+    match e {
+        "f64" | "f32" => "a number".into(),
+        "i64" | "u64" | "i32" | "u32" | "usize" => "a whole number".into(),
+        "a sequence" => "a list [...]".into(),
+        "a boolean" => "true or false".into(),
+        "a string" => "a string in quotes".into(),
+        s if s.starts_with("struct Raw") || s == "a map" => "a table".into(),
+        s => s.to_string(),
+    }
+}
+
+fn plain_found(f: &str) -> String {
+    let f = f.trim();
+    let unquote = |s: &str| s.trim_matches('`').to_string();
+    if let Some(s) = f.strip_prefix("string ") {
+        format!("the string {s}")
+    } else if let Some(s) = f.strip_prefix("integer ") {
+        format!("the whole number {}", unquote(s))
+    } else if let Some(s) = f.strip_prefix("floating point ") {
+        format!("the number {}", unquote(s))
+    } else if let Some(s) = f.strip_prefix("boolean ") {
+        unquote(s)
+    } else if f == "sequence" {
+        "a list".into()
+    } else if f == "map" {
+        "a table".into()
+    } else {
+        f.to_string()
+    }
+}
+
+/// Turns a serde/TOML error into a located [`CaseError`]: the dotted key, what was
+/// expected in words, what is allowed, and a "did you mean" for unknown keys.
+/// `lookup` holds the positions of this one source (origin 0).
+fn schema_error(origin: &Origin, err: &toml::de::Error, lookup: &SourceMap) -> CaseError {
     let raw = err.message().trim().to_string();
+    let span = err.span();
     let mut message = raw.clone();
     let mut help = None;
+    let mut key = span.as_ref().and_then(|sp| lookup.path_at(0, sp.start));
     if let Some(rest) = raw.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or("");
         let expected: Vec<&str> = raw.split("expected ").nth(1).unwrap_or("").split('`').skip(1).step_by(2).collect();
-        message = format!("unknown key `{field}`");
-        let allowed = if expected.is_empty() { "no keys here".to_string() } else { expected.join(", ") };
-        help = Some(match suggest(field, &expected) {
-            Some(s) => format!("did you mean `{s}`? allowed keys: {allowed}"),
-            None => format!("allowed keys: {allowed}"),
+        let full = span.as_ref().and_then(|sp| lookup.key_at(0, sp.start));
+        let parent = full.as_deref().and_then(|f| f.rsplit_once('.').map(|(p, _)| p.to_string())).unwrap_or_default();
+        key = None;
+        let top = parent.is_empty() && expected.contains(&"extends");
+        let is_section = top && span.as_ref().is_some_and(|sp| origin.text[..sp.start].trim_end_matches([' ', '\t']).ends_with('['));
+        message = if is_section {
+            format!("unknown section [{field}]")
+        } else if top {
+            format!("unknown top-level key `{field}`")
+        } else if parent.is_empty() {
+            format!("unknown key `{field}`")
+        } else {
+            format!("unknown key `{field}` in [{parent}]")
+        };
+        let allowed = if top {
+            format!("sections: {}; top-level key: extends", SCHEMA.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", "))
+        } else if expected.is_empty() {
+            "no keys here".to_string()
+        } else {
+            format!("allowed keys: {}", expected.join(", "))
+        };
+        // A key that exists, but in another section (e.g. written above every header).
+        let elsewhere = SCHEMA.iter().find(|(s, keys)| *s != parent && keys.contains(&field)).map(|(s, _)| *s);
+        let sections: Vec<&str> = SCHEMA.iter().map(|(s, _)| *s).collect();
+        let section_typo = if top { None } else { suggest(field, &sections) };
+        help = Some(match (suggest(field, &expected), elsewhere) {
+            (Some(s), _) => format!("did you mean `{s}`? {allowed}"),
+            (None, _) if section_typo.is_some() => format!(
+                "did you mean the section [{}]? a key written under [{parent}] belongs to [{parent}]; {allowed}",
+                section_typo.unwrap_or_default()
+            ),
+            (None, Some(s)) if top => format!("`{field}` belongs in [{s}]: move it below the [{s}] header (keys above the first header are top-level); {allowed}"),
+            (None, Some(s)) => format!("`{field}` belongs in [{s}], not [{parent}]; {allowed}"),
+            (None, None) => allowed,
         });
     } else if raw.contains("untagged enum RawExpr") {
         message = "expected a number or an expression string such as \"sin(pi*x)\"".into();
     } else if raw.contains("untagged enum RawRanks") {
         message = "expected \"auto\" or a list of process counts per axis, e.g. [2, 1]".into();
+    } else if let Some(name) = span.as_ref().and_then(|sp| origin.text[sp.start..].strip_prefix("[[")).and_then(|r| r.split("]]").next()) {
+        message = format!("[[{name}]] declares a list of tables, but [{name}] is a single section");
+        help = Some(format!("write [{name}] with single brackets"));
+        key = Some(name.trim().to_string());
     } else if let Some(p) = raw.find("invalid type: ") {
-        message = raw[p..].replace("invalid type: ", "wrong type: found ").replace(", expected", ", expected");
+        let body = &raw[p + "invalid type: ".len()..];
+        let (found, expected) = body.rsplit_once(", expected ").unwrap_or((body, "?"));
+        message = format!("wrong type: expected {}, found {}", plain_expected(expected), plain_found(found));
+        let unquoted = found.strip_prefix("string \"").and_then(|s| s.strip_suffix('"'));
+        let quoted_value = match (unquoted, expected.trim()) {
+            (Some(s), "f64" | "i64") if s.trim().parse::<f64>().is_ok() => true,
+            (Some("true" | "false"), "a boolean") => true,
+            _ => false,
+        };
+        let example = key.as_deref().and_then(key_help);
+        help = match (quoted_value, example) {
+            (true, Some(ex)) => Some(format!("remove the quotes; {ex}")),
+            (true, None) => Some("remove the quotes".into()),
+            (false, ex) => ex.map(str::to_string),
+        };
+    } else if let Some(p) = raw.find("invalid length ") {
+        message = format!("wrong number of entries: {}", &raw[p + "invalid length ".len()..]);
+        help = key.as_deref().and_then(key_help).map(str::to_string);
     }
-    let location = err.span().map(|sp| locate(origin, sp));
-    CaseError { location, file: origin.name.clone(), key: None, message, help }
+    if help.is_none() {
+        help = key.as_deref().and_then(key_help).map(str::to_string);
+    }
+    let location = span.map(|sp| locate(origin, sp));
+    CaseError { location, file: origin.name.clone(), key, message, help }
+}
+
+/// Line number (1-based) of byte `pos`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())].matches('\n').count() + 1
+}
+
+/// Turns a TOML syntax error into a located [`CaseError`] that says what to fix.
+fn syntax_error(origin: &Origin, e: &toml_edit::TomlError) -> CaseError {
+    let text = &origin.text;
+    let raw = e.message().trim().to_string();
+    let mut span = e.span();
+    let mut message = format!("TOML syntax error: {raw}");
+    let mut help = "see cases/heat2d.toml for a complete example".to_string();
+    if let Some(sp) = span.clone() {
+        let line_start = text[..sp.start.min(text.len())].rfind('\n').map_or(0, |p| p + 1);
+        let line_end = text[sp.start.min(text.len())..].find('\n').map_or(text.len(), |p| sp.start + p);
+        let this_line = text[line_start..line_end].trim();
+        let token = text.get(sp.clone()).unwrap_or("").trim();
+        if raw.starts_with("duplicate key") {
+            if this_line.starts_with('[') {
+                let first = text[..line_start].lines().position(|l| l.trim() == this_line);
+                message = format!("TOML syntax error: section {this_line} is defined twice");
+                help = match first {
+                    Some(n) => format!("it was already opened on line {}; put all its keys under one header", n + 1),
+                    None => "it is already defined above (as a `key = { ... }` inline table or by a dotted key); define it once".into(),
+                };
+            } else {
+                // The earlier occurrence: scan back to the enclosing header.
+                let before: Vec<&str> = text[..line_start].lines().collect();
+                let mut first = None;
+                for (i, l) in before.iter().enumerate().rev() {
+                    let l = l.trim();
+                    if l.starts_with('[') {
+                        break;
+                    }
+                    if l.strip_prefix(token).is_some_and(|r| r.trim_start().starts_with('=')) {
+                        first = Some(i + 1);
+                    }
+                }
+                message = format!("TOML syntax error: key `{token}` is set twice");
+                help = match first {
+                    Some(n) => format!("it was already set on line {n}; keep one of the two"),
+                    None => "a key may be set only once per table; keep one of the two".into(),
+                };
+            }
+        } else if raw.contains("missing comma between") || (raw.contains("unclosed") && !raw.contains("unclosed table")) {
+            // An array or inline table left open runs into the next line: point at its
+            // opening bracket.
+            if let Some(open) = unclosed_bracket(&text[..sp.start.min(text.len())]) {
+                if line_of(text, open) < line_of(text, sp.start) {
+                    let (what, close) = if text[open..].starts_with('{') { ("inline table", '}') } else { ("array", ']') };
+                    message = format!("TOML syntax error: this {what} is never closed");
+                    help = format!(
+                        "add `{close}` at the end of line {} (the parser reached `{}` on line {} still inside the {what})",
+                        line_of(text, open),
+                        this_line,
+                        line_of(text, sp.start)
+                    );
+                    span = Some(open..open + 1);
+                }
+            }
+        } else if let Some(c) = text[sp.start.min(text.len())..].chars().next().filter(|c| raw.contains("unexpected key or value") && [']', '}'].contains(c)) {
+            message = format!("TOML syntax error: unexpected `{c}`");
+            help = "remove it: the brackets on this line do not match".into();
+        } else if raw.contains("invalid basic string") || raw.contains("invalid literal string") {
+            message = "TOML syntax error: string not closed on this line".into();
+            help = "add the closing quote; a string must end on the line where it starts".into();
+        } else if raw.contains("unclosed table") {
+            message = "TOML syntax error: table header not closed".into();
+            help = "write the header as [name]".into();
+        }
+    }
+    CaseError { location: span.map(|sp| locate(origin, sp)), file: origin.name.clone(), key: None, message, help: Some(help) }
+}
+
+/// Position of the last `[` in `text` that is still open at its end (strings and
+/// comments skipped).
+fn unclosed_bracket(text: &str) -> Option<usize> {
+    let mut stack = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '#' => {
+                while chars.peek().is_some_and(|(_, c)| *c != '\n') {
+                    chars.next();
+                }
+            }
+            '"' | '\'' => {
+                while let Some((_, d)) = chars.next() {
+                    if d == '\\' && c == '"' {
+                        chars.next();
+                    } else if d == c || d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '[' | '{' => stack.push(i),
+            ']' | '}' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    stack.pop()
 }
 
 fn parse_source(origin: &Origin) -> Result<(toml::Table, toml_edit::Document<String>), CaseError> {
-    let doc = toml_edit::Document::parse(origin.text.clone()).map_err(|e| {
-        let location = e.span().map(|sp| locate(origin, sp));
-        CaseError {
-            location,
-            file: origin.name.clone(),
-            key: None,
-            message: format!("TOML syntax error: {}", e.message().trim()),
-            help: Some("see cases/heat2d.toml for a complete example".into()),
-        }
-    })?;
-    let table: toml::Table = toml::from_str(&origin.text).map_err(|e| schema_error(origin, &e))?;
+    let doc = toml_edit::Document::parse(origin.text.clone()).map_err(|e| syntax_error(origin, &e))?;
+    let mut lookup = SourceMap::default();
+    lookup.add_origin(origin.name.clone(), origin.text.clone());
+    lookup.record_item(0, "", doc.as_item());
+    let table: toml::Table = toml::from_str(&origin.text).map_err(|e| schema_error(origin, &e, &lookup))?;
     // Check the schema on this source alone so errors point into it.
-    toml::from_str::<RawCase>(&origin.text).map_err(|e| schema_error(origin, &e))?;
+    toml::from_str::<RawCase>(&origin.text).map_err(|e| schema_error(origin, &e, &lookup))?;
     Ok((table, doc))
 }
 
@@ -451,31 +782,80 @@ fn parse_set(arg: &str, map: &mut SourceMap) -> Result<toml::Table, CaseError> {
             location: Some(locate(&origin, 0..eq.max(1))),
             file: origin_name,
             key: None,
-            message: format!("bad key `{key}`"),
+            message: if key.is_empty() { "missing key before `=`".into() } else { format!("bad key `{key}`") },
             help: Some("keys are dotted paths such as physics.diffusivity".into()),
         });
     }
-    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value_text}")) {
-        Ok(mut t) => t.remove("v").expect("parsed key"),
-        Err(_) => toml::Value::String(value_text.to_string()),
-    };
     let parts: Vec<&str> = key.split('.').map(str::trim).collect();
-    let mut table = toml::Table::new();
-    let mut cur = &mut table;
-    for p in &parts[..parts.len() - 1] {
-        cur = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut().expect("fresh table");
+    // Where the unknown part of the key ends, for the underline: `physics.difusivity`.
+    let unknown_span = |field: &str| {
+        let mut end = 0;
+        for p in &parts {
+            end = arg[end..].find(p).map_or(eq, |i| end + i + p.len());
+            if *p == field {
+                return 0..end;
+            }
+        }
+        0..eq
+    };
+    // Set the key's value and record where it came from. VALUE as TOML when the whole
+    // argument is a valid TOML line (then positions of array elements are known too).
+    let as_toml = toml_edit::Document::parse(arg.to_string()).ok().filter(|_| toml::from_str::<toml::Table>(arg).is_ok());
+    let table = if let Some(doc) = as_toml {
+        let table: toml::Table = toml::from_str(arg).expect("parsed above");
+        if let Err(e) = toml::from_str::<RawCase>(arg) {
+            let mut lookup = SourceMap::default();
+            lookup.add_origin(origin_name.clone(), arg.to_string());
+            lookup.record_item(0, "", doc.as_item());
+            let mut ce = schema_error(&origin, &e, &lookup);
+            if let Some(field) = ce.message.strip_prefix("unknown ").and_then(|m| m.split('`').nth(1).or_else(|| m.split(['[', ']']).nth(1))) {
+                ce.location = Some(locate(&origin, unknown_span(field)));
+            }
+            if ce.location.is_none() {
+                ce.location = Some(locate(&origin, eq + 1..arg.len()));
+            }
+            ce.key = Some(ce.key.unwrap_or_else(|| key.to_string()));
+            return Err(ce);
+        }
+        map.record_item(o, "", doc.as_item());
+        table
+    } else {
+        let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {value_text}")) {
+            Ok(mut t) => t.remove("v").expect("parsed key"),
+            Err(_) => toml::Value::String(value_text.to_string()),
+        };
+        let mut table = toml::Table::new();
+        let mut cur = &mut table;
+        for p in &parts[..parts.len() - 1] {
+            cur = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut().expect("fresh table");
+        }
+        cur.insert(parts[parts.len() - 1].to_string(), value);
+        // Validate this override alone against the schema.
+        if let Err(e) = RawCase::deserialize(toml::Value::Table(table.clone())) {
+            let mut ce = schema_error(&origin, &e, &SourceMap::default());
+            let span = match ce.message.strip_prefix("unknown ").and_then(|m| m.split('`').nth(1).or_else(|| m.split(['[', ']']).nth(1))) {
+                Some(field) => unknown_span(field),
+                None => eq + 1..arg.len(),
+            };
+            ce.location = Some(locate(&origin, span));
+            ce.key = Some(key.to_string());
+            if ce.help.is_none() {
+                ce.help = key_help(key).map(str::to_string);
+            }
+            return Err(ce);
+        }
+        map.clear_under(key);
+        map.spans.insert(key.to_string(), (o, eq + 1..arg.len()));
+        table
+    };
+    // Setting a key inside a boundary face replaces the face (see `merge`).
+    if let Some(face) = (2..=parts.len()).map(|n| parts[..n].join(".")).find(|p| is_face(p)) {
+        if face != key {
+            map.clear_under(&face);
+            map.spans.insert(face.clone(), (o, 0..arg.len()));
+            map.spans.insert(key.to_string(), (o, eq + 1..arg.len()));
+        }
     }
-    cur.insert(parts[parts.len() - 1].to_string(), value);
-    // Validate this override alone against the schema.
-    if let Err(e) = RawCase::deserialize(toml::Value::Table(table.clone())) {
-        let fake = Origin { name: origin_name.clone(), text: arg.to_string() };
-        let mut ce = schema_error(&fake, &e);
-        let span = if ce.message.starts_with("unknown key") { 0..eq } else { eq + 1..arg.len() };
-        ce.location = Some(locate(&fake, span));
-        ce.key = Some(key.to_string());
-        return Err(ce);
-    }
-    map.spans.insert(key.to_string(), (o, eq + 1..arg.len()));
     Ok(table)
 }
 
@@ -498,55 +878,213 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Case, CaseError> {
     validate(raw, map, &stem)
 }
 
-fn load_chain(path: &Path, map: &mut SourceMap, chain: &mut Vec<PathBuf>) -> Result<toml::Table, CaseError> {
+/// `a/b/../c` as `a/c`, for display only.
+fn tidy(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match (c, out.last()) {
+            (Component::ParentDir, Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            (Component::CurDir, _) => {}
+            _ => out.push(c),
+        }
+    }
+    out.iter().collect()
+}
+
+fn load_chain(path: &Path, map: &mut SourceMap, chain: &mut Vec<(PathBuf, String)>) -> Result<toml::Table, CaseError> {
     let name = path.display().to_string();
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    if chain.contains(&canon) {
-        return Err(CaseError::file(name, "`extends` forms a cycle")
-            .with_help(format!("chain: {}", chain.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" -> "))));
-    }
-    chain.push(canon);
+    chain.push((canon, tidy(path).display().to_string()));
     let text = std::fs::read_to_string(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            _ => e.to_string(),
+        let (why, help) = match e.kind() {
+            std::io::ErrorKind::NotFound => ("no such file".to_string(), "check the path; it is relative to the current directory"),
+            _ if path.is_dir() => ("it is a directory".to_string(), "give the path of a case file (.toml), e.g. cases/heat2d.toml"),
+            std::io::ErrorKind::InvalidData => ("not a text file (invalid UTF-8)".to_string(), "a case file is TOML text in UTF-8, e.g. cases/heat2d.toml"),
+            _ => (e.to_string(), "check the file's permissions"),
         };
-        CaseError::file(name.clone(), format!("cannot read case file: {why}"))
+        CaseError::file(name.clone(), format!("cannot read case file: {why}")).with_help(help)
     })?;
     let o = map.add_origin(name.clone(), text);
     let origin = map.origins[o].clone();
     let (mut table, doc) = parse_source(&origin)?;
+    let extends_err = |message: String, help: String| CaseError {
+        location: Some(locate(&origin, doc.as_table().get("extends").and_then(|i| i.span()).unwrap_or(0..0))),
+        file: name.clone(),
+        key: Some("extends".into()),
+        message,
+        help: Some(help),
+    };
     let mut merged = match table.remove("extends") {
         Some(toml::Value::String(base)) => {
-            let base_path = path.parent().unwrap_or(Path::new(".")).join(&base);
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let base_path = dir.join(&base);
             if !base_path.is_file() {
-                let sp = doc.as_table().get("extends").and_then(|i| i.span()).unwrap_or(0..0);
-                return Err(CaseError {
-                    location: Some(locate(&origin, sp)),
-                    file: name,
-                    key: Some("extends".into()),
-                    message: format!("base case {} not found", base_path.display()),
-                    help: Some("`extends` is a path relative to the file that contains it".into()),
-                });
+                // A near miss among the .toml files beside it.
+                let siblings: Vec<String> = std::fs::read_dir(base_path.parent().unwrap_or(dir))
+                    .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".toml")).collect())
+                    .unwrap_or_default();
+                let file = base_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let hint = suggest(&file, &siblings.iter().map(String::as_str).collect::<Vec<_>>())
+                    .map(|s| format!("did you mean \"{}\"? ", Path::new(&base).with_file_name(s).display()))
+                    .unwrap_or_default();
+                let what = if base_path.is_dir() { "is a directory, not a case file" } else { "not found" };
+                return Err(extends_err(
+                    format!("base case {} {what}", base_path.display()),
+                    match dir.as_os_str().is_empty() {
+                        true => format!("{hint}`extends` is a path relative to the file that contains it"),
+                        false => format!("{hint}`extends` is a path relative to the file that contains it, here {}", dir.display()),
+                    },
+                ));
+            }
+            let base_canon = base_path.canonicalize().unwrap_or_else(|_| base_path.clone());
+            if chain.iter().any(|(c, _)| *c == base_canon) {
+                let names: Vec<&str> = chain.iter().map(|(_, n)| n.as_str()).collect();
+                return Err(extends_err(
+                    "`extends` forms a cycle".into(),
+                    format!("{} -> {}; remove `extends` from one of these files", names.join(" -> "), tidy(&base_path).display()),
+                ));
             }
             load_chain(&base_path, map, chain)?
         }
-        Some(_) => {
-            let sp = doc.as_table().get("extends").and_then(|i| i.span()).unwrap_or(0..0);
-            return Err(CaseError {
-                location: Some(locate(&origin, sp)),
-                file: name,
-                key: Some("extends".into()),
-                message: "expected a file path string".into(),
-                help: None,
-            });
-        }
+        Some(_) => return Err(extends_err("expected a file path string".into(), "extends = \"base.toml\"".into())),
         None => toml::Table::new(),
     };
     // Record spans after the base so this file's values win.
     map.record_item(o, "", doc.as_item());
     merge(&mut merged, table, "");
     Ok(merged)
+}
+
+/// Functions an expression may call (exmex's unary operators plus ours).
+fn expr_functions() -> Vec<&'static str> {
+    use exmex::MakeOperators;
+    crate::expr::Ops::make().iter().filter(|o| o.has_unary() && o.repr().chars().all(|c| c.is_ascii_alphanumeric())).map(|o| o.repr()).collect()
+}
+
+/// A located error for an expression that does not parse: the offending name
+/// underlined where possible, what is allowed in the help line.
+fn expr_error(map: &SourceMap, key: &str, text: &str, msg: String) -> CaseError {
+    // exmex reports an unknown function as a syntax error; catch it first.
+    let funcs = expr_functions();
+    let known = |w: &str| funcs.contains(&w) || crate::expr::VARIABLES.contains(&w) || ["pi", "PI", "E", "e"].contains(&w);
+    let mut word_start = None;
+    let bytes = text.as_bytes();
+    for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        let ident = c.is_ascii_alphanumeric() || c == '_';
+        match (word_start, ident) {
+            (None, true) if !c.is_ascii_digit() && !(i > 0 && (bytes[i - 1].is_ascii_digit() || bytes[i - 1] == b'.')) => word_start = Some(i),
+            (Some(s), false) => {
+                word_start = None;
+                let w = &text[s..i];
+                let called = text[i..].trim_start().starts_with('(');
+                if called && !known(w) {
+                    let hint = suggest(w, &funcs).map(|f| format!("did you mean `{f}`? ")).unwrap_or_default();
+                    let mut e = map.error(
+                        key,
+                        format!("unknown function `{w}` in expression \"{text}\""),
+                        Some(format!("{hint}functions: {}", funcs.join(" "))),
+                    );
+                    if let Some(l) = e.location.as_mut() {
+                        narrow(l, w);
+                    }
+                    return e;
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((a, b, at)) = missing_operator(text, &funcs) {
+        let mut e = map.error(
+            key,
+            format!("missing operator between `{a}` and `{b}` in expression \"{text}\""),
+            Some(format!("write `{a}*{b}` for a product: expressions do not multiply implicitly")),
+        );
+        if let Some(l) = e.location.as_mut() {
+            narrow_at(l, text, at, b.chars().count());
+        }
+        return e;
+    }
+    let (message, help) = match msg.split_once("; allowed") {
+        Some((m, h)) => (plain_exmex(m), Some(format!("allowed{h}"))),
+        None => (plain_exmex(&msg), None),
+    };
+    let mut e = map.error(key, message, help);
+    if let (Some(l), Some(name)) = (e.location.as_mut(), msg.strip_prefix("unknown name `").and_then(|r| r.split('`').next())) {
+        narrow(l, name);
+    }
+    e
+}
+
+/// exmex's parse errors, without its internals (operator dumps, node counts).
+fn plain_exmex(m: &str) -> String {
+    let m = match m.find(", Operator {").or_else(|| m.find(" Operator {")) {
+        Some(p) => &m[..p],
+        None => m,
+    };
+    if m.contains("one more node than op") {
+        return format!("{}: an operator or a number is missing", m.split(": ").next().unwrap_or(m));
+    }
+    if let Some(p) = m.find("wlog a number/variable cannot be on the right of a closing parenthesis") {
+        return format!("{}an operator is missing after `)`", &m[..p]);
+    }
+    m.to_string()
+}
+
+/// Narrows `loc` (a value holding the expression `text`) to `len` characters starting
+/// at character `at` of the expression.
+fn narrow_at(loc: &mut Location, text: &str, at: usize, len: usize) {
+    let snippet: Vec<char> = loc.snippet.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let from = loc.column.saturating_sub(1);
+    let to = (from + loc.width).min(snippet.len());
+    if t.is_empty() || to < from + t.len() {
+        return;
+    }
+    if let Some(i) = (from..=to - t.len()).find(|&i| snippet[i..i + t.len()] == t[..]) {
+        loc.column = i + at + 1;
+        loc.width = len.max(1);
+    }
+}
+
+/// Two operands side by side (`pi x`, `2(x+1)`, `(x)(y)`): the first pair, if any.
+fn missing_operator(text: &str, funcs: &[&str]) -> Option<(String, String, usize)> {
+    // Tokens: names, numbers (with exponents), single characters.
+    let mut toks: Vec<(String, usize)> = Vec::new();
+    let cs: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < cs.len() {
+        let c = cs[i];
+        let start = i;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        } else if c.is_ascii_digit() || c == '.' {
+            while i < cs.len() && (cs[i].is_ascii_digit() || cs[i] == '.') {
+                i += 1;
+            }
+            if i < cs.len() && (cs[i] == 'e' || cs[i] == 'E') && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '-' || *d == '+') {
+                i += 2;
+                while i < cs.len() && cs[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+        } else if c.is_alphabetic() || c == '_' {
+            while i < cs.len() && (cs[i].is_alphanumeric() || cs[i] == '_') {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+        toks.push((cs[start..i].iter().collect(), start));
+    }
+    let is_name = |t: &str| t.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_');
+    let is_func = |t: &str| funcs.contains(&t);
+    let operand_end = |t: &str| t == ")" || (is_name(t) && !is_func(t)) || t.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.');
+    let operand_start = |t: &str| t == "(" || is_name(t) || t.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.');
+    toks.windows(2).find(|w| operand_end(&w[0].0) && operand_start(&w[1].0)).map(|w| (w[0].0.clone(), w[1].0.clone(), w[1].1))
 }
 
 fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError> {
@@ -616,7 +1154,8 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         None => Ranks::Auto,
         Some(RawRanks::Word(w)) if w == "auto" => Ranks::Auto,
         Some(RawRanks::Word(w)) => {
-            return Err(err("decomposition.ranks", format!("unknown value \"{w}\""), "\"auto\" or process counts per axis, e.g. [2, 2]"))
+            let hint = suggest(w, &["auto"]).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
+            return Err(err("decomposition.ranks", format!("unknown value \"{w}\""), &format!("{hint}\"auto\" or process counts per axis, e.g. [2, 2]")));
         }
         Some(RawRanks::Grid(p)) => {
             if p.len() != dims {
@@ -624,7 +1163,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             }
             for (i, &x) in p.iter().enumerate() {
                 if x < 1 {
-                    return Err(err(&format!("decomposition.ranks[{i}]"), format!("process count must be at least 1, got {x}"), ""));
+                    return Err(err(&format!("decomposition.ranks[{i}]"), format!("process count must be at least 1, got {x}"), "process counts of 1 or more per axis, or \"auto\""));
                 }
                 if x as usize > cells[i] {
                     return Err(err(
@@ -641,9 +1180,16 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     // Expressions
     let expr = |key: &str, v: &Option<RawExpr>, default: &str| -> Result<Expr, CaseError> {
         let text = v.as_ref().map(RawExpr::text).unwrap_or_else(|| default.to_string());
-        let e = Expr::parse(&text).map_err(|m| err(key, m, ""))?;
+        let e = Expr::parse(&text).map_err(|m| expr_error(&map, key, &text, m))?;
+        if let Some(c) = e.as_constant().filter(|c| !c.is_finite()) {
+            return Err(err(key, format!("expression \"{text}\" evaluates to {c}"), "a finite value"));
+        }
         if dims == 2 && e.uses_z() {
-            return Err(err(key, format!("expression \"{text}\" uses z on a 2D mesh"), "variables of a 2D case: x, y, t"));
+            let mut e = err(key, format!("expression \"{text}\" uses z on a 2D mesh"), "variables of a 2D case: x, y, t");
+            if let Some(l) = e.location.as_mut() {
+                narrow(l, "z");
+            }
+            return Err(e);
         }
         Ok(e)
     };
@@ -676,7 +1222,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                                 "{fname} is given as {} but mesh.periodic makes the {axis} axis periodic",
                                 f.kind.as_deref().unwrap_or("a boundary")
                             ),
-                            &format!("remove boundary.{fname}, or set mesh.periodic[{a}] = false"),
+                            &format!(
+                                "a periodic axis has no boundary faces: remove {} and {} from [boundary], or set mesh.periodic[{a}] = false",
+                                FACES[2 * a],
+                                FACES[2 * a + 1]
+                            ),
                         ))
                     }
                 }
@@ -694,16 +1244,20 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             let bc = match kind.as_str() {
                 "dirichlet" => {
                     if f.gradient.is_some() {
-                        return Err(err(&format!("{key}.gradient"), "a dirichlet face takes `value`, not `gradient`".into(), "use type = \"neumann\" for a gradient condition"));
+                        return Err(map.error_at_key(&format!("{key}.gradient"), "a dirichlet face takes `value`, not `gradient`".into(), Some("use type = \"neumann\" for a gradient condition".into())));
                     }
                     if f.value.is_none() {
-                        return Err(err(&key, format!("dirichlet face {fname} needs `value`"), "value = a number or an expression in x, y, z, t"));
+                        return Err(err(&key, format!("dirichlet face {fname} needs `value`"), &format!("e.g. {fname} = {{ type = \"dirichlet\", value = \"0\" }}; the value is a number or an expression")));
                     }
                     Bc::Dirichlet(expr(&format!("{key}.value"), &f.value, "0")?)
                 }
                 "neumann" => {
                     if f.value.is_some() {
-                        return Err(err(&format!("{key}.value"), "a neumann face takes `gradient` (du/dn, outward), not `value`".into(), "use type = \"dirichlet\" for a fixed value"));
+                        return Err(map.error_at_key(
+                            &format!("{key}.value"),
+                            "a neumann face takes `gradient` (du/dn, outward), not `value`".into(),
+                            Some("write gradient = ... instead, or use type = \"dirichlet\" for a fixed value".into()),
+                        ));
                     }
                     Bc::Neumann(expr(&format!("{key}.gradient"), &f.gradient, "0")?)
                 }
@@ -714,7 +1268,15 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                         &format!("set mesh.periodic[{a}] = true (and make both {axis} faces periodic)"),
                     ))
                 }
-                "" => return Err(err(&key, format!("face {fname} has no `type`"), "type = \"dirichlet\", \"neumann\" or \"periodic\"")),
+                "" => {
+                    let mut help = "type = \"dirichlet\", \"neumann\" or \"periodic\"".to_string();
+                    if map.origin_of(&key).is_some_and(|o| o.starts_with("--set")) {
+                        help.push_str(&format!(
+                            "; --set replaces a boundary face whole, so give all of it: --set '{key}={{type=\"dirichlet\", value=\"1\"}}'"
+                        ));
+                    }
+                    return Err(err(&key, format!("face {fname} has no `type`"), &help));
+                }
                 other => {
                     let kinds = ["dirichlet", "neumann", "periodic"];
                     let hint = suggest(other, &kinds).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
@@ -730,7 +1292,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     if dims == 2 {
         for (i, f) in [&raw.boundary.zlo, &raw.boundary.zhi].iter().enumerate() {
             if f.is_some() {
-                return Err(err(&format!("boundary.{}", FACES[4 + i]), "a 2D mesh has no z faces".into(), "remove it, or give mesh.cells three entries"));
+                return Err(map.error_at_key(&format!("boundary.{}", FACES[4 + i]), "a 2D mesh has no z faces".into(), Some("remove it, or give mesh.cells three entries".into())));
             }
         }
     }
@@ -756,7 +1318,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     let end_time = pos("control.end_time", raw.control.end_time)?;
     let steady_tolerance = pos("control.steady_tolerance", raw.control.steady_tolerance)?;
     let max_steps = match raw.control.max_steps {
-        Some(n) if n < 1 => return Err(err("control.max_steps", format!("must be at least 1, got {n}"), "")),
+        Some(n) if n < 1 => return Err(err("control.max_steps", format!("must be at least 1, got {n}"), "a whole number of steps, 1 or more")),
         n => n.map(|n| n as u64),
     };
     if end_time.is_none() && max_steps.is_none() && steady_tolerance.is_none() {
@@ -834,8 +1396,10 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         if dt > limit {
             return Err(case.error_at(
                 "numerics.dt",
-                format!("dt = {dt:e} exceeds the explicit stability limit {limit:.6e} (h²/(2·d·diffusivity)); the run would blow up"),
-                "lower dt, or remove it to let tessera choose a stable step",
+                format!(
+                    "dt = {dt} is above the explicit stability limit {limit:.4e} = 1/(2·diffusivity·Σ 1/h²) of this mesh; the run would blow up"
+                ),
+                format!("use dt <= {limit:.4e}, or remove dt to let tessera choose a stable step (stability_factor × the limit)"),
             ));
         }
     }

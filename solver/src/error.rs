@@ -12,7 +12,7 @@ pub struct Location {
     pub column: usize,
     /// The source line, for the caret display.
     pub snippet: String,
-    /// Width of the underline in characters.
+    /// Width of the underline in characters (0 with an empty snippet: no caret display).
     pub width: usize,
 }
 
@@ -54,7 +54,9 @@ impl fmt::Display for CaseError {
             write!(f, "{k}: ")?;
         }
         write!(f, "{}", self.message)?;
-        if let Some(l) = &self.location {
+        // A location with no source line (e.g. a section missing from the file) has
+        // no caret display.
+        if let Some(l) = self.location.as_ref().filter(|l| !(l.snippet.is_empty() && l.width == 0)) {
             let num = l.line.to_string();
             let pad = " ".repeat(num.len());
             write!(
@@ -109,6 +111,10 @@ pub type Result<T, E = RunError> = std::result::Result<T, E>;
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // Wrong case only (`X` for `x`, `Heat` for `heat`): always a likely typo.
+    if let Some(c) = candidates.iter().find(|c| c.eq_ignore_ascii_case(word) && **c != word) {
+        return Some(c);
+    }
     candidates
         .iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), *c))
@@ -126,6 +132,7 @@ mod tests {
         assert_eq!(suggest("difusivity", &["diffusivity", "source"]), Some("diffusivity"));
         assert_eq!(suggest("celss", &["cells", "lower", "upper"]), Some("cells"));
         assert_eq!(suggest("banana", &["cells", "lower"]), None);
+        assert_eq!(suggest("X", &["x", "y", "z", "t"]), Some("x"));
     }
 
     #[test]

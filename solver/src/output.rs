@@ -158,8 +158,9 @@ impl Monitor {
         if let Some(out) = &mut self.out {
             let mut line = step.to_string();
             for v in values {
+                // Shortest representation that reads back to the same double.
                 line.push(',');
-                line.push_str(&format!("{v:.10e}"));
+                line.push_str(&format!("{v:e}"));
             }
             line.push('\n');
             out.write_all(line.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", self.path.display())))?;
@@ -197,6 +198,63 @@ pub fn write_checkpoint(comm: &dyn Comm, case: &Case, layout: &BlockLayout, run_
     let res = if comm.rank() == 0 { std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display())) } else { Ok(()) };
     decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)?;
     Ok(path)
+}
+
+/// Rebuilds RUN_DIR/output.h5 for a restart in place: a new file with this run's
+/// header (case, decomposition) receives every snapshot up to `last_step` from the old
+/// one (read on the new layout), then replaces it by rename. Returns the snapshots
+/// kept as (step, time). The old file stays intact until the new one is complete.
+pub fn rebuild_output(comm: &dyn Comm, case: &Case, layout: &BlockLayout, path: &Path, last_step: u64) -> Result<Vec<(u64, f64)>> {
+    let tmp = path.with_extension("h5.tmp");
+    let old = H5File::open(comm, path)?;
+    let new = H5File::create(comm, &tmp)?;
+    write_header(&new, comm, case, layout, "output")?;
+    let mut kept = Vec::new();
+    let (dims, block) = (layout.grid.dims, layout.blocks[comm.rank()]);
+    for name in old.members(comm, "/snapshots")? {
+        let Ok(step) = name.parse::<u64>() else { continue };
+        if step > last_step {
+            continue;
+        }
+        let grp = snapshot_group(step);
+        let time = old.attr_f64(comm, &grp, "time")?[0];
+        let mut fields = Vec::new();
+        for f in old.members(comm, &grp)? {
+            let mut field = Field::zeros(block, dims, 0);
+            old.read_field(comm, &format!("{grp}/{f}"), &mut field)?;
+            fields.push((f, field));
+        }
+        let refs: Vec<(&str, &Field)> = fields.iter().map(|(n, f)| (n.as_str(), f)).collect();
+        write_snapshot(&new, comm, layout, step, time, &refs)?;
+        kept.push((step, time));
+    }
+    new.close(comm)?;
+    old.close(comm)?;
+    let res = if comm.rank() == 0 { std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display())) } else { Ok(()) };
+    decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)?;
+    Ok(kept)
+}
+
+/// Removes checkpoints later than `step` from RUN_DIR: after a restart from an earlier
+/// checkpoint they belong to the abandoned continuation, not to this run.
+pub fn remove_checkpoints_after(comm: &dyn Comm, run_dir: &Path, step: u64) -> Result<()> {
+    let res = if comm.rank() == 0 {
+        (|| -> std::io::Result<()> {
+            for e in std::fs::read_dir(run_dir.join("checkpoints"))? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let s = name.strip_prefix("step_").and_then(|r| r.strip_suffix(".h5")).and_then(|n| n.parse::<u64>().ok());
+                if s.is_some_and(|s| s > step) {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+            Ok(())
+        })()
+        .map_err(|e| format!("{}: {e}", run_dir.display()))
+    } else {
+        Ok(())
+    };
+    decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)
 }
 
 /// State read back from a checkpoint.

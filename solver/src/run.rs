@@ -140,13 +140,8 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     let start = Instant::now();
     let layout = layout_for(case, comm.size())?;
     let dir = case.output_dir.clone();
-    prepare_run_dir(comm, &dir, opts)?;
-    if comm.rank() == 0 {
-        let r = write_atomic(&dir.join("case.toml"), case.resolved.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()));
-        agree(comm, r, |m| m).map_err(RunError::Failed)?;
-    } else {
-        agree(comm, Ok::<(), String>(()), |m| m).map_err(RunError::Failed)?;
-    }
+    // Read the checkpoint before touching RUN_DIR, so a refused --restart leaves
+    // nothing behind.
     let mut solver = HeatSolver::new(case, layout.clone(), comm)?;
     let (mut step, mut t) = (0u64, 0.0f64);
     let restart_from = opts.restart.clone();
@@ -156,27 +151,26 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         t = r.time;
     }
     let first_step = step;
+    prepare_run_dir(comm, &dir, opts)?;
+    let r = if comm.rank() == 0 { write_atomic(&dir.join("case.toml"), case.resolved.as_bytes()).map_err(|e| format!("{}: {e}", dir.display())) } else { Ok(()) };
+    agree(comm, r, |m| m).map_err(RunError::Failed)?;
 
-    // output.h5: new, or the existing one trimmed to the restart step.
+    // output.h5: new, or (restart in place) rebuilt from the snapshots up to the restart
+    // step, so header, case and decomposition describe this run.
     let h5_path = dir.join("output.h5");
     let mut snapshots: Vec<(u64, f64)> = Vec::new();
     let appending = opts.restart.is_some() && h5_path.exists();
     if appending {
-        let h5 = H5File::open_rw(comm, &h5_path)?;
-        for name in h5.members(comm, "/snapshots")? {
-            let s: u64 = name.parse().unwrap_or(u64::MAX);
-            if s > step {
-                h5.unlink(comm, &format!("/snapshots/{name}"))?;
-            } else {
-                let time = h5.attr_f64(comm, &format!("/snapshots/{name}"), "time")?[0];
-                snapshots.push((s, time));
-            }
-        }
-        h5.close(comm)?;
+        snapshots = output::rebuild_output(comm, case, &layout, &h5_path, step)?;
+        output::remove_checkpoints_after(comm, &dir, step)?;
     } else {
         let h5 = H5File::create(comm, &h5_path)?;
         output::write_header(&h5, comm, case, &layout, "output")?;
         h5.close(comm)?;
+    }
+    if comm.rank() == 0 && !snapshots.is_empty() {
+        let x = output::xdmf(&layout, "output.h5", &snapshots, &case.output_fields);
+        write_atomic(&dir.join("output.xdmf"), x.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
     }
 
     let dt_auto = {

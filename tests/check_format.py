@@ -1,0 +1,714 @@
+#!/usr/bin/python3
+"""Strict validator of a tessera RUN_DIR against docs/FORMAT.md (format 1.0).
+
+    /usr/bin/python3 tests/check_format.py RUN_DIR
+    /usr/bin/python3 tests/check_format.py --compare RUN_DIR_A RUN_DIR_B
+
+The first form checks output.h5, every checkpoint, output.xdmf, monitor.csv,
+summary.json and case.toml, prints one OK line and exits 0, or prints every
+violation (what and where) and exits 1.
+
+The second form checks that two runs of the same case (typically on different rank
+counts) wrote bit-identical snapshots (every snapshot of output.h5 and the final
+checkpoint), same steps and same times; exits 0 or 1 the same way.
+
+Needs h5py and numpy (Debian: python3-h5py, only for /usr/bin/python3).
+"""
+import csv
+import json
+import math
+import os
+import re
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+
+import h5py
+import numpy as np
+
+KNOWN_MAJOR = 1
+MAX_REPORTED = 60
+
+
+class Checker:
+    def __init__(self):
+        self.errors = []
+
+    def fail(self, where, what):
+        self.errors.append(f"{where}: {what}")
+
+    def check(self, cond, where, what):
+        if not cond:
+            self.fail(where, what)
+        return cond
+
+
+# ----------------------------------------------------------------- HDF5 helpers
+
+def attr_info(obj, name):
+    """(value, dtype, shape) of attribute `name` of `obj`."""
+    aid = obj.attrs.get_id(name)
+    return obj.attrs[name], aid.dtype, aid.shape
+
+
+def is_utf8_vlen_str(dtype):
+    info = h5py.check_string_dtype(dtype)
+    return info is not None and info.length is None and info.encoding == "utf-8"
+
+
+def get_str_attr(c, obj, name, where):
+    if name not in obj.attrs:
+        c.fail(where, f"missing attribute `{name}`")
+        return None
+    v, dt, shape = attr_info(obj, name)
+    if not c.check(is_utf8_vlen_str(dt) and shape == (), where, f"attribute `{name}` must be a scalar variable-length UTF-8 string, is dtype {dt} shape {shape}"):
+        return None
+    if isinstance(v, bytes):
+        v = v.decode("utf-8")
+    return v
+
+
+def get_arr_attr(c, obj, name, where, kind, length):
+    """A 1-D attribute of `kind` ('u8' or 'f8') and `length` entries, or None."""
+    if name not in obj.attrs:
+        c.fail(where, f"missing attribute `{name}`")
+        return None
+    v, dt, shape = attr_info(obj, name)
+    want = np.dtype("<u8") if kind == "u8" else np.dtype("<f8")
+    ok = c.check(dt == want, where, f"attribute `{name}` has dtype {dt}, expected {want}")
+    ok = c.check(shape == (length,), where, f"attribute `{name}` has shape {shape}, expected ({length},)") and ok
+    return np.asarray(v) if ok else None
+
+
+def exact_members(c, group, expected, where, allow_extra=False):
+    names = set(group.keys())
+    missing = sorted(set(expected) - names)
+    extra = sorted(names - set(expected))
+    c.check(not missing, where, f"missing member(s) {missing}")
+    if not allow_extra:
+        c.check(not extra, where, f"unexpected member(s) {extra} (not in format 1.0)")
+    return not missing
+
+
+def exact_attrs(c, obj, expected, where):
+    names = set(obj.attrs.keys())
+    missing = sorted(set(expected) - names)
+    extra = sorted(names - set(expected))
+    c.check(not missing, where, f"missing attribute(s) {missing}")
+    c.check(not extra, where, f"unexpected attribute(s) {extra} (not in format 1.0)")
+
+
+def split_start(n, p, i):
+    return i * (n // p) + min(i, n % p)
+
+
+# ----------------------------------------------------------------- one HDF5 file
+
+class H5Info:
+    """What a validated file holds, for cross-checks."""
+
+    def __init__(self):
+        self.dims = None
+        self.cells = None  # x first
+        self.lower = None
+        self.upper = None
+        self.spacing = None
+        self.case_text = None
+        self.case = None
+        self.snapshots = []  # [(step, time, {field: dataset path})] in step order
+        self.state = None  # (step, time, dt) for checkpoints
+        self.nranks = None
+        self.process_grid = None
+
+
+def check_h5(c, path, kind, expect_fields=None):
+    """Validates output.h5 (kind 'output') or a checkpoint (kind 'checkpoint')."""
+    info = H5Info()
+    w = path
+    try:
+        f = h5py.File(path, "r")
+    except Exception as e:  # noqa: BLE001 - any open failure is a violation
+        c.fail(w, f"cannot open as HDF5: {e}")
+        return None
+    with f:
+        # ---- root
+        exact_attrs(c, f, ["format", "format_version", "kind", "model", "dims", "case"], f"{w}:/")
+        fmt = get_str_attr(c, f, "format", f"{w}:/")
+        c.check(fmt == "tessera", f"{w}:/", f"format is {fmt!r}, expected 'tessera'")
+        ver = get_str_attr(c, f, "format_version", f"{w}:/")
+        if ver is not None:
+            m = re.fullmatch(r"(\d+)\.(\d+)", ver)
+            if c.check(m is not None, f"{w}:/", f"format_version {ver!r} is not MAJOR.MINOR"):
+                c.check(int(m.group(1)) == KNOWN_MAJOR, f"{w}:/", f"format_version {ver} has major {m.group(1)}, this validator reads major {KNOWN_MAJOR}")
+                c.check(ver == "1.0", f"{w}:/", f"format_version {ver}: this validator checks 1.0 strictly")
+        k = get_str_attr(c, f, "kind", f"{w}:/")
+        c.check(k == kind, f"{w}:/", f"kind is {k!r}, expected {kind!r}")
+        model = get_str_attr(c, f, "model", f"{w}:/")
+        dims = get_arr_attr(c, f, "dims", f"{w}:/", "u8", 1)
+        if dims is None or int(dims[0]) not in (2, 3):
+            c.fail(f"{w}:/", f"dims must be [2] or [3], is {dims}")
+            return None
+        d = info.dims = int(dims[0])
+        case_text = info.case_text = get_str_attr(c, f, "case", f"{w}:/")
+        if case_text is not None:
+            try:
+                info.case = tomllib.loads(case_text)
+            except tomllib.TOMLDecodeError as e:
+                c.fail(f"{w}:/@case", f"not valid TOML: {e}")
+        case = info.case or {}
+        if info.case is not None:
+            c.check(case.get("case", {}).get("model") == model, f"{w}:/", f"model {model!r} differs from case [case] model {case.get('case', {}).get('model')!r}")
+
+        root_members = ["mesh", "decomposition", "snapshots"] + (["state"] if kind == "checkpoint" else [])
+        if not exact_members(c, f, root_members, f"{w}:/"):
+            return None
+        for g in root_members:
+            if not c.check(isinstance(f[g], h5py.Group), f"{w}:/{g}", "must be a group"):
+                return None
+
+        # ---- /mesh
+        mesh = f["mesh"]
+        mw = f"{w}:/mesh"
+        exact_attrs(c, mesh, ["cells", "lower", "upper", "spacing", "periodic"], mw)
+        cells = get_arr_attr(c, mesh, "cells", mw, "u8", d)
+        lower = get_arr_attr(c, mesh, "lower", mw, "f8", d)
+        upper = get_arr_attr(c, mesh, "upper", mw, "f8", d)
+        spacing = get_arr_attr(c, mesh, "spacing", mw, "f8", d)
+        periodic = get_arr_attr(c, mesh, "periodic", mw, "u8", d)
+        if any(v is None for v in (cells, lower, upper, spacing, periodic)):
+            return None
+        cells = [int(x) for x in cells]
+        info.cells, info.lower, info.upper, info.spacing = cells, lower, upper, spacing
+        c.check(all(n >= 1 for n in cells), mw, f"cells {cells} must all be >= 1")
+        c.check(bool(np.all(upper > lower)), mw, f"upper {upper} must exceed lower {lower}")
+        want_h = (upper - lower) / np.array(cells, dtype=np.float64)
+        c.check(np.array_equal(spacing, want_h), mw, f"spacing {spacing.tolist()} != (upper-lower)/cells {want_h.tolist()}")
+        c.check(set(periodic.tolist()) <= {0, 1}, mw, f"periodic {periodic.tolist()} must hold 0/1")
+        if info.case is not None:
+            cm = case.get("mesh", {})
+            c.check(list(cm.get("cells", [])) == cells, mw, f"cells {cells} differ from case mesh.cells {cm.get('cells')}")
+            c.check([float(x) for x in cm.get("lower", [])] == lower.tolist(), mw, f"lower {lower.tolist()} differs from case mesh.lower {cm.get('lower')}")
+            c.check([float(x) for x in cm.get("upper", [])] == upper.tolist(), mw, f"upper {upper.tolist()} differs from case mesh.upper {cm.get('upper')}")
+            c.check([int(bool(x)) for x in cm.get("periodic", [])] == periodic.tolist(), mw, f"periodic {periodic.tolist()} differs from case mesh.periodic {cm.get('periodic')}")
+        axes = ["x", "y", "z"][:d]
+        exact_members(c, mesh, axes, mw)
+        for a, name in enumerate(axes):
+            if name not in mesh:
+                continue
+            ds = mesh[name]
+            aw = f"{w}:/mesh/{name}"
+            if not c.check(isinstance(ds, h5py.Dataset), aw, "must be a dataset"):
+                continue
+            c.check(ds.dtype == np.dtype("<f8"), aw, f"dtype {ds.dtype}, expected float64")
+            if c.check(ds.shape == (cells[a],), aw, f"shape {ds.shape}, expected ({cells[a]},)"):
+                v = ds[()]
+                want = lower[a] + (np.arange(cells[a], dtype=np.float64) + 0.5) * spacing[a]
+                if not np.array_equal(v, want):
+                    i = int(np.argmax(v != want))
+                    c.fail(aw, f"cell centre {i} is {v[i]!r}, expected lower+(i+0.5)*spacing = {want[i]!r} (max |diff| {np.max(np.abs(v - want)):.3e})")
+
+        # ---- /decomposition
+        dec = f["decomposition"]
+        dw = f"{w}:/decomposition"
+        exact_attrs(c, dec, ["process_grid"], dw)
+        exact_members(c, dec, ["blocks"], dw)
+        pg = get_arr_attr(c, dec, "process_grid", dw, "u8", d)
+        chunk_want = None
+        if pg is not None and "blocks" in dec and isinstance(dec["blocks"], h5py.Dataset):
+            pg = [int(p) for p in pg]
+            info.process_grid = pg
+            nranks = info.nranks = int(np.prod(pg))
+            bw = f"{w}:/decomposition/blocks"
+            b = dec["blocks"]
+            ok = c.check(b.dtype == np.dtype("<u8"), bw, f"dtype {b.dtype}, expected uint64")
+            ok = c.check(b.shape == (nranks, 2 * d), bw, f"shape {b.shape}, expected ({nranks}, {2 * d}) for process_grid {pg}") and ok
+            if ok:
+                blocks = b[()].astype(np.int64)
+                occ = np.zeros(cells[::-1], dtype=np.int64)
+                p3 = pg + [1] * (3 - d)
+                for r in range(nranks):
+                    start, count = blocks[r, :d], blocks[r, d:]
+                    coords = [r % p3[0], (r // p3[0]) % p3[1], r // (p3[0] * p3[1])]
+                    ws = [split_start(cells[a], pg[a], coords[a]) for a in range(d)]
+                    wc = [split_start(cells[a], pg[a], coords[a] + 1) - ws[a] for a in range(d)]
+                    c.check(list(start) == ws and list(count) == wc, bw, f"row {r} (rank at process coords {coords[:d]}) is start {list(start)} count {list(count)}, the documented split gives start {ws} count {wc}")
+                    if np.any(count < 1) or np.any(start + count > np.array(cells)):
+                        c.fail(bw, f"row {r}: block start {list(start)} count {list(count)} leaves the mesh {cells}")
+                        continue
+                    sl = tuple(slice(int(start[a]), int(start[a] + count[a])) for a in reversed(range(d)))
+                    occ[sl] += 1
+                if not np.all(occ == 1):
+                    gaps = int(np.sum(occ == 0))
+                    over = int(np.sum(occ > 1))
+                    c.fail(bw, f"blocks do not tile the mesh exactly once: {gaps} cell(s) uncovered, {over} cell(s) covered more than once")
+                chunk_want = tuple(int(blocks[:, d + a].max()) for a in reversed(range(d)))
+
+        # ---- /snapshots
+        snaps = f["snapshots"]
+        sw = f"{w}:/snapshots"
+        c.check(len(snaps.attrs) == 0, sw, f"unexpected attribute(s) {list(snaps.attrs)}")
+        names = sorted(snaps.keys())
+        c.check(len(names) >= 1, sw, "no snapshot")
+        if kind == "checkpoint":
+            c.check(len(names) == 1, sw, f"a checkpoint holds exactly one snapshot, found {names}")
+        if expect_fields is None:
+            expect_fields = ["temperature"] if kind == "checkpoint" else list(case.get("output", {}).get("fields", ["temperature"]))
+        shape_want = tuple(cells[::-1])
+        last_time = None
+        for name in names:
+            gw = f"{sw}/{name}"
+            if not c.check(re.fullmatch(r"\d{8}", name) is not None, gw, "snapshot name must be the step as 8 digits"):
+                continue
+            g = snaps[name]
+            if not c.check(isinstance(g, h5py.Group), gw, "must be a group"):
+                continue
+            exact_attrs(c, g, ["step", "time"], gw)
+            st = get_arr_attr(c, g, "step", gw, "u8", 1)
+            tm = get_arr_attr(c, g, "time", gw, "f8", 1)
+            if st is None or tm is None:
+                continue
+            step, time = int(st[0]), float(tm[0])
+            c.check(step == int(name), gw, f"attribute step = {step} differs from the group name")
+            c.check(math.isfinite(time) and time >= 0.0, gw, f"time {time} must be finite and >= 0")
+            if last_time is not None:
+                c.check(time > last_time, gw, f"time {time!r} is not after the previous snapshot's {last_time!r}")
+            last_time = time
+            exact_members(c, g, expect_fields, gw)
+            paths = {}
+            for fld in expect_fields:
+                if fld not in g:
+                    continue
+                ds = g[fld]
+                fw = f"{gw}/{fld}"
+                if not c.check(isinstance(ds, h5py.Dataset), fw, "must be a dataset"):
+                    continue
+                paths[fld] = ds.name
+                c.check(ds.dtype == np.dtype("<f8"), fw, f"dtype {ds.dtype}, expected float64 (<f8)")
+                c.check(ds.shape == shape_want, fw, f"shape {ds.shape}, expected {shape_want} (cells {cells} reversed)")
+                c.check(len(ds.attrs) == 0, fw, f"unexpected attribute(s) {list(ds.attrs)}")
+                if not c.check(ds.chunks is not None, fw, "must be chunked"):
+                    continue
+                if chunk_want is not None:
+                    c.check(tuple(ds.chunks) == chunk_want, fw, f"chunk shape {ds.chunks}, expected the largest rank block {chunk_want} (/decomposition/blocks)")
+                dcpl = ds.id.get_create_plist()
+                c.check(dcpl.get_nfilters() == 0, fw, f"{dcpl.get_nfilters()} filter(s), format 1.0 has none")
+                c.check(ds.fillvalue == 0.0, fw, f"fill value {ds.fillvalue}, expected 0")
+                if ds.shape == shape_want:
+                    nchunks = int(np.prod([math.ceil(s / k) for s, k in zip(ds.shape, ds.chunks)]))
+                    try:
+                        got = ds.id.get_num_chunks()
+                        c.check(got == nchunks, fw, f"{got} of {nchunks} chunks written: part of the field was never written")
+                    except (AttributeError, RuntimeError):
+                        pass
+                    v = ds[()]
+                    if not np.all(np.isfinite(v)):
+                        c.fail(fw, f"{int(np.sum(~np.isfinite(v)))} non-finite value(s)")
+            info.snapshots.append((step, time, paths))
+
+        # ---- /state (checkpoints)
+        if kind == "checkpoint":
+            s = f["state"]
+            stw = f"{w}:/state"
+            exact_attrs(c, s, ["step", "time", "dt"], stw)
+            c.check(len(s.keys()) == 0, stw, f"unexpected member(s) {list(s.keys())}")
+            st = get_arr_attr(c, s, "step", stw, "u8", 1)
+            tm = get_arr_attr(c, s, "time", stw, "f8", 1)
+            dt = get_arr_attr(c, s, "dt", stw, "f8", 1)
+            if st is not None and tm is not None and dt is not None:
+                info.state = (int(st[0]), float(tm[0]), float(dt[0]))
+                c.check(math.isfinite(info.state[2]) and info.state[2] > 0, stw, f"dt {info.state[2]} must be finite and > 0")
+                if info.snapshots:
+                    step, time, _ = info.snapshots[0]
+                    c.check(info.state[0] == step, stw, f"step {info.state[0]} differs from the snapshot's {step}")
+                    c.check(info.state[1] == time, stw, f"time {info.state[1]!r} differs from the snapshot's {time!r}")
+    return info
+
+
+def read_field(path, dset):
+    with h5py.File(path, "r") as f:
+        return f[dset][()]
+
+
+# ----------------------------------------------------------------- XDMF
+
+def floats(text):
+    return [float(x) for x in (text or "").split()]
+
+
+def ints(text):
+    return [int(x) for x in (text or "").split()]
+
+
+def check_xdmf(c, run_dir, out):
+    path = os.path.join(run_dir, "output.xdmf")
+    w = path
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as e:
+        c.fail(w, f"cannot parse XML: {e}")
+        return 0
+    d = out.dims
+    c.check(root.tag == "Xdmf" and root.get("Version") == "3.0", w, f"root must be <Xdmf Version=\"3.0\">, is <{root.tag} Version={root.get('Version')!r}>")
+    domains = root.findall("Domain")
+    if not c.check(len(domains) == 1 and len(root) == 1, w, "must hold exactly one <Domain>"):
+        return 0
+    colls = domains[0].findall("Grid")
+    if not c.check(len(colls) == 1 and len(domains[0]) == 1, w, "<Domain> must hold exactly one <Grid>"):
+        return 0
+    coll = colls[0]
+    c.check(coll.get("GridType") == "Collection" and coll.get("CollectionType") == "Temporal", w,
+            f"outer grid must be GridType=Collection CollectionType=Temporal, is {coll.get('GridType')}/{coll.get('CollectionType')}")
+    grids = coll.findall("Grid")
+    c.check(len(grids) == len(coll), w, "temporal collection must hold only <Grid> elements")
+    snaps = out.snapshots
+    c.check(len(grids) == len(snaps), w, f"{len(grids)} time step(s) but output.h5 has {len(snaps)} snapshot(s)")
+    # XDMF axes are (z, y, x). A 2D mesh is described as one layer of cells in the
+    # x-y plane: z has 1 cell, origin 0 and thickness min(dx, dy).
+    if d == 3:
+        xcells = list(reversed(out.cells))
+        xorigin = list(reversed(out.lower.tolist()))
+        xspacing = list(reversed(out.spacing.tolist()))
+    else:
+        xcells = [1] + list(reversed(out.cells))
+        xorigin = [0.0] + list(reversed(out.lower.tolist()))
+        xspacing = [min(out.spacing.tolist())] + list(reversed(out.spacing.tolist()))
+    nodes = " ".join(str(n + 1) for n in xcells)
+    cellsr = " ".join(str(n) for n in xcells)
+    topo = "3DCoRectMesh"
+    geo = "ORIGIN_DXDYDZ"
+    h5files = {}
+    for i, g in enumerate(grids):
+        gw = f"{w}: grid {i} ({g.get('Name')})"
+        if i >= len(snaps):
+            c.fail(gw, "no matching snapshot in output.h5")
+            continue
+        step, time, paths = snaps[i]
+        c.check(g.get("Name") == f"step_{step:08d}", gw, f"name must be step_{step:08d} (snapshot {i} of output.h5)")
+        c.check(g.get("GridType") == "Uniform", gw, f"GridType {g.get('GridType')!r}, expected 'Uniform'")
+        t = g.findall("Time")
+        if c.check(len(t) == 1, gw, "needs exactly one <Time>"):
+            try:
+                tv = float(t[0].get("Value"))
+                c.check(tv == time, gw, f"Time Value {t[0].get('Value')} != snapshot time {time!r}")
+            except (TypeError, ValueError):
+                c.fail(gw, f"Time Value {t[0].get('Value')!r} is not a number")
+        tp = g.findall("Topology")
+        if c.check(len(tp) == 1, gw, "needs exactly one <Topology>"):
+            c.check(tp[0].get("TopologyType") == topo, gw, f"TopologyType {tp[0].get('TopologyType')!r}, expected {topo!r}")
+            c.check(tp[0].get("Dimensions") == nodes, gw, f"Topology Dimensions {tp[0].get('Dimensions')!r}, expected node counts {nodes!r} (cells+1, z y x{', one cell layer in z' if d == 2 else ''})")
+        ge = g.findall("Geometry")
+        if c.check(len(ge) == 1, gw, "needs exactly one <Geometry>"):
+            c.check(ge[0].get("GeometryType") == geo, gw, f"GeometryType {ge[0].get('GeometryType')!r}, expected {geo!r}")
+            items = ge[0].findall("DataItem")
+            if c.check(len(items) == 2, gw, "Geometry needs two DataItems (origin, spacing)"):
+                for it, want, what in ((items[0], xorigin, "origin"), (items[1], xspacing, "spacing")):
+                    c.check(it.get("Format") == "XML" and it.get("Dimensions") == "3" and it.get("NumberType") == "Float" and it.get("Precision") == "8",
+                            gw, f"{what} DataItem must be Format=XML Dimensions=3 NumberType=Float Precision=8")
+                    try:
+                        got = floats(it.text)
+                    except ValueError:
+                        c.fail(gw, f"{what} {it.text!r} is not a list of numbers")
+                        continue
+                    c.check(got == want, gw, f"{what} {got} != expected (z, y, x) {want} from /mesh {'lower' if what == 'origin' else 'spacing'}")
+        attrs = g.findall("Attribute")
+        c.check(len(g) == 3 + len(attrs), gw, "unexpected child element(s)")
+        c.check(sorted(a.get("Name") for a in attrs) == sorted(paths), gw, f"attributes {[a.get('Name') for a in attrs]} != snapshot fields {sorted(paths)}")
+        for a in attrs:
+            aw = f"{gw} attribute {a.get('Name')}"
+            c.check(a.get("AttributeType") == "Scalar" and a.get("Center") == "Cell", aw, "must be AttributeType=Scalar Center=Cell")
+            items = a.findall("DataItem")
+            if not c.check(len(items) == 1, aw, "needs one DataItem"):
+                continue
+            it = items[0]
+            c.check(it.get("Format") == "HDF" and it.get("NumberType") == "Float" and it.get("Precision") == "8", aw, "DataItem must be Format=HDF NumberType=Float Precision=8")
+            c.check(it.get("Dimensions") == cellsr, aw, f"Dimensions {it.get('Dimensions')!r}, expected {cellsr!r} (cells, z y x)")
+            ref = (it.text or "").strip()
+            want_ref = f"output.h5:/snapshots/{step:08d}/{a.get('Name')}"
+            c.check(ref == want_ref, aw, f"references {ref!r}, expected {want_ref!r}")
+            fname, _, dset = ref.partition(":")
+            fpath = os.path.join(os.path.dirname(path), fname)
+            try:
+                if fpath not in h5files:
+                    h5files[fpath] = h5py.File(fpath, "r")
+                hf = h5files[fpath]
+                if c.check(dset in hf and isinstance(hf[dset], h5py.Dataset), aw, f"{ref} does not exist"):
+                    ds = hf[dset]
+                    declared = ints(it.get("Dimensions"))
+                    # 2D: the declared "1 ny nx" is the dataset's [ny, nx] as one layer.
+                    if d == 2 and declared[:1] == [1]:
+                        declared = declared[1:]
+                    c.check(list(ds.shape) == declared, aw, f"{ref} has shape {ds.shape}, declared {it.get('Dimensions')}")
+                    c.check(ds.dtype == np.dtype("<f8"), aw, f"{ref} has dtype {ds.dtype}, declared Float 8")
+            except OSError as e:
+                c.fail(aw, f"cannot open {fpath}: {e}")
+    for hf in h5files.values():
+        hf.close()
+    return len(grids)
+
+
+# ----------------------------------------------------------------- RUN_DIR
+
+def expected_steps(first, last, every, extra=()):
+    s = {first, last} | set(extra)
+    if every > 0:
+        s |= {k for k in range(((first // every) + 1) * every, last + 1, every)}
+    return sorted(x for x in s if first <= x <= last)
+
+
+def check_run_dir(run_dir):
+    c = Checker()
+    rd = run_dir.rstrip("/") or "/"
+    if not os.path.isdir(rd):
+        c.fail(rd, "not a directory")
+        return c, None
+
+    # ---- debris
+    for dp, _, fns in os.walk(rd):
+        for fn in fns:
+            if fn.endswith(".tmp"):
+                c.fail(os.path.join(dp, fn), "temporary file left behind (an interrupted atomic write)")
+            if fn == ".tessera-write-test":
+                c.fail(os.path.join(dp, fn), "write probe left behind")
+
+    # ---- summary.json
+    sp = os.path.join(rd, "summary.json")
+    summary = {}
+    try:
+        with open(sp) as fh:
+            summary = json.load(fh)
+    except (OSError, ValueError) as e:
+        c.fail(sp, f"cannot read: {e}")
+    keys = ["status", "message", "case", "model", "steps", "steps_this_run", "final_time", "dt", "wall_seconds", "ranks",
+            "process_grid", "cells", "cell_updates_per_second", "restart_from", "last_checkpoint", "checkpoints_written",
+            "snapshots", "linear_solves", "timings", "communication", "format_version"]
+    if summary:
+        missing = [k for k in keys if k not in summary]
+        c.check(not missing, sp, f"missing key(s) {missing}")
+        c.check(summary.get("status") == "completed", sp, f"status is {summary.get('status')!r}, expected 'completed' (message: {summary.get('message')!r})")
+        tk = summary.get("timings", {})
+        c.check(isinstance(tk, dict) and all(k in tk for k in ["compute", "halo", "boundary", "monitor", "output", "total"]), sp, "timings must have compute, halo, boundary, monitor, output, total")
+        ck = summary.get("communication", {})
+        c.check(isinstance(ck, dict) and all(k in ck for k in ["messages", "bytes", "reductions"]), sp, "communication must have messages, bytes, reductions")
+        c.check(isinstance(summary.get("linear_solves"), list), sp, "linear_solves must be a list")
+    steps = summary.get("steps")
+    restart_from = summary.get("restart_from")
+    restart_step = None
+    if restart_from:
+        m = re.search(r"step_(\d{8})\.h5$", restart_from)
+        restart_step = int(m.group(1)) if m else None
+
+    # ---- case.toml
+    cp = os.path.join(rd, "case.toml")
+    case_text = None
+    try:
+        with open(cp, encoding="utf-8") as fh:
+            case_text = fh.read()
+        tomllib.loads(case_text)
+    except (OSError, ValueError) as e:
+        c.fail(cp, f"cannot read as TOML: {e}")
+
+    # ---- output.h5
+    op = os.path.join(rd, "output.h5")
+    out = check_h5(c, op, "output")
+    if out is None:
+        return c, None
+    case = out.case or {}
+    if case_text is not None and out.case_text is not None:
+        c.check(out.case_text == case_text, f"{op}:/@case", "differs from case.toml (the resolved case of the run)")
+    output = case.get("output", {})
+    every = int(output.get("every", 0))
+    ck_every = int(output.get("checkpoint_every", 0))
+    snap_steps = [s for s, _, _ in out.snapshots]
+    if out.snapshots and isinstance(steps, int):
+        last_step, last_time, _ = out.snapshots[-1]
+        c.check(last_step == steps, sp, f"steps = {steps} but the last snapshot of output.h5 is step {last_step}")
+        c.check(summary.get("final_time") == last_time, sp, f"final_time {summary.get('final_time')!r} != last snapshot time {last_time!r}")
+        first = snap_steps[0]
+        if restart_from is None:
+            c.check(first == 0, f"{op}:/snapshots", f"first snapshot is step {first}, expected 0 (no restart)")
+        want = expected_steps(first, steps, every, [restart_step] if restart_step is not None else [])
+        c.check(snap_steps == want, f"{op}:/snapshots", f"snapshot steps {snap_steps} != expected {want} (first, every {every}, last)")
+        c.check(summary.get("snapshots") == len(snap_steps), sp, f"snapshots = {summary.get('snapshots')} but output.h5 holds {len(snap_steps)}")
+    if summary:
+        c.check(summary.get("format_version") == "1.0", sp, f"format_version {summary.get('format_version')!r}")
+        c.check(summary.get("model") == case.get("case", {}).get("model"), sp, "model differs from the case")
+        c.check(summary.get("case") == case.get("case", {}).get("name"), sp, "case differs from the case name")
+        c.check(summary.get("cells") == out.cells, sp, f"cells {summary.get('cells')} != /mesh cells {out.cells}")
+        c.check(summary.get("ranks") == out.nranks, sp, f"ranks {summary.get('ranks')} but output.h5 /decomposition has {out.nranks} block(s)")
+        c.check(summary.get("process_grid") == out.process_grid, sp, f"process_grid {summary.get('process_grid')} != output.h5 {out.process_grid}")
+
+    # ---- checkpoints
+    ckdir = os.path.join(rd, "checkpoints")
+    ck_steps = []
+    if c.check(os.path.isdir(ckdir), ckdir, "missing directory"):
+        for fn in sorted(os.listdir(ckdir)):
+            p = os.path.join(ckdir, fn)
+            m = re.fullmatch(r"step_(\d{8})\.h5", fn)
+            if not m:
+                if not fn.endswith(".tmp"):
+                    c.fail(p, "unexpected file in checkpoints/ (expected step_NNNNNNNN.h5)")
+                continue
+            cs = int(m.group(1))
+            ck = check_h5(c, p, "checkpoint")
+            if ck is None:
+                continue
+            ck_steps.append(cs)
+            if ck.state:
+                c.check(ck.state[0] == cs, p, f"/state step {ck.state[0]} differs from the file name")
+            c.check(ck.cells == out.cells and np.array_equal(ck.lower, out.lower) and np.array_equal(ck.upper, out.upper), p, "mesh differs from output.h5")
+            if isinstance(steps, int):
+                c.check(cs <= steps, p, f"checkpoint step {cs} is beyond the run's last step {steps} (left from an abandoned trajectory)")
+            # Same step in output.h5: same time and bit-identical fields.
+            for s, t, paths in out.snapshots:
+                if s == cs and ck.snapshots:
+                    _, ct, cpaths = ck.snapshots[0]
+                    c.check(ct == t, p, f"time {ct!r} differs from output.h5 snapshot {s}'s {t!r}")
+                    for fld in set(paths) & set(cpaths):
+                        a, b = read_field(op, paths[fld]), read_field(p, cpaths[fld])
+                        c.check(a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64)), p, f"{fld} differs from output.h5 snapshot {s}")
+        if isinstance(steps, int) and summary.get("status") == "completed":
+            c.check(steps in ck_steps, ckdir, f"no checkpoint of the final step {steps}")
+            lc = summary.get("last_checkpoint")
+            c.check(isinstance(lc, str) and os.path.basename(lc) == f"step_{steps:08d}.h5", sp, f"last_checkpoint {lc!r} is not the final step's checkpoint")
+            if out.snapshots:
+                first = restart_step if restart_step is not None else 0
+                want = [s for s in expected_steps(first, steps, ck_every) if s > first]
+                if ck_every == 0:
+                    want = [steps]
+                got = [s for s in ck_steps if s > first]
+                if restart_from is None:
+                    c.check(got == want and ck_steps == got, ckdir, f"checkpoint steps {ck_steps} != expected {want} (every {ck_every}, and the last step)")
+                else:
+                    c.check(all(s in ck_steps for s in want), ckdir, f"checkpoint steps {ck_steps} miss some of {want}")
+
+    # ---- output.xdmf
+    ngrids = check_xdmf(c, rd, out)
+
+    # ---- monitor.csv
+    mp = os.path.join(rd, "monitor.csv")
+    nrows = 0
+    try:
+        with open(mp, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as e:
+        c.fail(mp, f"cannot read: {e}")
+        rows = []
+    if rows:
+        d = out.dims
+        mon = case.get("monitor", {})
+        header = ["step", "time", "dt"] + [f"temperature_{n}" for n in mon.get("norms", [])] + [f"probe{i}_temperature" for i in range(len(mon.get("probes", [])))] + ["change_rate"]
+        c.check(rows[0] == header, f"{mp}:1", f"header {rows[0]} != expected {header}")
+        data = rows[1:]
+        nrows = len(data)
+        prev_step = prev_time = None
+        times = {}
+        for ln, r in enumerate(data, start=2):
+            lw = f"{mp}:{ln}"
+            if not c.check(len(r) == len(header), lw, f"{len(r)} fields, header has {len(header)}"):
+                continue
+            if not c.check(re.fullmatch(r"\d+", r[0]) is not None, lw, f"step {r[0]!r} is not an integer"):
+                continue
+            try:
+                vals = [float(x) for x in r[1:]]
+            except ValueError:
+                c.fail(lw, "non-numeric value")
+                continue
+            s, t, dt = int(r[0]), vals[0], vals[1]
+            if prev_step is not None:
+                c.check(s == prev_step + 1, lw, f"step {s} does not follow step {prev_step} (one row per step)")
+                c.check(t > prev_time, lw, f"time {t} does not increase")
+            c.check(dt > 0, lw, f"dt {dt} must be > 0")
+            prev_step, prev_time = s, t
+            times[s] = t
+        if data and isinstance(steps, int) and prev_step is not None:
+            first_row = int(data[0][0]) if data[0] and data[0][0].isdigit() else None
+            c.check(prev_step == steps, mp, f"last row is step {prev_step}, summary steps is {steps}")
+            if restart_from is None:
+                c.check(first_row == 1 and nrows == steps, mp, f"{nrows} rows starting at step {first_row}, expected one per step 1..{steps}")
+            else:
+                c.check(first_row in (1, (restart_step or 0) + 1), mp, f"first row is step {first_row}, expected 1 or the restart step + 1")
+        elif isinstance(steps, int) and steps > 0:
+            c.fail(mp, "no data rows")
+        for s, t, _ in out.snapshots:
+            if s in times:
+                c.check(abs(times[s] - t) <= 1e-9 * max(abs(t), 1e-300), mp, f"time at step {s} is {times[s]!r}, snapshot time is {t!r}")
+    else:
+        c.fail(mp, "empty")
+
+    summ = (f"{'x'.join(map(str, out.cells))} {out.dims}D, {out.nranks} rank(s) "
+            f"({'x'.join(map(str, out.process_grid or []))}), {len(out.snapshots)} snapshot(s) "
+            f"(steps {snap_steps[0] if snap_steps else '-'}..{snap_steps[-1] if snap_steps else '-'}), "
+            f"{len(ck_steps)} checkpoint(s), {ngrids} XDMF grid(s), {nrows} monitor row(s)")
+    return c, summ
+
+
+def compare(dir_a, dir_b):
+    c = Checker()
+    pa, pb = os.path.join(dir_a, "output.h5"), os.path.join(dir_b, "output.h5")
+    try:
+        fa, fb = h5py.File(pa, "r"), h5py.File(pb, "r")
+    except OSError as e:
+        c.fail(f"{pa} / {pb}", f"cannot open: {e}")
+        return c, ""
+    with fa, fb:
+        for k in ("cells", "lower", "upper", "spacing", "periodic"):
+            c.check(np.array_equal(fa["mesh"].attrs[k], fb["mesh"].attrs[k]), "/mesh", f"{k} differs: {fa['mesh'].attrs[k]} vs {fb['mesh'].attrs[k]}")
+        sa, sb = sorted(fa["snapshots"]), sorted(fb["snapshots"])
+        c.check(sa == sb, "/snapshots", f"different snapshot steps: {sa} vs {sb}")
+        nfields = 0
+        for name in sorted(set(sa) & set(sb)):
+            ga, gb = fa["snapshots"][name], fb["snapshots"][name]
+            ta, tb = ga.attrs["time"][0], gb.attrs["time"][0]
+            c.check(ta == tb, f"/snapshots/{name}", f"time {ta!r} vs {tb!r}")
+            c.check(sorted(ga) == sorted(gb), f"/snapshots/{name}", f"fields {sorted(ga)} vs {sorted(gb)}")
+            for fld in sorted(set(ga) & set(gb)):
+                a, b = ga[fld][()], gb[fld][()]
+                w = f"/snapshots/{name}/{fld}"
+                if not c.check(a.shape == b.shape, w, f"shape {a.shape} vs {b.shape}"):
+                    continue
+                diff = a.view(np.uint64) != b.view(np.uint64)
+                if np.any(diff):
+                    idx = tuple(int(i) for i in np.argwhere(diff)[0])
+                    c.fail(w, f"not bit-identical: {int(diff.sum())} value(s) differ, first at index {idx} ({a[idx]!r} vs {b[idx]!r}), max |diff| {np.nanmax(np.abs(a - b)):.3e}")
+                nfields += 1
+        last = sa[-1] if sa else None
+    # The final checkpoints hold the state to continue from: they must agree too.
+    if last is not None:
+        ca = os.path.join(dir_a, "checkpoints", f"step_{last}.h5")
+        cb = os.path.join(dir_b, "checkpoints", f"step_{last}.h5")
+        try:
+            with h5py.File(ca, "r") as xa, h5py.File(cb, "r") as xb:
+                for k in ("step", "time", "dt"):
+                    c.check(np.array_equal(xa["state"].attrs[k], xb["state"].attrs[k]), f"{ca} vs {cb}", f"/state {k} differs")
+                g = f"snapshots/{last}/temperature"
+                c.check(np.array_equal(xa[g][()].view(np.uint64), xb[g][()].view(np.uint64)), f"{ca} vs {cb}", f"{g} not bit-identical")
+        except (OSError, KeyError) as e:
+            c.fail(f"{ca} vs {cb}", f"cannot compare final checkpoints: {e}")
+    return c, f"{len(sa)} snapshot(s), {nfields} field dataset(s) and the final checkpoint bit-identical"
+
+
+def report(c, ok_line):
+    if c.errors:
+        for e in c.errors[:MAX_REPORTED]:
+            print(f"FAIL {e}")
+        if len(c.errors) > MAX_REPORTED:
+            print(f"FAIL ... and {len(c.errors) - MAX_REPORTED} more violation(s)")
+        print(f"check_format: {len(c.errors)} violation(s)")
+        return 1
+    print(ok_line)
+    return 0
+
+
+def main(argv):
+    if len(argv) == 4 and argv[1] == "--compare":
+        c, s = compare(argv[2], argv[3])
+        return report(c, f"OK compare {argv[2]} == {argv[3]}: {s}")
+    if len(argv) == 2 and not argv[1].startswith("-"):
+        c, s = check_run_dir(argv[1])
+        return report(c, f"OK {argv[1]}: format 1.0, {s}")
+    print(__doc__.strip(), file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
