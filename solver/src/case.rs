@@ -588,11 +588,12 @@ fn schema_error(origin: &Origin, err: &toml::de::Error, lookup: &SourceMap) -> C
         let section_typo = if top { None } else { suggest(field, &sections) };
         help = Some(match (suggest(field, &expected), elsewhere) {
             (Some(s), _) => format!("did you mean `{s}`? {allowed}"),
-            (None, _) if section_typo.is_some() => format!(
-                "did you mean the section [{}]? a key written under [{parent}] belongs to [{parent}]; {allowed}",
-                section_typo.unwrap_or_default()
-            ),
-            (None, Some(s)) if top => format!("`{field}` belongs in [{s}]: move it below the [{s}] header (keys above the first header are top-level); {allowed}"),
+            (None, _) if section_typo.is_some() => {
+                format!("did you mean the section [{}]? a key written under [{parent}] belongs to [{parent}]; {allowed}", section_typo.unwrap_or_default())
+            }
+            (None, Some(s)) if top => {
+                format!("`{field}` belongs in [{s}]: move it below the [{s}] header (keys above the first header are top-level); {allowed}")
+            }
             (None, Some(s)) => format!("`{field}` belongs in [{s}], not [{parent}]; {allowed}"),
             (None, None) => allowed,
         });
@@ -982,11 +983,8 @@ fn expr_error(map: &SourceMap, key: &str, text: &str, msg: String) -> CaseError 
                 let called = text[i..].trim_start().starts_with('(');
                 if called && !known(w) {
                     let hint = suggest(w, &funcs).map(|f| format!("did you mean `{f}`? ")).unwrap_or_default();
-                    let mut e = map.error(
-                        key,
-                        format!("unknown function `{w}` in expression \"{text}\""),
-                        Some(format!("{hint}functions: {}", funcs.join(" "))),
-                    );
+                    let mut e =
+                        map.error(key, format!("unknown function `{w}` in expression \"{text}\""), Some(format!("{hint}functions: {}", funcs.join(" "))));
                     if let Some(l) = e.location.as_mut() {
                         narrow(l, w);
                     }
@@ -1163,7 +1161,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             }
             for (i, &x) in p.iter().enumerate() {
                 if x < 1 {
-                    return Err(err(&format!("decomposition.ranks[{i}]"), format!("process count must be at least 1, got {x}"), "process counts of 1 or more per axis, or \"auto\""));
+                    return Err(err(
+                        &format!("decomposition.ranks[{i}]"),
+                        format!("process count must be at least 1, got {x}"),
+                        "process counts of 1 or more per axis, or \"auto\"",
+                    ));
                 }
                 if x as usize > cells[i] {
                     return Err(err(
@@ -1218,10 +1220,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                     Some(f) => {
                         return Err(err(
                             &format!("{key}.type"),
-                            format!(
-                                "{fname} is given as {} but mesh.periodic makes the {axis} axis periodic",
-                                f.kind.as_deref().unwrap_or("a boundary")
-                            ),
+                            format!("{fname} is given as {} but mesh.periodic makes the {axis} axis periodic", f.kind.as_deref().unwrap_or("a boundary")),
                             &format!(
                                 "a periodic axis has no boundary faces: remove {} and {} from [boundary], or set mesh.periodic[{a}] = false",
                                 FACES[2 * a],
@@ -1244,10 +1243,18 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             let bc = match kind.as_str() {
                 "dirichlet" => {
                     if f.gradient.is_some() {
-                        return Err(map.error_at_key(&format!("{key}.gradient"), "a dirichlet face takes `value`, not `gradient`".into(), Some("use type = \"neumann\" for a gradient condition".into())));
+                        return Err(map.error_at_key(
+                            &format!("{key}.gradient"),
+                            "a dirichlet face takes `value`, not `gradient`".into(),
+                            Some("use type = \"neumann\" for a gradient condition".into()),
+                        ));
                     }
                     if f.value.is_none() {
-                        return Err(err(&key, format!("dirichlet face {fname} needs `value`"), &format!("e.g. {fname} = {{ type = \"dirichlet\", value = \"0\" }}; the value is a number or an expression")));
+                        return Err(err(
+                            &key,
+                            format!("dirichlet face {fname} needs `value`"),
+                            &format!("e.g. {fname} = {{ type = \"dirichlet\", value = \"0\" }}; the value is a number or an expression"),
+                        ));
                     }
                     Bc::Dirichlet(expr(&format!("{key}.value"), &f.value, "0")?)
                 }
@@ -1271,16 +1278,18 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                 "" => {
                     let mut help = "type = \"dirichlet\", \"neumann\" or \"periodic\"".to_string();
                     if map.origin_of(&key).is_some_and(|o| o.starts_with("--set")) {
-                        help.push_str(&format!(
-                            "; --set replaces a boundary face whole, so give all of it: --set '{key}={{type=\"dirichlet\", value=\"1\"}}'"
-                        ));
+                        help.push_str(&format!("; --set replaces a boundary face whole, so give all of it: --set '{key}={{type=\"dirichlet\", value=\"1\"}}'"));
                     }
                     return Err(err(&key, format!("face {fname} has no `type`"), &help));
                 }
                 other => {
                     let kinds = ["dirichlet", "neumann", "periodic"];
                     let hint = suggest(other, &kinds).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
-                    return Err(err(&format!("{key}.type"), format!("unknown boundary type \"{other}\""), &format!("{hint}types: dirichlet, neumann, periodic")));
+                    return Err(err(
+                        &format!("{key}.type"),
+                        format!("unknown boundary type \"{other}\""),
+                        &format!("{hint}types: dirichlet, neumann, periodic"),
+                    ));
                 }
             };
             pair.push(bc);
@@ -1292,7 +1301,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     if dims == 2 {
         for (i, f) in [&raw.boundary.zlo, &raw.boundary.zhi].iter().enumerate() {
             if f.is_some() {
-                return Err(map.error_at_key(&format!("boundary.{}", FACES[4 + i]), "a 2D mesh has no z faces".into(), Some("remove it, or give mesh.cells three entries".into())));
+                return Err(map.error_at_key(
+                    &format!("boundary.{}", FACES[4 + i]),
+                    "a 2D mesh has no z faces".into(),
+                    Some("remove it, or give mesh.cells three entries".into()),
+                ));
             }
         }
     }
@@ -1396,9 +1409,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         if dt > limit {
             return Err(case.error_at(
                 "numerics.dt",
-                format!(
-                    "dt = {dt} is above the explicit stability limit {limit:.4e} = 1/(2·diffusivity·Σ 1/h²) of this mesh; the run would blow up"
-                ),
+                format!("dt = {dt} is above the explicit stability limit {limit:.4e} = 1/(2·diffusivity·Σ 1/h²) of this mesh; the run would blow up"),
                 format!("use dt <= {limit:.4e}, or remove dt to let tessera choose a stable step (stability_factor × the limit)"),
             ));
         }
@@ -1571,6 +1582,22 @@ end_time = 0.1
         let s = e.to_string();
         assert!(s.contains("typo.toml:9:1"), "{s}");
         assert!(s.contains("did you mean `diffusivity`"), "{s}");
+    }
+
+    #[test]
+    fn schema_table_matches_the_raw_structs() {
+        // SCHEMA drives "belongs in [section]" hints; serde's own key lists must agree.
+        let expected = |text: &str| -> Vec<String> {
+            let e = toml::from_str::<RawCase>(text).unwrap_err();
+            let m = e.message().to_string();
+            m.split("expected ").nth(1).unwrap_or("").split('`').skip(1).step_by(2).map(str::to_string).collect()
+        };
+        let mut top = vec!["extends".to_string()];
+        top.extend(SCHEMA.iter().map(|(s, _)| s.to_string()));
+        assert_eq!(expected("zz_unknown = 1"), top);
+        for (section, keys) in SCHEMA {
+            assert_eq!(expected(&format!("[{section}]\nzz_unknown = 1")), keys.to_vec(), "[{section}]");
+        }
     }
 
     #[test]
