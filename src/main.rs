@@ -194,6 +194,14 @@ fn launch(n: usize, case: &PathBuf, set: &[String], out: Option<PathBuf>, restar
 
 /// A run on the ranks of the current MPI job (singleton when started plainly).
 fn run_here(case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Option<PathBuf>, overwrite: bool, quiet: bool) -> ExitCode {
+    // Outside a launcher, report input errors before paying for MPI start-up. Under
+    // mpirun/srun every rank must initialise MPI, and rank 0 alone reports.
+    if !MpiComm::launched_by_mpi() {
+        if let Err(e) = load(case, set, out.clone()) {
+            report(&e);
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    }
     let Some(comm) = MpiComm::init() else {
         report(&"MPI could not be initialised");
         return ExitCode::from(1);

@@ -64,31 +64,43 @@ pub fn layout_for(case: &Case, nranks: usize) -> Result<BlockLayout> {
 }
 
 /// Prepares RUN_DIR on rank 0: checks the parent exists, refuses to clobber an existing
-/// run unless asked, checks it is writable. Agreed across ranks.
-fn prepare_run_dir(comm: &dyn Comm, dir: &Path, opts: &RunOptions) -> Result<()> {
-    let res: Result<(), String> = if comm.rank() == 0 {
+/// run unless asked, checks it is writable. Agreed across ranks. When the directory
+/// comes from the case's `[output] dir` (not `--out`), errors point at that line.
+fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()> {
+    let dir = case.output_dir.as_path();
+    let res: Result<(), (String, String)> = if comm.rank() == 0 {
         (|| {
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut ancestor = Some(parent);
+            while let Some(a) = ancestor {
+                if a.exists() && !a.is_dir() {
+                    return Err((
+                        format!("cannot use output directory {}: {} is a file, not a directory", dir.display(), a.display()),
+                        "choose a directory path".to_string(),
+                    ));
+                }
+                ancestor = a.parent().filter(|p| !p.as_os_str().is_empty());
+            }
             if !parent.is_dir() && !opts.create_parents {
-                return Err(format!(
-                    "output directory {}: parent directory {} does not exist (create it, or choose another --out)",
-                    dir.display(),
-                    parent.display()
+                return Err((
+                    format!("output directory {}: parent directory {} does not exist", dir.display(), parent.display()),
+                    "create the parent first, or choose another --out".to_string(),
                 ));
             }
             if dir.exists() && !dir.is_dir() {
-                return Err(format!("output directory {} exists and is not a directory", dir.display()));
+                return Err((format!("output directory {} exists and is not a directory", dir.display()), "choose a directory path".into()));
             }
             let has_run = dir.join("summary.json").exists() || dir.join("output.h5").exists();
             if has_run && opts.restart.is_none() && !opts.overwrite {
-                return Err(format!(
-                    "output directory {} already holds a run; pass --overwrite to replace it, or --out another directory",
-                    dir.display()
+                return Err((
+                    format!("output directory {} already holds a run", dir.display()),
+                    "pass --overwrite to replace it, --restart a checkpoint to continue it, or --out another directory".into(),
                 ));
             }
-            std::fs::create_dir_all(dir.join("checkpoints")).map_err(|e| format!("cannot create output directory {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir.join("checkpoints"))
+                .map_err(|e| (format!("cannot create output directory {}: {e}", dir.display()), "choose a writable location".to_string()))?;
             let probe = dir.join(".tessera-write-test");
-            std::fs::write(&probe, b"").map_err(|e| format!("output directory {} is not writable: {e}", dir.display()))?;
+            std::fs::write(&probe, b"").map_err(|e| (format!("output directory {} is not writable: {e}", dir.display()), "choose a writable location".to_string()))?;
             let _ = std::fs::remove_file(&probe);
             if has_run && opts.restart.is_none() {
                 // --overwrite: remove what the old run wrote (never anything else).
@@ -108,7 +120,16 @@ fn prepare_run_dir(comm: &dyn Comm, dir: &Path, opts: &RunOptions) -> Result<()>
     } else {
         Ok(())
     };
-    agree(comm, res, |m| m).map_err(RunError::Usage)
+    let from_case = opts.create_parents;
+    match res {
+        // Rank 0 knows the details; the others learn the message through agree().
+        Err((msg, help)) if from_case => {
+            let e: RunError = case.error_at("output.dir", msg, help).into();
+            agree(comm, Err(e), RunError::Usage)
+        }
+        Err((msg, help)) => agree(comm, Err(RunError::Usage(format!("{msg}; {help}"))), RunError::Usage),
+        Ok(()) => agree(comm, Ok(()), RunError::Usage),
+    }
 }
 
 /// Progress reporting on rank 0: at most one line a second.
@@ -151,7 +172,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         t = r.time;
     }
     let first_step = step;
-    prepare_run_dir(comm, &dir, opts)?;
+    prepare_run_dir(comm, case, opts)?;
     let r = if comm.rank() == 0 { write_atomic(&dir.join("case.toml"), case.resolved.as_bytes()).map_err(|e| format!("{}: {e}", dir.display())) } else { Ok(()) };
     agree(comm, r, |m| m).map_err(RunError::Failed)?;
 
