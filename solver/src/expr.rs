@@ -74,7 +74,7 @@ impl Expr {
         let ex = FlatEx::<f64, Ops, SciNumber>::parse(src).map_err(|e| {
             format!(
                 "cannot parse expression \"{src}\": {}; allowed: numbers, + - * / ^ %, parentheses, variables x y z t, \
-                 constants pi PI E, functions sin cos tan asin acos atan sinh cosh tanh exp ln log log2 log10 sqrt cbrt abs signum floor ceil",
+                 constants pi PI E, functions sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh exp ln log log2 log10 sqrt cbrt abs signum floor ceil round trunc fract",
                 e.msg()
             )
         })?;
