@@ -16,7 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const EXE: &str = env!("CARGO_BIN_EXE_tessera");
+mod common;
+use common::{with_mpi_env, EXE};
 const CORPUS: &str = "tests/cases/bad";
 const GOOD: &str = "cases/heat2d.toml";
 
@@ -27,21 +28,13 @@ fn tessera(args: &[&str]) -> Output {
 
 fn command(program: &str, args: &[&str]) -> Command {
     let mut c = Command::new(program);
-    c.args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env_remove("RUST_BACKTRACE");
+    with_mpi_env(&mut c).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("RUST_BACKTRACE");
     c
 }
 
 /// A fresh scratch directory for one test (removed first if a previous run left it).
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tessera-cli-errors-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::scratch("cli-errors", tag)
 }
 
 fn text(b: &[u8]) -> String {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-const PYTHON: &str = "/usr/bin/python3";
-const EXE: &str = env!("CARGO_BIN_EXE_tessera");
+mod common;
+use common::{have_h5py, scratch, tessera_on, validator, PYTHON};
 
 /// mpirun jobs are serialised: the machines have 2 cores and oversubscribed ranks
 /// from two concurrent jobs would only slow each other down.
@@ -83,16 +83,8 @@ every = 10
 checkpoint_every = 20
 "#;
 
-/// A fresh directory under the system temp dir, unique per test and process.
 fn temp_dir(name: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let d = std::env::temp_dir().join(format!("tessera-format-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("create temp dir");
-    d
-}
-
-fn have_h5py() -> bool {
-    Command::new(PYTHON).args(["-c", "import h5py, numpy"]).output().map(|o| o.status.success()).unwrap_or(false)
+    scratch("format", name)
 }
 
 fn show(what: &str, o: &Output) -> String {
@@ -102,10 +94,6 @@ fn show(what: &str, o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn validator() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("check_format.py")
 }
 
 /// Runs the validator; returns (success, stdout+stderr).
@@ -123,19 +111,8 @@ fn assert_valid(run_dir: &Path) {
 /// Runs the case in `dir/case.toml` on `ranks` ranks (0 = plainly, no mpirun) into `out`.
 fn run(dir: &Path, ranks: usize, out: Option<&Path>) -> PathBuf {
     let case = dir.join("case.toml");
-    let mut cmd;
-    let _guard;
-    if ranks == 0 {
-        cmd = Command::new(EXE);
-    } else {
-        _guard = MPI_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        cmd = Command::new("mpirun");
-        cmd.arg("-n").arg(ranks.to_string()).arg(EXE);
-        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-            .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
-    }
+    let _guard = (ranks > 0).then(|| MPI_LOCK.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut cmd = tessera_on(ranks);
     cmd.arg("run").arg(&case).arg("--quiet").current_dir(dir);
     if let Some(o) = out {
         cmd.arg("--out").arg(o);

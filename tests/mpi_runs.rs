@@ -7,6 +7,9 @@ use decomp::{Field, IndexBox};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::{assert_valid_run_dir as validate, scratch, tessera_on, with_mpi_env};
+
 const CASE_2D: &str = r#"
 [case]
 name = "inv2d"
@@ -56,27 +59,13 @@ checkpoint_every = 20
 "#;
 
 fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tessera-mpi-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn mpi_env(c: &mut Command) -> &mut Command {
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1").env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    scratch("mpi", tag)
 }
 
 /// Runs `tessera run CASE --out OUT extra...` on `ranks` (0 = plain singleton).
 fn run(ranks: usize, case: &Path, out: &Path, extra: &[&str]) {
-    let exe = env!("CARGO_BIN_EXE_tessera");
-    let mut c = if ranks == 0 {
-        Command::new(exe)
-    } else {
-        let mut c = Command::new("mpirun");
-        c.arg("-n").arg(ranks.to_string()).arg(exe);
-        c
-    };
-    mpi_env(&mut c).arg("run").arg(case).arg("--out").arg(out).arg("--quiet").args(extra);
+    let mut c = tessera_on(ranks);
+    c.arg("run").arg(case).arg("--out").arg(out).arg("--quiet").args(extra);
     let o = c.output().expect("runs");
     assert!(o.status.success(), "{ranks} ranks failed: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
@@ -178,26 +167,13 @@ fn restart_on_other_rank_counts_is_bit_identical() {
     validate(&full);
 }
 
-/// Runs the format validator (tests/check_format.py) on a run directory when h5py is
-/// available (tests/format.rs covers its absence with a notice).
-fn validate(run_dir: &Path) {
-    let py = "/usr/bin/python3";
-    if !Command::new(py).args(["-c", "import h5py"]).status().is_ok_and(|s| s.success()) {
-        eprintln!("h5py not available: skipping format validation of {}", run_dir.display());
-        return;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_format.py");
-    let o = Command::new(py).arg(script).arg(run_dir).output().unwrap();
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-}
-
 #[test]
 fn np_option_launches_mpirun() {
     let d = tmp("np");
     let case = d.join("case.toml");
     std::fs::write(&case, CASE_2D).unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    mpi_env(&mut c).arg("run").arg("--np").arg("2").arg(&case).arg("--out").arg(d.join("out"));
+    with_mpi_env(&mut c).arg("run").arg("--np").arg("2").arg(&case).arg("--out").arg(d.join("out"));
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary = std::fs::read_to_string(d.join("out/summary.json")).unwrap();
@@ -215,7 +191,7 @@ fn sigterm_stops_cleanly_and_the_checkpoint_continues_bit_for_bit() {
     std::fs::write(&case, CASE_2D.replace("max_steps = 40", "max_steps = 2000000").replace("every = 10", "every = 0")).unwrap();
     let stopped = d.join("stopped");
     let mut c = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    mpi_env(&mut c).arg("run").arg(&case).arg("--out").arg(&stopped).arg("--quiet");
+    with_mpi_env(&mut c).arg("run").arg(&case).arg("--out").arg(&stopped).arg("--quiet");
     let child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
     // Wait until the time loop is running (monitor rows appear), then SIGTERM.
     let monitor = stopped.join("monitor.csv");
