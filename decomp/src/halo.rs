@@ -46,11 +46,43 @@ struct Message {
 /// The precomputed exchange pattern of one rank for one field shape.
 pub struct HaloPlan {
     messages: Vec<Message>,
+    /// Exchanges with itself (a periodic axis with one process): (source, ghost)
+    /// regions copied straight within the field, without buffers or messages.
+    local: Vec<(Region, Region)>,
     send_buf: Vec<f64>,
     recv_buf: Vec<f64>,
     requests: Vec<Request>,
     padded: [usize; 3],
     in_flight: bool,
+}
+
+/// Calls `f(buffer offset, storage offset, row length)` for every x-row of region `r`
+/// of storage with padded extent `p`, buffer offsets counting up from `offset`.
+#[inline(always)]
+fn for_rows(p: [usize; 3], r: Region, offset: usize, mut f: impl FnMut(usize, usize, usize)) {
+    let len = r.hi[0] - r.lo[0];
+    let mut o = offset;
+    for k in r.lo[2]..r.hi[2] {
+        for j in r.lo[1]..r.hi[1] {
+            f(o, (k * p[1] + j) * p[0] + r.lo[0], len);
+            o += len;
+        }
+    }
+}
+
+/// Copies one row. Rows of x faces hold only the ghost width (1 or 2 values): copy
+/// those with plain stores, since a `memcpy` call per value made packing cost several
+/// times the MPI transfer itself (docs/BENCHMARKS.md).
+#[inline(always)]
+fn copy_row(dst: &mut [f64], src: &[f64]) {
+    match dst.len() {
+        1 => dst[0] = src[0],
+        2 => {
+            dst[0] = src[0];
+            dst[1] = src[1];
+        }
+        _ => dst.copy_from_slice(src),
+    }
 }
 
 /// Tag of the message travelling in direction `d`.
@@ -115,14 +147,41 @@ impl HaloPlan {
                 }
             }
         }
+        // A message to ourselves in direction d fills our ghosts on side -d: pair each
+        // self-message's ghost region with the source region of the opposite direction.
+        let local: Vec<(Region, Region)> = messages
+            .iter()
+            .filter(|m| m.peer == rank)
+            .map(|m| {
+                let partner = messages.iter().find(|o| o.peer == rank && o.send_tag == m.recv_tag).expect("periodic self-neighbour is symmetric");
+                (partner.send, m.recv)
+            })
+            .collect();
+        messages.retain(|m| m.peer != rank);
+        let mut offset = 0;
+        for m in &mut messages {
+            m.offset = offset;
+            offset += m.send.count();
+        }
         Ok(HaloPlan {
             requests: Vec::with_capacity(2 * messages.len()),
+            local,
             messages,
             send_buf: vec![0.0; offset],
             recv_buf: vec![0.0; offset],
             padded,
             in_flight: false,
         })
+    }
+
+    /// Ghost values filled by copies within the field (periodic axes with one process).
+    pub fn local_volume(&self) -> usize {
+        self.local.iter().map(|(_, g)| g.count()).sum()
+    }
+
+    /// Number of exchanges with itself, done as copies within the field.
+    pub fn local_count(&self) -> usize {
+        self.local.len()
     }
 
     /// Number of messages sent per exchange.
@@ -144,18 +203,10 @@ impl HaloPlan {
         assert!(!self.in_flight, "halo exchange already in flight");
         self.check_shape(field);
         let src = field.as_slice();
-        let p = self.padded;
         for m in &self.messages {
-            let mut o = m.offset;
-            let r = m.send;
-            let len = r.hi[0] - r.lo[0];
-            for k in r.lo[2]..r.hi[2] {
-                for j in r.lo[1]..r.hi[1] {
-                    let base = (k * p[1] + j) * p[0];
-                    self.send_buf[o..o + len].copy_from_slice(&src[base + r.lo[0]..base + r.hi[0]]);
-                    o += len;
-                }
-            }
+            for_rows(self.padded, m.send, m.offset, |buf_at, field_at, len| {
+                copy_row(&mut self.send_buf[buf_at..buf_at + len], &src[field_at..field_at + len]);
+            });
         }
         for m in &self.messages {
             let len = m.recv.count();
@@ -179,19 +230,29 @@ impl HaloPlan {
         self.check_shape(field);
         comm.wait_all(&mut self.requests);
         self.in_flight = false;
-        let p = self.padded;
         let dst = field.as_slice_mut();
         for m in &self.messages {
-            let mut o = m.offset;
-            let r = m.recv;
-            let len = r.hi[0] - r.lo[0];
-            for k in r.lo[2]..r.hi[2] {
-                for j in r.lo[1]..r.hi[1] {
-                    let base = (k * p[1] + j) * p[0];
-                    dst[base + r.lo[0]..base + r.hi[0]].copy_from_slice(&self.recv_buf[o..o + len]);
-                    o += len;
+            for_rows(self.padded, m.recv, m.offset, |buf_at, field_at, len| {
+                copy_row(&mut dst[field_at..field_at + len], &self.recv_buf[buf_at..buf_at + len]);
+            });
+        }
+        let p = self.padded;
+        for (src, ghost) in &self.local {
+            // Same shape; walk both regions' rows in step. Source (interior) and ghost
+            // regions never overlap.
+            let shift = |r: &Region| (r.lo[2] * p[1] + r.lo[1]) * p[0] + r.lo[0];
+            let delta = shift(ghost) as isize - shift(src) as isize;
+            for_rows(p, *src, 0, |_, from, len| {
+                let to = (from as isize + delta) as usize;
+                match len {
+                    1 => dst[to] = dst[from],
+                    2 => {
+                        dst[to] = dst[from];
+                        dst[to + 1] = dst[from + 1];
+                    }
+                    _ => dst.copy_within(from..from + len, to),
                 }
-            }
+            });
         }
     }
 

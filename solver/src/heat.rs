@@ -33,7 +33,8 @@ impl SweepStats {
         self.sum += o.sum;
         self.sumsq += o.sumsq;
         self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
+        // f64::max drops NaN; keep it, so a blow-up anywhere shows in the max.
+        self.max = if self.max.is_nan() || o.max.is_nan() { f64::NAN } else { self.max.max(o.max) };
         self.max_change = self.max_change.max(o.max_change);
     }
 }
@@ -56,10 +57,159 @@ pub struct Region {
     pub hi: [usize; 3],
 }
 
+/// Instruction set the sweep's row kernels run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The target's baseline (SSE2 on x86-64): 2 lanes per statistic.
+    Baseline,
+    /// AVX2 (x86-64 only, detected at run time): 8 lanes per statistic.
+    Avx2,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+        Isa::Baseline
+    }
+}
+
+/// Statistics kept in `L` independent lanes so the row loop vectorises; combined
+/// once per row.
+struct Lanes<const L: usize> {
+    sum: [f64; L],
+    sumsq: [f64; L],
+    min: [f64; L],
+    max: [f64; L],
+    change: [f64; L],
+}
+
+impl<const L: usize> Lanes<L> {
+    #[inline(always)]
+    fn new() -> Self {
+        Lanes { sum: [0.0; L], sumsq: [0.0; L], min: [f64::INFINITY; L], max: [f64::NEG_INFINITY; L], change: [0.0; L] }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, l: usize, v: f64, old: f64) {
+        self.sum[l] += v;
+        self.sumsq[l] += v * v;
+        self.min[l] = if v < self.min[l] { v } else { self.min[l] };
+        self.max[l] = if v > self.max[l] { v } else { self.max[l] };
+        let d = (v - old).abs();
+        self.change[l] = if d > self.change[l] { d } else { self.change[l] };
+    }
+
+    #[inline(always)]
+    fn total(&self) -> SweepStats {
+        let mut s = SweepStats::default();
+        for l in 0..L {
+            s.sum += self.sum[l];
+            s.sumsq += self.sumsq[l];
+            s.min = if self.min[l] < s.min { self.min[l] } else { s.min };
+            s.max = if self.max[l] > s.max { self.max[l] } else { s.max };
+            s.change_max(self.change[l]);
+        }
+        // NaN never compares greater, so propagate it explicitly.
+        if s.sum.is_nan() {
+            s.max = f64::NAN;
+        }
+        s
+    }
+}
+
+impl SweepStats {
+    #[inline(always)]
+    fn change_max(&mut self, c: f64) {
+        self.max_change = if c > self.max_change { c } else { self.max_change };
+    }
+}
+
+/// One row of the explicit update. `D3` adds the z neighbours `b`, `t`; `SRC` adds
+/// `dt·src`. The per-cell expression (and its evaluation order) is the same for every
+/// lane count, instruction set and decomposition, so fields are bit-identical whatever
+/// runs them; only the statistics' summation order depends on `L`.
+#[inline(always)]
+fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
+    rows: [&[f64]; 8],
+    o: &mut [f64],
+    k: StepCoefficients,
+) -> SweepStats {
+    let n = o.len();
+    let [c, w, e, s, nn, b, t, src] = rows.map(|r| &r[..n]);
+    let (cx, cy, cz, dt) = (k.c[0], k.c[1], k.c[2], k.dt);
+    let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| {
+        let mut v = ci + cx * (w - 2.0 * ci + e) + cy * (s - 2.0 * ci + nn);
+        if D3 {
+            v += cz * (b - 2.0 * ci + t);
+        }
+        if SRC {
+            v += dt * src;
+        }
+        v
+    };
+    let mut acc = Lanes::<L>::new();
+    let body = n - n % L;
+    // Zipped exact chunks: no bounds checks inside, fixed-length inner loop.
+    let chunks = o[..body]
+        .chunks_exact_mut(L)
+        .zip(c.chunks_exact(L))
+        .zip(w.chunks_exact(L).zip(e.chunks_exact(L)))
+        .zip(s.chunks_exact(L).zip(nn.chunks_exact(L)))
+        .zip(b.chunks_exact(L).zip(t.chunks_exact(L)))
+        .zip(src.chunks_exact(L));
+    for (((((o8, c8), (w8, e8)), (s8, n8)), (b8, t8)), r8) in chunks {
+        for l in 0..L {
+            let v = cell(c8[l], w8[l], e8[l], s8[l], n8[l], b8[l], t8[l], r8[l]);
+            o8[l] = v;
+            acc.add(l, v, c8[l]);
+        }
+    }
+    for i in body..n {
+        let v = cell(c[i], w[i], e[i], s[i], nn[i], b[i], t[i], src[i]);
+        o[i] = v;
+        acc.add(0, v, c[i]);
+    }
+    acc.total()
+}
+
+/// Non-inlined instances of [`row_kernel`]: taking each row as its own argument tells
+/// the compiler the rows do not alias `o`, which the vectoriser needs.
+macro_rules! row_instances {
+    ($($name:ident: $l:literal, $d3:literal, $src:literal $(, $feat:literal)?;)*) => {$(
+        $(#[cfg(target_arch = "x86_64")] #[target_feature(enable = $feat)])?
+        #[inline(never)]
+        fn $name(c: &[f64], w: &[f64], e: &[f64], s: &[f64], n: &[f64], b: &[f64], t: &[f64], src: &[f64], o: &mut [f64], k: StepCoefficients) -> SweepStats {
+            row_kernel::<$l, $d3, $src>([c, w, e, s, n, b, t, src], o, k)
+        }
+    )*};
+}
+
+row_instances! {
+    row2: 2, false, false;
+    row2s: 2, false, true;
+    row3: 2, true, false;
+    row3s: 2, true, true;
+    row2_avx2: 8, false, false, "avx2";
+    row2s_avx2: 8, false, true, "avx2";
+    row3_avx2: 8, true, false, "avx2";
+    row3s_avx2: 8, true, true, "avx2";
+}
+
 /// Updates the cells of `region`: `out = u + Σ c_a (u_{-a} - 2u + u_{+a}) + dt·s`.
 /// `u`, `out` and `src` share the padded layout of `u` (ghost width 1 on used axes).
-/// Returns the sweep statistics of the region.
+/// Returns the sweep statistics of the region. Uses AVX2 when the CPU has it.
 pub fn sweep(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficients, region: Region, dims: usize) -> SweepStats {
+    sweep_with(u, out, src, k, region, dims, Isa::detect())
+}
+
+/// [`sweep`] with an explicit instruction set (benches compare them); `Isa::Avx2` falls
+/// back to the baseline on a CPU without AVX2.
+pub fn sweep_with(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficients, region: Region, dims: usize, isa: Isa) -> SweepStats {
+    let avx2 = isa == Isa::Avx2 && Isa::detect() == Isa::Avx2;
     let p = u.padded_shape();
     let g = u.ghost;
     let (sy, sz) = (p[0], p[0] * p[1]);
@@ -67,7 +217,6 @@ pub fn sweep(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficient
     let ss = src.map(|s| s.as_slice());
     let oo = out.as_slice_mut();
     let mut st = SweepStats::default();
-    let (cx, cy, cz, dt) = (k.c[0], k.c[1], k.c[2], k.dt);
     let n = region.hi[0] - region.lo[0];
     if n == 0 {
         return st;
@@ -80,46 +229,26 @@ pub fn sweep(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficient
             let e = &uu[row + 1..row + 1 + n];
             let s_ = &uu[row - sy..row - sy + n];
             let nn = &uu[row + sy..row + sy + n];
+            // In 2D the z rows are never read: pass the centre row in their place.
+            let (b, t) = if dims == 3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
+            let sr = ss.map_or(c, |ss| &ss[row..row + n]);
             let o = &mut oo[row..row + n];
-            let (mut sum, mut sumsq, mut mn, mut mx, mut ch) = (0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-            if dims == 3 {
-                let b = &uu[row - sz..row - sz + n];
-                let t = &uu[row + sz..row + sz + n];
-                for i in 0..n {
-                    let ci = c[i];
-                    let mut v = ci + cx * (w[i] - 2.0 * ci + e[i]) + cy * (s_[i] - 2.0 * ci + nn[i]) + cz * (b[i] - 2.0 * ci + t[i]);
-                    if let Some(ss) = ss {
-                        v += dt * ss[row + i];
-                    }
-                    o[i] = v;
-                    sum += v;
-                    sumsq += v * v;
-                    mn = if v < mn { v } else { mn };
-                    mx = if v > mx { v } else { mx };
-                    let d = (v - ci).abs();
-                    ch = if d > ch { d } else { ch };
-                }
-            } else {
-                for i in 0..n {
-                    let ci = c[i];
-                    let mut v = ci + cx * (w[i] - 2.0 * ci + e[i]) + cy * (s_[i] - 2.0 * ci + nn[i]);
-                    if let Some(ss) = ss {
-                        v += dt * ss[row + i];
-                    }
-                    o[i] = v;
-                    sum += v;
-                    sumsq += v * v;
-                    mn = if v < mn { v } else { mn };
-                    mx = if v > mx { v } else { mx };
-                    let d = (v - ci).abs();
-                    ch = if d > ch { d } else { ch };
-                }
-            }
-            // NaN never compares greater, so propagate it explicitly.
-            if sum.is_nan() {
-                mx = f64::NAN;
-            }
-            st.merge(&SweepStats { sum, sumsq, min: mn, max: mx, max_change: ch });
+            let rs = match (dims == 3, ss.is_some(), avx2) {
+                // SAFETY (all AVX2 arms): `avx2` is true only when the CPU supports AVX2.
+                #[cfg(target_arch = "x86_64")]
+                (false, false, true) => unsafe { row2_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
+                #[cfg(target_arch = "x86_64")]
+                (false, true, true) => unsafe { row2s_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
+                #[cfg(target_arch = "x86_64")]
+                (true, false, true) => unsafe { row3_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
+                #[cfg(target_arch = "x86_64")]
+                (true, true, true) => unsafe { row3s_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
+                (false, false, _) => row2(c, w, e, s_, nn, b, t, sr, o, k),
+                (false, true, _) => row2s(c, w, e, s_, nn, b, t, sr, o, k),
+                (true, false, _) => row3(c, w, e, s_, nn, b, t, sr, o, k),
+                (true, true, _) => row3s(c, w, e, s_, nn, b, t, sr, o, k),
+            };
+            st.merge(&rs);
         }
     }
     st
@@ -340,6 +469,88 @@ impl HeatSolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use decomp::IndexBox;
+
+    /// The textbook loop, cell by cell, for comparison.
+    fn reference(u: &Field, src: Option<&Field>, k: StepCoefficients, dims: usize) -> Vec<f64> {
+        let mut out = u.as_slice().to_vec();
+        let p = u.padded_shape();
+        let (sy, sz) = (p[0], p[0] * p[1]);
+        let n = u.shape();
+        for kk in 0..n[2] {
+            for j in 0..n[1] {
+                for i in 0..n[0] {
+                    let c = u.idx(i, j, kk);
+                    let uu = u.as_slice();
+                    let ci = uu[c];
+                    let mut v = ci + k.c[0] * (uu[c - 1] - 2.0 * ci + uu[c + 1]) + k.c[1] * (uu[c - sy] - 2.0 * ci + uu[c + sy]);
+                    if dims == 3 {
+                        v += k.c[2] * (uu[c - sz] - 2.0 * ci + uu[c + sz]);
+                    }
+                    if let Some(s) = src {
+                        v += k.dt * s.as_slice()[c];
+                    }
+                    out[c] = v;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sweep_matches_the_scalar_reference_bit_for_bit_on_every_isa() {
+        for dims in [2, 3] {
+            for nx in [1, 7, 8, 9, 33] {
+                let hi = if dims == 3 { [nx, 5, 4] } else { [nx, 6, 1] };
+                let b = IndexBox { lo: [0; 3], hi };
+                let mut u = Field::zeros(b, dims, 1);
+                for (i, v) in u.as_slice_mut().iter_mut().enumerate() {
+                    *v = ((i * 7919) % 101) as f64 / 37.0 - 1.0;
+                }
+                let mut src = Field::zeros(b, dims, 1);
+                src.fill_with(|i, j, k| (i + 2 * j + 3 * k) as f64 * 0.25);
+                let k = StepCoefficients { c: [0.11, 0.07, 0.05], dt: 0.013 };
+                for s in [None, Some(&src)] {
+                    let want = reference(&u, s, k, dims);
+                    let whole = Region { lo: [0; 3], hi };
+                    for isa in [Isa::Baseline, Isa::Avx2] {
+                        let mut out = u.clone();
+                        let st = sweep_with(&u, &mut out, s, k, whole, dims, isa);
+                        let n = u.shape();
+                        let mut cells = Vec::new();
+                        for kk in 0..n[2] {
+                            for j in 0..n[1] {
+                                for i in 0..n[0] {
+                                    let c = u.idx(i, j, kk);
+                                    assert_eq!(out.as_slice()[c].to_bits(), want[c].to_bits(), "{dims}D nx={nx} {isa:?} cell {i},{j},{kk}");
+                                    cells.push((want[c], u.as_slice()[c]));
+                                }
+                            }
+                        }
+                        let sum: f64 = cells.iter().map(|c| c.0).sum();
+                        let max = cells.iter().map(|c| c.0).fold(f64::MIN, f64::max);
+                        let min = cells.iter().map(|c| c.0).fold(f64::MAX, f64::min);
+                        let ch = cells.iter().map(|c| (c.0 - c.1).abs()).fold(0.0, f64::max);
+                        assert!((st.sum - sum).abs() <= 1e-12 * sum.abs().max(1.0));
+                        assert_eq!((st.min, st.max, st.max_change), (min, max, ch));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nan_propagates_into_max() {
+        let b = IndexBox { lo: [0; 3], hi: [9, 3, 1] };
+        let mut u = Field::zeros(b, 2, 1);
+        let c = u.idx(4, 1, 0);
+        u.as_slice_mut()[c] = f64::NAN;
+        let mut out = u.clone();
+        for isa in [Isa::Baseline, Isa::Avx2] {
+            let st = sweep_with(&u, &mut out, None, StepCoefficients { c: [0.1; 3], dt: 1.0 }, Region { lo: [0; 3], hi: [9, 3, 1] }, 2, isa);
+            assert!(st.max.is_nan() && st.sum.is_nan());
+        }
+    }
 
     #[test]
     fn regions_cover_every_cell_once() {
