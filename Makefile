@@ -29,8 +29,11 @@ test: setup
 	$(CARGO) build --locked --workspace --bins --examples
 	$(CARGO) test --locked --workspace
 
+# Results and how to read them: docs/BENCHMARKS.md.
 bench: setup
-	$(CARGO) bench --locked --workspace
+	$(CARGO) bench --locked -p solver --bench stencil
+	$(CARGO) build --release --locked -p decomp --example halo_bench
+	mpirun -n 2 --bind-to core target/release/examples/halo_bench
 
 clean:
 	$(CARGO) clean

@@ -128,19 +128,26 @@ impl SweepStats {
     }
 }
 
-/// One row of the explicit update. `D3` adds the z neighbours `b`, `t`; `SRC` adds
-/// `dt·src`. The per-cell expression (and its evaluation order) is the same for every
-/// lane count, instruction set and decomposition, so fields are bit-identical whatever
-/// runs them; only the statistics' summation order depends on `L`.
+/// The explicit update of `region`, row by row. `D3` adds the z neighbours; `SRC`
+/// adds `dt·src`. The per-cell expression (and its evaluation order) is the same for
+/// every lane count, instruction set and decomposition, so fields are bit-identical
+/// whatever runs them; only the statistics' summation order depends on `L`. The
+/// statistics stay in `L` lanes across the whole region (short 3D rows need that).
 #[inline(always)]
-fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
-    rows: [&[f64]; 8],
-    o: &mut [f64],
+fn region_kernel<const L: usize, const D3: bool, const SRC: bool>(
+    uu: &[f64],
+    ss: &[f64],
+    oo: &mut [f64],
+    p: [usize; 3],
+    g: [usize; 3],
+    region: Region,
     k: StepCoefficients,
 ) -> SweepStats {
-    let n = o.len();
-    let [c, w, e, s, nn, b, t, src] = rows.map(|r| &r[..n]);
+    let (sy, sz) = (p[0], p[0] * p[1]);
     let (cx, cy, cz, dt) = (k.c[0], k.c[1], k.c[2], k.dt);
+    let n = region.hi[0] - region.lo[0];
+    let body = n - n % L;
+    let mut acc = Lanes::<L>::new();
     let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| {
         let mut v = ci + cx * (w - 2.0 * ci + e) + cy * (s - 2.0 * ci + nn);
         if D3 {
@@ -151,52 +158,65 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
         }
         v
     };
-    let mut acc = Lanes::<L>::new();
-    let body = n - n % L;
-    // Zipped exact chunks: no bounds checks inside, fixed-length inner loop.
-    let chunks = o[..body]
-        .chunks_exact_mut(L)
-        .zip(c.chunks_exact(L))
-        .zip(w.chunks_exact(L).zip(e.chunks_exact(L)))
-        .zip(s.chunks_exact(L).zip(nn.chunks_exact(L)))
-        .zip(b.chunks_exact(L).zip(t.chunks_exact(L)))
-        .zip(src.chunks_exact(L));
-    for (((((o8, c8), (w8, e8)), (s8, n8)), (b8, t8)), r8) in chunks {
-        for l in 0..L {
-            let v = cell(c8[l], w8[l], e8[l], s8[l], n8[l], b8[l], t8[l], r8[l]);
-            o8[l] = v;
-            acc.add(l, v, c8[l]);
+    for kk in region.lo[2]..region.hi[2] {
+        for j in region.lo[1]..region.hi[1] {
+            let row = ((kk + g[2]) * p[1] + j + g[1]) * p[0] + g[0] + region.lo[0];
+            let c = &uu[row..row + n];
+            let w = &uu[row - 1..row - 1 + n];
+            let e = &uu[row + 1..row + 1 + n];
+            let s = &uu[row - sy..row - sy + n];
+            let nn = &uu[row + sy..row + sy + n];
+            // Rows that a variant does not read: the centre row stands in.
+            let (b, t) = if D3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
+            let src = if SRC { &ss[row..row + n] } else { c };
+            let o = &mut oo[row..row + n];
+            // Zipped exact chunks: no bounds checks inside, fixed-length inner loop.
+            let chunks = o[..body]
+                .chunks_exact_mut(L)
+                .zip(c.chunks_exact(L))
+                .zip(w.chunks_exact(L).zip(e.chunks_exact(L)))
+                .zip(s.chunks_exact(L).zip(nn.chunks_exact(L)))
+                .zip(b.chunks_exact(L).zip(t.chunks_exact(L)))
+                .zip(src.chunks_exact(L));
+            for (((((o8, c8), (w8, e8)), (s8, n8)), (b8, t8)), r8) in chunks {
+                for l in 0..L {
+                    let v = cell(c8[l], w8[l], e8[l], s8[l], n8[l], b8[l], t8[l], r8[l]);
+                    o8[l] = v;
+                    acc.add(l, v, c8[l]);
+                }
+            }
+            for i in body..n {
+                let v = cell(c[i], w[i], e[i], s[i], nn[i], b[i], t[i], src[i]);
+                o[i] = v;
+                acc.add(0, v, c[i]);
+            }
         }
-    }
-    for i in body..n {
-        let v = cell(c[i], w[i], e[i], s[i], nn[i], b[i], t[i], src[i]);
-        o[i] = v;
-        acc.add(0, v, c[i]);
     }
     acc.total()
 }
 
-/// Non-inlined instances of [`row_kernel`]: taking each row as its own argument tells
-/// the compiler the rows do not alias `o`, which the vectoriser needs.
-macro_rules! row_instances {
+/// Non-inlined instances of [`region_kernel`]. `u` (and the source) and `out` are
+/// separate arguments, so the compiler knows the rows read never alias the row
+/// written, which the vectoriser needs.
+macro_rules! region_instances {
     ($($name:ident: $l:literal, $d3:literal, $src:literal $(, $feat:literal)?;)*) => {$(
         $(#[cfg(target_arch = "x86_64")] #[target_feature(enable = $feat)])?
         #[inline(never)]
-        fn $name(c: &[f64], w: &[f64], e: &[f64], s: &[f64], n: &[f64], b: &[f64], t: &[f64], src: &[f64], o: &mut [f64], k: StepCoefficients) -> SweepStats {
-            row_kernel::<$l, $d3, $src>([c, w, e, s, n, b, t, src], o, k)
+        fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], p: [usize; 3], g: [usize; 3], region: Region, k: StepCoefficients) -> SweepStats {
+            region_kernel::<$l, $d3, $src>(uu, ss, oo, p, g, region, k)
         }
     )*};
 }
 
-row_instances! {
-    row2: 2, false, false;
-    row2s: 2, false, true;
-    row3: 2, true, false;
-    row3s: 2, true, true;
-    row2_avx2: 8, false, false, "avx2";
-    row2s_avx2: 8, false, true, "avx2";
-    row3_avx2: 8, true, false, "avx2";
-    row3s_avx2: 8, true, true, "avx2";
+region_instances! {
+    sweep2: 2, false, false;
+    sweep2s: 2, false, true;
+    sweep3: 2, true, false;
+    sweep3s: 2, true, true;
+    sweep2_avx2: 8, false, false, "avx2";
+    sweep2s_avx2: 8, false, true, "avx2";
+    sweep3_avx2: 8, true, false, "avx2";
+    sweep3s_avx2: 8, true, true, "avx2";
 }
 
 /// Updates the cells of `region`: `out = u + Σ c_a (u_{-a} - 2u + u_{+a}) + dt·s`.
@@ -209,49 +229,30 @@ pub fn sweep(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficient
 /// [`sweep`] with an explicit instruction set (benches compare them); `Isa::Avx2` falls
 /// back to the baseline on a CPU without AVX2.
 pub fn sweep_with(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficients, region: Region, dims: usize, isa: Isa) -> SweepStats {
+    if (0..3).any(|a| region.hi[a] <= region.lo[a]) {
+        return SweepStats::default();
+    }
+    assert_eq!(out.padded_shape(), u.padded_shape(), "out must share u's layout");
     let avx2 = isa == Isa::Avx2 && Isa::detect() == Isa::Avx2;
-    let p = u.padded_shape();
-    let g = u.ghost;
-    let (sy, sz) = (p[0], p[0] * p[1]);
+    let (p, g) = (u.padded_shape(), u.ghost);
     let uu = u.as_slice();
-    let ss = src.map(|s| s.as_slice());
+    let ss = src.map_or(uu, |s| s.as_slice());
     let oo = out.as_slice_mut();
-    let mut st = SweepStats::default();
-    let n = region.hi[0] - region.lo[0];
-    if n == 0 {
-        return st;
+    match (dims == 3, src.is_some(), avx2) {
+        // SAFETY (all AVX2 arms): `avx2` is true only when the CPU supports AVX2.
+        #[cfg(target_arch = "x86_64")]
+        (false, false, true) => unsafe { sweep2_avx2(uu, ss, oo, p, g, region, k) },
+        #[cfg(target_arch = "x86_64")]
+        (false, true, true) => unsafe { sweep2s_avx2(uu, ss, oo, p, g, region, k) },
+        #[cfg(target_arch = "x86_64")]
+        (true, false, true) => unsafe { sweep3_avx2(uu, ss, oo, p, g, region, k) },
+        #[cfg(target_arch = "x86_64")]
+        (true, true, true) => unsafe { sweep3s_avx2(uu, ss, oo, p, g, region, k) },
+        (false, false, _) => sweep2(uu, ss, oo, p, g, region, k),
+        (false, true, _) => sweep2s(uu, ss, oo, p, g, region, k),
+        (true, false, _) => sweep3(uu, ss, oo, p, g, region, k),
+        (true, true, _) => sweep3s(uu, ss, oo, p, g, region, k),
     }
-    for kk in region.lo[2]..region.hi[2] {
-        for j in region.lo[1]..region.hi[1] {
-            let row = ((kk + g[2]) * p[1] + j + g[1]) * p[0] + g[0] + region.lo[0];
-            let c = &uu[row..row + n];
-            let w = &uu[row - 1..row - 1 + n];
-            let e = &uu[row + 1..row + 1 + n];
-            let s_ = &uu[row - sy..row - sy + n];
-            let nn = &uu[row + sy..row + sy + n];
-            // In 2D the z rows are never read: pass the centre row in their place.
-            let (b, t) = if dims == 3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
-            let sr = ss.map_or(c, |ss| &ss[row..row + n]);
-            let o = &mut oo[row..row + n];
-            let rs = match (dims == 3, ss.is_some(), avx2) {
-                // SAFETY (all AVX2 arms): `avx2` is true only when the CPU supports AVX2.
-                #[cfg(target_arch = "x86_64")]
-                (false, false, true) => unsafe { row2_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
-                #[cfg(target_arch = "x86_64")]
-                (false, true, true) => unsafe { row2s_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
-                #[cfg(target_arch = "x86_64")]
-                (true, false, true) => unsafe { row3_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
-                #[cfg(target_arch = "x86_64")]
-                (true, true, true) => unsafe { row3s_avx2(c, w, e, s_, nn, b, t, sr, o, k) },
-                (false, false, _) => row2(c, w, e, s_, nn, b, t, sr, o, k),
-                (false, true, _) => row2s(c, w, e, s_, nn, b, t, sr, o, k),
-                (true, false, _) => row3(c, w, e, s_, nn, b, t, sr, o, k),
-                (true, true, _) => row3s(c, w, e, s_, nn, b, t, sr, o, k),
-            };
-            st.merge(&rs);
-        }
-    }
-    st
 }
 
 /// Splits the block of extent `n` into an inner region (cells whose stencil needs no
