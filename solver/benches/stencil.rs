@@ -1,35 +1,49 @@
-//! The heat stencil sweep against a STREAM-like triad, measured in the same run.
+//! The heat stencil sweep against STREAM-like kernels, measured in the same run.
 //!
-//! `cargo bench -p solver --bench stencil` (add `-- 2d_2048` etc. to run one case).
+//! ```text
+//! cargo bench -p solver --bench stencil              # everything, about 2 minutes
+//! cargo bench -p solver --bench stencil -- 2d_2048   # cases whose name contains 2d_2048
+//! ```
 //!
-//! What is counted (the same convention for every kernel, reported twice):
-//! - convention A ("STREAM", no write-allocate): each array read counts once, each array
-//!   written counts once. Heat sweep `out = f(u)`: 16 B/cell (read u, write out).
-//!   Triad `a = b + s*c`: 24 B/element (read b, read c, write a).
-//! - convention B (+ write-allocate): a written array also counts once as read, because
-//!   an ordinary store first loads the cache line. Sweep 24 B/cell, triad 32 B/element.
+//! Bytes counted (one convention for every kernel, reported twice):
+//! - A ("STREAM", no write-allocate): every array read counts once, every array written
+//!   counts once. Sweep `out = f(u)`: 16 B/cell. Triad `a = b + s*c`: 24 B/element.
+//!   Scale `a = s*b`: 16 B/element.
+//! - B (+ write-allocate): an ordinary store first reads the line, so each written array
+//!   counts once more. Sweep 24 B/cell, triad 32 B/element, scale 24 B/element.
 //!
-//! Neighbour reads of the stencil are not counted (they hit in cache when rows/planes
-//! fit; see docs/BENCHMARKS.md). The triad arrays hold as many elements as the block has
-//! cells, each allocated separately. "2 ranks" = two threads, each owning one block of a
-//! 2-rank `BlockLayout::auto` split (or its own triad arrays), allocated and first touched
-//! by that thread, started together by a barrier; a trial lasts from the common start
-//! to the later of the two finishes.
+//! Neighbour reads of the stencil are not counted (rows/planes are meant to be re-read
+//! from cache). `*_nt` kernels store non-temporally, so they do no write-allocate: their
+//! B figure overstates the traffic; it is there to compare times.
 //!
-//! After criterion's own measurements of each case, an interleaved comparison (trial of
-//! every kernel in turn, repeated; medians) prints GB/s in both conventions and the
-//! ratio of each kernel to the triad. The kernels besides `sweep` are experimental
-//! variants of `solver::heat::sweep`, kept here to show what limits it:
-//! - `step_regions`: the real sweep over the interior region and boundary slabs of
+//! Arrays: the heat fields are `Field::zeros(block, dims, 1)` (ghost 1) on each rank's
+//! block of `BlockLayout::auto`; the STREAM arrays have as many elements as the block has
+//! cells, each allocated separately. "2 ranks" = two threads, each owning one block (or
+//! its own STREAM arrays), allocated and first touched by that thread, started together
+//! by a barrier; a trial lasts from the common start to the later finish.
+//!
+//! Kernels:
+//! - `triad`, `scale`: the STREAM peers (`triad` is the reference of every ratio;
+//!   `scale` has the sweep's own mix of one read and one write stream);
+//! - `sweep`: `solver::heat::sweep` over the whole block, src = None (row kernels with
+//!   vectorised statistics, AVX2 when the CPU has it);
+//! - `sweep_baseline`: the same forced to the x86-64 baseline (SSE2) build;
+//! - `step_regions`: the same over the interior region and boundary slabs of
 //!   `split_regions`, as `HeatSolver::step` calls it;
-//! - `no_stats`: the same stencil without the statistics;
-//! - `lanes`: the same stencil and statistics, but accumulated in LANES independent
-//!   partial sums/minima/maxima per row, so the loop vectorises (out is bit-identical);
-//! - `lanes_nt` (x86_64): `lanes` with non-temporal stores (no write-allocate);
-//! - `triad_nt` (x86_64): the triad with non-temporal stores.
+//! - `no_stats`, `no_stats_avx2`: the same stencil without the statistics (baseline and
+//!   runtime-dispatched AVX2 build of the same source);
+//! - `rows1`, `rows3`, `rows3_pairs`: probes of the memory access pattern, no stencil
+//!   arithmetic: `out = 0.5*u` (one input row per output row), `out = u[j-1]+u[j]+u[j+1]`
+//!   (the three y-rows of the 5-point stencil), and the same two output rows per pass;
+//! - `triad_nt`: the triad with non-temporal stores.
+//!
+//! After criterion's own measurement of `triad` and `sweep` for a case, an
+//! interleaved comparison (one trial of every kernel in turn, repeated; medians) prints
+//! GB/s in both conventions and each kernel's ratio to the triad.
+
 use criterion::{black_box, Criterion, Throughput};
 use decomp::{BlockLayout, Field, Grid};
-use solver::heat::{split_regions, sweep, Region, StepCoefficients, SweepStats};
+use solver::heat::{split_regions, sweep, sweep_with, Isa, Region, StepCoefficients};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -37,15 +51,17 @@ use std::time::{Duration, Instant};
 struct Case {
     name: &'static str,
     cells: &'static [usize],
-    /// Beyond cache: gets the variants and more rounds.
+    /// Beyond cache: gets every kernel and fewer rounds.
     big: bool,
 }
 
 const CASES: &[Case] = &[
     Case { name: "2d_2048", cells: &[2048, 2048], big: true },
     Case { name: "3d_160", cells: &[160, 160, 160], big: true },
-    // In cache (L2 is 1 MiB per core on the machine in docs/BENCHMARKS.md).
+    // In cache (the machine in docs/BENCHMARKS.md has 1 MiB of L2 per core): 2D rows of
+    // 128 and 2048 cells, 3D.
     Case { name: "2d_128", cells: &[128, 128], big: false },
+    Case { name: "2d_2048x16", cells: &[2048, 16], big: false },
     Case { name: "3d_32", cells: &[32, 32, 32], big: false },
 ];
 
@@ -54,24 +70,48 @@ const COEF: StepCoefficients = StepCoefficients { c: [0.1, 0.1, 0.1], dt: 1e-3 }
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kernel {
     Triad,
-    TriadNt,
+    Scale,
     Sweep,
     StepRegions,
     NoStats,
-    Lanes,
-    LanesNt,
+    NoStatsAvx2,
+    SweepBaseline,
+    Rows1,
+    Rows3,
+    Rows3Pairs,
+    TriadNt,
 }
+
+const BIG: &[Kernel] = &[
+    Kernel::Triad,
+    Kernel::Scale,
+    Kernel::Sweep,
+    Kernel::StepRegions,
+    Kernel::NoStats,
+    Kernel::NoStatsAvx2,
+    Kernel::SweepBaseline,
+    Kernel::Rows1,
+    Kernel::Rows3,
+    Kernel::Rows3Pairs,
+    Kernel::TriadNt,
+];
+const SMALL: &[Kernel] =
+    &[Kernel::Triad, Kernel::Scale, Kernel::Sweep, Kernel::NoStats, Kernel::NoStatsAvx2, Kernel::SweepBaseline];
 
 impl Kernel {
     fn name(self) -> &'static str {
         match self {
             Kernel::Triad => "triad",
-            Kernel::TriadNt => "triad_nt",
+            Kernel::Scale => "scale",
             Kernel::Sweep => "sweep",
             Kernel::StepRegions => "step_regions",
             Kernel::NoStats => "no_stats",
-            Kernel::Lanes => "lanes",
-            Kernel::LanesNt => "lanes_nt",
+            Kernel::NoStatsAvx2 => "no_stats_avx2",
+            Kernel::SweepBaseline => "sweep_baseline",
+            Kernel::Rows1 => "rows1",
+            Kernel::Rows3 => "rows3",
+            Kernel::Rows3Pairs => "rows3_pairs",
+            Kernel::TriadNt => "triad_nt",
         }
     }
     /// Bytes per cell, convention A (no write-allocate) and B (+ write-allocate).
@@ -117,6 +157,7 @@ impl Rank {
     }
 
     fn run(&mut self, k: Kernel) -> f64 {
+        let (u, out, r, d) = (&self.u, &mut self.out, self.whole, self.dims);
         match k {
             Kernel::Triad => {
                 triad(&mut self.a, &self.b, &self.c, 0.5);
@@ -126,20 +167,31 @@ impl Rank {
                 triad_nt(&mut self.a, &self.b, &self.c, 0.5);
                 self.a[0]
             }
-            Kernel::Sweep => sweep(&self.u, &mut self.out, None, COEF, self.whole, self.dims).sum,
+            Kernel::Scale => {
+                scale(&mut self.a, &self.b, 0.5);
+                self.a[0]
+            }
+            Kernel::Sweep => sweep(u, out, None, COEF, r, d).sum,
             Kernel::StepRegions => {
-                let mut s = sweep(&self.u, &mut self.out, None, COEF, self.interior, self.dims).sum;
-                for r in &self.slabs {
-                    s += sweep(&self.u, &mut self.out, None, COEF, *r, self.dims).sum;
+                let mut s = sweep(u, out, None, COEF, self.interior, d).sum;
+                for reg in &self.slabs {
+                    s += sweep(u, out, None, COEF, *reg, d).sum;
                 }
                 s
             }
             Kernel::NoStats => {
-                sweep_no_stats(&self.u, &mut self.out, COEF, self.whole, self.dims);
-                self.out.as_slice()[0]
+                sweep_no_stats(u, out, COEF, r, d);
+                out.as_slice()[0]
             }
-            Kernel::Lanes => sweep_lanes::<false>(&self.u, &mut self.out, COEF, self.whole, self.dims).sum,
-            Kernel::LanesNt => sweep_lanes::<true>(&self.u, &mut self.out, COEF, self.whole, self.dims).sum,
+            Kernel::NoStatsAvx2 => {
+                sweep_no_stats_avx2(u, out, COEF, r, d);
+                out.as_slice()[0]
+            }
+            Kernel::SweepBaseline => sweep_with(u, out, None, COEF, r, d, Isa::Baseline).sum,
+            Kernel::Rows1 | Kernel::Rows3 | Kernel::Rows3Pairs => {
+                rows_probe(u, out, r, k);
+                out.as_slice()[0]
+            }
         }
     }
 }
@@ -152,10 +204,17 @@ fn triad(a: &mut [f64], b: &[f64], c: &[f64], s: f64) {
 }
 
 #[inline(never)]
+fn scale(a: &mut [f64], b: &[f64], s: f64) {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a = s * b;
+    }
+}
+
+#[inline(never)]
 fn triad_nt(a: &mut [f64], b: &[f64], c: &[f64], s: f64) {
     let n = a.len().min(b.len()).min(c.len());
     let (a, b, c) = (&mut a[..n], &b[..n], &c[..n]);
-    // Scalar until `a` is 16-byte aligned, streaming pairs, scalar tail.
+    // Scalar until `a` is 16-byte aligned, then streaming pairs, then a scalar tail.
     let head = if (a.as_ptr() as usize) % 16 == 0 { 0 } else { 1.min(n) };
     for i in 0..head {
         a[i] = b[i] + s * c[i];
@@ -168,7 +227,11 @@ fn triad_nt(a: &mut [f64], b: &[f64], c: &[f64], s: f64) {
     for j in i..n {
         a[j] = b[j] + s * c[j];
     }
-    nt_fence();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence has no preconditions.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 /// Non-temporal store of two values at a 16-byte aligned slot.
@@ -179,31 +242,71 @@ fn nt_store2(dst: &mut [f64], v: [f64; 2]) {
     {
         use std::arch::x86_64::{_mm_set_pd, _mm_stream_pd};
         debug_assert!((dst.as_ptr() as usize) % 16 == 0);
-        // SAFETY: dst holds two f64 and is 16-byte aligned (callers peel to alignment);
-        // SSE2 is part of the x86_64 baseline.
+        // SAFETY: dst holds two f64 and is 16-byte aligned (the caller peels to
+        // alignment); SSE2 is part of the x86_64 baseline.
         unsafe { _mm_stream_pd(dst.as_mut_ptr(), _mm_set_pd(v[1], v[0])) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        dst[0] = v[0];
-        dst[1] = v[1];
+    dst.copy_from_slice(&v);
+}
+
+/// Memory-pattern probes over the field rows (no stencil arithmetic).
+#[inline(never)]
+fn rows_probe(u: &Field, out: &mut Field, region: Region, k: Kernel) {
+    let (p, g) = (u.padded_shape(), u.ghost);
+    let sy = p[0];
+    let uu = u.as_slice();
+    let oo = out.as_slice_mut();
+    let n = region.hi[0] - region.lo[0];
+    for kk in region.lo[2]..region.hi[2] {
+        let mut j = region.lo[1];
+        while j < region.hi[1] {
+            let row = row_start(p, g, &region, j, kk);
+            let (r0, r1, r2) = (&uu[row - sy..row - sy + n], &uu[row..row + n], &uu[row + sy..row + sy + n]);
+            if k == Kernel::Rows1 {
+                for (o, c) in oo[row..row + n].iter_mut().zip(r1) {
+                    *o = 0.5 * c;
+                }
+                j += 1;
+            } else if k == Kernel::Rows3Pairs && j + 1 < region.hi[1] {
+                let r3 = &uu[row + 2 * sy..row + 2 * sy + n];
+                let (o0, o1) = oo[row..row + sy + n].split_at_mut(sy);
+                let (o0, o1) = (&mut o0[..n], &mut o1[..n]);
+                for i in 0..n {
+                    o0[i] = r0[i] + r1[i] + r2[i];
+                    o1[i] = r1[i] + r2[i] + r3[i];
+                }
+                j += 2;
+            } else {
+                let o = &mut oo[row..row + n];
+                for i in 0..n {
+                    o[i] = r0[i] + r1[i] + r2[i];
+                }
+                j += 1;
+            }
+        }
     }
 }
 
+/// Slices of one row: centre, west, east, south, north, bottom, top (bottom/top =
+/// centre in 2D), all of length `n`.
 #[inline(always)]
-fn nt_fence() {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: sfence has no preconditions.
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
-    };
+fn row_slices(uu: &[f64], row: usize, n: usize, sy: usize, sz: usize, dims: usize) -> [&[f64]; 7] {
+    let c = &uu[row..row + n];
+    let (b, t) = if dims == 3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
+    [c, &uu[row - 1..row - 1 + n], &uu[row + 1..row + 1 + n], &uu[row - sy..row - sy + n], &uu[row + sy..row + sy + n], b, t]
+}
+
+/// Row start (storage index of the first cell of `region` in row (j, kk)).
+#[inline(always)]
+fn row_start(p: [usize; 3], g: [usize; 3], region: &Region, j: usize, kk: usize) -> usize {
+    ((kk + g[2]) * p[1] + j + g[1]) * p[0] + g[0] + region.lo[0]
 }
 
 /// The stencil of `solver::heat::sweep` (src = None) without statistics.
-#[inline(never)]
-fn sweep_no_stats(u: &Field, out: &mut Field, k: StepCoefficients, region: Region, dims: usize) {
-    let p = u.padded_shape();
-    let g = u.ghost;
+#[inline(always)]
+fn no_stats_body(u: &Field, out: &mut Field, k: StepCoefficients, region: Region, dims: usize) {
+    let (p, g) = (u.padded_shape(), u.ghost);
     let (sy, sz) = (p[0], p[0] * p[1]);
     let uu = u.as_slice();
     let oo = out.as_slice_mut();
@@ -211,16 +314,10 @@ fn sweep_no_stats(u: &Field, out: &mut Field, k: StepCoefficients, region: Regio
     let n = region.hi[0] - region.lo[0];
     for kk in region.lo[2]..region.hi[2] {
         for j in region.lo[1]..region.hi[1] {
-            let row = ((kk + g[2]) * p[1] + j + g[1]) * p[0] + g[0] + region.lo[0];
-            let c = &uu[row..row + n];
-            let w = &uu[row - 1..row - 1 + n];
-            let e = &uu[row + 1..row + 1 + n];
-            let s_ = &uu[row - sy..row - sy + n];
-            let nn = &uu[row + sy..row + sy + n];
+            let row = row_start(p, g, &region, j, kk);
+            let [c, w, e, s_, nn, b, t] = row_slices(uu, row, n, sy, sz, dims);
             let o = &mut oo[row..row + n];
             if dims == 3 {
-                let b = &uu[row - sz..row - sz + n];
-                let t = &uu[row + sz..row + sz + n];
                 for i in 0..n {
                     let ci = c[i];
                     o[i] = ci + cx * (w[i] - 2.0 * ci + e[i]) + cy * (s_[i] - 2.0 * ci + nn[i]) + cz * (b[i] - 2.0 * ci + t[i]);
@@ -235,152 +332,26 @@ fn sweep_no_stats(u: &Field, out: &mut Field, k: StepCoefficients, region: Regio
     }
 }
 
-/// Independent accumulators per row in `lanes`.
-const LANES: usize = 4;
-
-/// Per-lane statistics of one row.
-#[derive(Clone, Copy)]
-struct Acc {
-    sum: [f64; LANES],
-    sumsq: [f64; LANES],
-    mn: [f64; LANES],
-    mx: [f64; LANES],
-    ch: [f64; LANES],
-}
-
-impl Acc {
-    fn new() -> Self {
-        Acc { sum: [0.0; LANES], sumsq: [0.0; LANES], mn: [f64::INFINITY; LANES], mx: [f64::NEG_INFINITY; LANES], ch: [0.0; LANES] }
-    }
-    #[inline(always)]
-    fn add(&mut self, l: usize, v: f64, ci: f64) {
-        self.sum[l] += v;
-        self.sumsq[l] += v * v;
-        self.mn[l] = if v < self.mn[l] { v } else { self.mn[l] };
-        self.mx[l] = if v > self.mx[l] { v } else { self.mx[l] };
-        let d = (v - ci).abs();
-        self.ch[l] = if d > self.ch[l] { d } else { self.ch[l] };
-    }
-    fn row_stats(&self) -> SweepStats {
-        let mut s = SweepStats { sum: 0.0, sumsq: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, max_change: 0.0 };
-        for l in 0..LANES {
-            s.sum += self.sum[l];
-            s.sumsq += self.sumsq[l];
-            s.min = if self.mn[l] < s.min { self.mn[l] } else { s.min };
-            s.max = if self.mx[l] > s.max { self.mx[l] } else { s.max };
-            s.max_change = if self.ch[l] > s.max_change { self.ch[l] } else { s.max_change };
-        }
-        // As in sweep(): NaN never compares greater, so propagate it explicitly.
-        if s.sum.is_nan() {
-            s.max = f64::NAN;
-        }
-        s
-    }
-}
-
-fn merge(a: &mut SweepStats, o: &SweepStats) {
-    a.sum += o.sum;
-    a.sumsq += o.sumsq;
-    a.min = a.min.min(o.min);
-    a.max = a.max.max(o.max);
-    a.max_change = a.max_change.max(o.max_change);
-}
-
-/// `solver::heat::sweep` (src = None) with LANES-way accumulators: same `out` bit for
-/// bit, same min/max/max_change, sums re-associated (differences of rounding only).
-/// With `NT`, stores bypass the cache (x86_64 `movntpd`), avoiding write-allocate.
 #[inline(never)]
-fn sweep_lanes<const NT: bool>(u: &Field, out: &mut Field, k: StepCoefficients, region: Region, dims: usize) -> SweepStats {
-    let p = u.padded_shape();
-    let g = u.ghost;
-    let (sy, sz) = (p[0], p[0] * p[1]);
-    let uu = u.as_slice();
-    let oo = out.as_slice_mut();
-    let (cx, cy, cz) = (k.c[0], k.c[1], k.c[2]);
-    let mut st = SweepStats { sum: 0.0, sumsq: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, max_change: 0.0 };
-    let n = region.hi[0] - region.lo[0];
-    if n == 0 {
-        return st;
-    }
-    for kk in region.lo[2]..region.hi[2] {
-        for j in region.lo[1]..region.hi[1] {
-            let row = ((kk + g[2]) * p[1] + j + g[1]) * p[0] + g[0] + region.lo[0];
-            let mut acc = Acc::new();
-            if dims == 3 {
-                row_lanes::<3, NT>(uu, oo, row, n, sy, sz, cx, cy, cz, &mut acc);
-            } else {
-                row_lanes::<2, NT>(uu, oo, row, n, sy, sz, cx, cy, cz, &mut acc);
-            }
-            merge(&mut st, &acc.row_stats());
-        }
-    }
-    if NT {
-        nt_fence();
-    }
-    st
+fn sweep_no_stats(u: &Field, out: &mut Field, k: StepCoefficients, region: Region, dims: usize) {
+    no_stats_body(u, out, k, region, dims)
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn row_lanes<const D: usize, const NT: bool>(
-    uu: &[f64],
-    oo: &mut [f64],
-    row: usize,
-    n: usize,
-    sy: usize,
-    sz: usize,
-    cx: f64,
-    cy: f64,
-    cz: f64,
-    acc: &mut Acc,
-) {
-    let c = &uu[row..row + n];
-    let w = &uu[row - 1..row - 1 + n];
-    let e = &uu[row + 1..row + 1 + n];
-    let s_ = &uu[row - sy..row - sy + n];
-    let nn = &uu[row + sy..row + sy + n];
-    let (b, t) = if D == 3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
-    let o = &mut oo[row..row + n];
-    let val = |i: usize| {
-        let ci = c[i];
-        // The same expression, in the same order, as solver::heat::sweep.
-        let v = if D == 3 {
-            ci + cx * (w[i] - 2.0 * ci + e[i]) + cy * (s_[i] - 2.0 * ci + nn[i]) + cz * (b[i] - 2.0 * ci + t[i])
-        } else {
-            ci + cx * (w[i] - 2.0 * ci + e[i]) + cy * (s_[i] - 2.0 * ci + nn[i])
-        };
-        (v, ci)
-    };
-    // Non-temporal stores need 16-byte alignment of o: peel one cell if needed.
-    let head = if NT && (o.as_ptr() as usize) % 16 != 0 { 1.min(n) } else { 0 };
-    for i in 0..head {
-        let (v, ci) = val(i);
-        o[i] = v;
-        acc.add(0, v, ci);
-    }
-    let body = (n - head) / LANES * LANES;
-    let mut i0 = head;
-    while i0 < head + body {
-        let mut vs = [0.0; LANES];
-        for l in 0..LANES {
-            let (v, ci) = val(i0 + l);
-            vs[l] = v;
-            acc.add(l, v, ci);
+/// `no_stats_body` compiled for AVX2 when the CPU has it.
+fn sweep_no_stats_avx2(u: &Field, out: &mut Field, k: StepCoefficients, region: Region, dims: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[inline(never)]
+        #[target_feature(enable = "avx2")]
+        fn imp(u: &Field, out: &mut Field, k: StepCoefficients, region: Region, dims: usize) {
+            no_stats_body(u, out, k, region, dims)
         }
-        if NT {
-            for l in (0..LANES).step_by(2) {
-                nt_store2(&mut o[i0 + l..i0 + l + 2], [vs[l], vs[l + 1]]);
-            }
-        } else {
-            o[i0..i0 + LANES].copy_from_slice(&vs);
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { imp(u, out, k, region, dims) };
         }
-        i0 += LANES;
     }
-    for i in head + body..n {
-        let (v, ci) = val(i);
-        o[i] = v;
-        acc.add(0, v, ci);
-    }
+    sweep_no_stats(u, out, k, region, dims)
 }
 
 /// Builds one `Rank` per block, each on its own thread (first touch on the owner).
@@ -391,8 +362,8 @@ fn make_ranks(layout: &BlockLayout) -> Vec<Rank> {
     })
 }
 
-/// Runs `reps` repetitions of `k` on every rank concurrently; returns the elapsed time
-/// from the common start (barrier) to the last rank's finish.
+/// Runs `reps` repetitions of `k` on every rank concurrently; returns the time from the
+/// common start (barrier) to the last rank's finish.
 fn trial(ranks: &mut [Rank], k: Kernel, reps: u64) -> Duration {
     if ranks.len() == 1 {
         let t0 = Instant::now();
@@ -436,13 +407,13 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Interleaved comparison: every kernel in turn, `rounds` times; medians and ratios.
 fn compare(title: &str, ranks: &mut [Rank], kernels: &[Kernel], cells: usize, rounds: usize) {
-    // Repetitions per trial: about 25 ms of work.
+    // Repetitions per trial: about 20 ms of work.
     let reps: Vec<u64> = kernels
         .iter()
         .map(|&k| {
             trial(ranks, k, 1);
             let t = trial(ranks, k, 1).as_secs_f64();
-            ((0.025 / t).ceil() as u64).clamp(1, 10_000)
+            ((0.02 / t).ceil() as u64).clamp(1, 100_000)
         })
         .collect();
     let mut samples = vec![Vec::with_capacity(rounds); kernels.len()];
@@ -459,11 +430,11 @@ fn compare(title: &str, ranks: &mut [Rank], kernels: &[Kernel], cells: usize, ro
     let tri = kernels.iter().position(|&k| k == Kernel::Triad).expect("triad is measured");
     let (ta, tb) = gbs(tri);
     println!("\n== {title}: interleaved, {rounds} rounds, median per repetition ==");
-    println!("{:<14}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}", "kernel", "ms", "GB/s A", "GB/s B", "A/triad", "B/triad", "Gcell/s");
+    println!("{:<14}{:>10}{:>9}{:>9}{:>10}{:>10}{:>10}", "kernel", "ms", "GB/s A", "GB/s B", "A/triad", "B/triad", "Gcell/s");
     for (i, k) in kernels.iter().enumerate() {
         let (a, b) = gbs(i);
         println!(
-            "{:<14}{:>11.3}{:>11.2}{:>11.2}{:>10.1}%{:>10.1}%{:>11.3}",
+            "{:<14}{:>10.3}{:>9.2}{:>9.2}{:>9.1}%{:>9.1}%{:>10.3}",
             k.name(),
             med[i] * 1e3,
             a,
@@ -473,14 +444,15 @@ fn compare(title: &str, ranks: &mut [Rank], kernels: &[Kernel], cells: usize, ro
             cells as f64 / med[i] / 1e9
         );
     }
-    println!("(A: sweep 16 B/cell, triad 24 B/elem; B: + write-allocate, sweep 24, triad 32; *_nt kernels do no write-allocate)");
+    println!("(A: sweep/scale 16 B/cell, triad 24; B: with write-allocate, 24 and 32; *_nt: no write-allocate)");
 }
 
-/// The `lanes` variant must give `out` bit for bit and the same statistics.
+/// The variants must give `out` bit for bit as sweep() does, and the same statistics.
 fn check_variants() {
     for cells in [&[37usize, 23][..], &[19, 11, 7][..]] {
-        let grid = Grid::new(cells, &[0.0; 3][..cells.len()], &[1.0; 3][..cells.len()], &[false; 3][..cells.len()]);
-        let layout = BlockLayout::new(&grid, &vec![1; cells.len()], 1).unwrap();
+        let d = cells.len();
+        let grid = Grid::new(cells, &[0.0; 3][..d], &[1.0; 3][..d], &[false; 3][..d]);
+        let layout = BlockLayout::new(&grid, &vec![1; d], 1).unwrap();
         let mut r = Rank::new(&layout, 0);
         for (i, v) in r.u.as_slice_mut().iter_mut().enumerate() {
             *v = ((i * 7919) % 1009) as f64 * 0.01 - 3.0;
@@ -500,21 +472,22 @@ fn check_variants() {
         };
         let s0 = sweep(&r.u, &mut r.out, None, COEF, r.whole, r.dims);
         let o0 = inner(r.out.as_slice());
-        for nt in [false, true] {
+        for avx2 in [false, true] {
             r.out.as_slice_mut().fill(0.0);
-            let s1 = if nt {
-                sweep_lanes::<true>(&r.u, &mut r.out, COEF, r.whole, r.dims)
-            } else {
-                sweep_lanes::<false>(&r.u, &mut r.out, COEF, r.whole, r.dims)
-            };
-            assert!(o0 == inner(r.out.as_slice()), "lanes (nt {nt}) changed out");
+            let isa = if avx2 { Isa::Avx2 } else { Isa::Baseline };
+            let s1 = sweep_with(&r.u, &mut r.out, None, COEF, r.whole, r.dims, isa);
+            assert!(o0 == inner(r.out.as_slice()), "sweep ({isa:?}) changed out");
             assert_eq!((s0.min, s0.max, s0.max_change), (s1.min, s1.max, s1.max_change));
             assert!((s0.sum - s1.sum).abs() <= 1e-12 * s0.sumsq.max(1.0));
             assert!((s0.sumsq - s1.sumsq).abs() <= 1e-12 * s0.sumsq.max(1.0));
+            r.out.as_slice_mut().fill(0.0);
+            if avx2 {
+                sweep_no_stats_avx2(&r.u, &mut r.out, COEF, r.whole, r.dims);
+            } else {
+                sweep_no_stats(&r.u, &mut r.out, COEF, r.whole, r.dims);
+            }
+            assert!(o0 == inner(r.out.as_slice()), "no_stats (avx2 {avx2}) changed out");
         }
-        r.out.as_slice_mut().fill(0.0);
-        sweep_no_stats(&r.u, &mut r.out, COEF, r.whole, r.dims);
-        assert!(o0 == inner(r.out.as_slice()), "no_stats changed out");
     }
 }
 
@@ -522,17 +495,22 @@ fn main() {
     check_variants();
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes --bench; `cargo test --benches` does not (criterion then runs
-    // each benchmark once as a test): skip the interleaved tables there.
+    // each benchmark once as a test): the interleaved tables are skipped there.
     let full = args.iter().any(|a| a == "--bench");
     let filter: Option<&str> = args.iter().skip(1).find(|a| !a.starts_with('-')).map(|s| s.as_str());
+    #[cfg(target_arch = "x86_64")]
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        println!("note: no AVX2 on this CPU: the *_avx2 kernels run their baseline builds");
+    }
     let mut crit = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1200))
+        .measurement_time(Duration::from_millis(1000))
         .without_plots()
         .configure_from_args();
     for case in CASES {
-        let grid = Grid::new(case.cells, &vec![0.0; case.cells.len()], &vec![1.0; case.cells.len()], &vec![false; case.cells.len()]);
+        let d = case.cells.len();
+        let grid = Grid::new(case.cells, &vec![0.0; d], &vec![1.0; d], &vec![false; d]);
         for nranks in [1usize, 2] {
             let group_name = format!("stencil/{}/{}rank", case.name, nranks);
             if filter.is_some_and(|f| !group_name.contains(f)) {
@@ -541,32 +519,18 @@ fn main() {
             let layout = BlockLayout::auto(&grid, nranks, 1).unwrap();
             let mut ranks = make_ranks(&layout);
             let cells = grid.total_cells();
-            let kernels: &[Kernel] = if case.big {
-                &[Kernel::Triad, Kernel::Sweep, Kernel::StepRegions, Kernel::NoStats, Kernel::Lanes, Kernel::LanesNt, Kernel::TriadNt]
-            } else {
-                &[Kernel::Triad, Kernel::Sweep, Kernel::NoStats, Kernel::Lanes]
-            };
             {
                 let mut g = crit.benchmark_group(&group_name);
-                for &k in kernels {
-                    // criterion gets the full-size kernels only; variants go to the table.
-                    if !matches!(k, Kernel::Triad | Kernel::Sweep | Kernel::Lanes) {
-                        continue;
-                    }
+                for k in [Kernel::Triad, Kernel::Sweep] {
                     g.throughput(Throughput::Bytes((k.bytes_per_cell().0 * cells) as u64));
                     g.bench_function(k.name(), |b| b.iter_custom(|iters| trial(&mut ranks, k, iters)));
                 }
                 g.finish();
             }
             if full {
-                let title = format!(
-                    "{} ({} cells, procs {:?}), {} rank(s)",
-                    case.name,
-                    cells,
-                    &layout.procs[..grid.dims],
-                    nranks
-                );
-                compare(&title, &mut ranks, kernels, cells, if case.big { 9 } else { 15 });
+                let title = format!("{} ({} cells, procs {:?}), {} rank(s)", case.name, cells, &layout.procs[..d], nranks);
+                let (kernels, rounds) = if case.big { (BIG, 9) } else { (SMALL, 11) };
+                compare(&title, &mut ranks, kernels, cells, rounds);
             }
         }
     }
