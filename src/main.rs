@@ -116,7 +116,10 @@ fn check(path: &PathBuf, set: &[String], np: Option<usize>) -> ExitCode {
     let stable = case.stable_dt();
     println!("imbalance     {:.4} (largest block / average)", layout.imbalance());
     println!("halo total    {halo_total} cells per exchange ({:.2}% of the mesh)", 100.0 * halo_total as f64 / g.total_cells() as f64);
-    println!("stable dt     {stable:.6e} (explicit limit); step used {:.6e}", case.dt.unwrap_or((case.stability_factor * stable).min(case.dt_max.unwrap_or(f64::INFINITY))));
+    println!(
+        "stable dt     {stable:.6e} (explicit limit); step used {:.6e}",
+        case.dt.unwrap_or((case.stability_factor * stable).min(case.dt_max.unwrap_or(f64::INFINITY)))
+    );
     for a in 0..d {
         println!("boundary {}   lo: {}   hi: {}", ["x", "y", "z"][a], case.describe_bc(a, 0), case.describe_bc(a, 1));
     }
@@ -125,7 +128,15 @@ fn check(path: &PathBuf, set: &[String], np: Option<usize>) -> ExitCode {
 }
 
 /// `tessera run --np N`: re-executes this binary under mpirun.
-fn launch(n: usize, case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Option<PathBuf>, overwrite: bool, quiet: bool) -> ExitCode {
+fn launch(
+    n: usize,
+    case: &PathBuf,
+    set: &[String],
+    out: Option<PathBuf>,
+    restart: Option<PathBuf>,
+    overwrite: bool,
+    quiet: bool,
+) -> ExitCode {
     if MpiComm::launched_by_mpi() {
         report(&"--np launches mpirun itself; under mpirun or srun leave it out (the job's rank count is used)");
         return ExitCode::from(2);

@@ -204,7 +204,10 @@ fn set_with_a_typo_points_at_the_argument() {
 #[test]
 fn set_with_a_bad_value_points_at_the_value() {
     let cases: [(&str, &[&str]); 4] = [
-        ("physics.diffusivity=abc", &["error: --set physics.diffusivity=abc:1:21: ", "physics.diffusivity", "expected a number, found the string \"abc\""]),
+        (
+            "physics.diffusivity=abc",
+            &["error: --set physics.diffusivity=abc:1:21: ", "physics.diffusivity", "expected a number, found the string \"abc\""],
+        ),
         ("mesh.cells=64", &["error: --set mesh.cells=64:1:12: ", "expected a list", "cells = [64, 64]"]),
         // The bad element of the override, not the file's cells (which are fine).
         ("mesh.cells=[64,-1]", &["error: --set mesh.cells=[64,-1]:1:16: ", "mesh.cells[1]", "at least 1, got -1"]),
@@ -216,7 +219,11 @@ fn set_with_a_bad_value_points_at_the_value() {
     }
     // Half a boundary face: the override replaces the face, and the message says so.
     let out = tessera(&["check", GOOD, "--set", "boundary.xlo.value=1"]);
-    assert_user_error("half a face", &out, &["error: --set boundary.xlo.value=1:1:1: ", "face xlo has no `type`", "replaces a boundary face whole"]);
+    assert_user_error(
+        "half a face",
+        &out,
+        &["error: --set boundary.xlo.value=1:1:1: ", "face xlo has no `type`", "replaces a boundary face whole"],
+    );
     let out = tessera(&["check", GOOD, "--set", "physics.diffusivity"]);
     assert_user_error("no =", &out, &["error: --set physics.diffusivity:1:1: ", "expected KEY=VALUE"]);
 }

@@ -169,7 +169,15 @@ fn subarray(p: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> ffi::MPI_Datatype 
     // SAFETY: plain MPI calls on valid arrays; the type is committed before use.
     unsafe {
         let mut t: ffi::MPI_Datatype = ffi::RSMPI_DATATYPE_NULL;
-        let rc = ffi::MPI_Type_create_subarray(3, sizes.as_ptr(), sub.as_ptr(), starts.as_ptr(), ffi::MPI_ORDER_C as i32, ffi::RSMPI_DOUBLE, &mut t);
+        let rc = ffi::MPI_Type_create_subarray(
+            3,
+            sizes.as_ptr(),
+            sub.as_ptr(),
+            starts.as_ptr(),
+            ffi::MPI_ORDER_C as i32,
+            ffi::RSMPI_DOUBLE,
+            &mut t,
+        );
         assert_eq!(rc, 0);
         assert_eq!(ffi::MPI_Type_commit(&mut t), 0);
         t

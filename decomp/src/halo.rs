@@ -153,7 +153,8 @@ impl HaloPlan {
             .iter()
             .filter(|m| m.peer == rank)
             .map(|m| {
-                let partner = messages.iter().find(|o| o.peer == rank && o.send_tag == m.recv_tag).expect("periodic self-neighbour is symmetric");
+                let partner =
+                    messages.iter().find(|o| o.peer == rank && o.send_tag == m.recv_tag).expect("periodic self-neighbour is symmetric");
                 (partner.send, m.recv)
             })
             .collect();
@@ -316,7 +317,13 @@ pub mod selfcheck {
                     let mut global = [0i64; 3];
                     for a in 0..3 {
                         let l = local[a] as i64 - g[a] as i64;
-                        d[a] = if l < 0 { -1 } else if l >= n[a] as i64 { 1 } else { 0 };
+                        d[a] = if l < 0 {
+                            -1
+                        } else if l >= n[a] as i64 {
+                            1
+                        } else {
+                            0
+                        };
                         global[a] = layout.blocks[rank].lo[a] as i64 + l;
                     }
                     let nonzero = d.iter().filter(|&&c| c != 0).count();
@@ -335,9 +342,7 @@ pub mod selfcheck {
                         -1.0
                     };
                     if v != expect {
-                        return Err(format!(
-                            "rank {rank}: ghost at storage {local:?} (direction {d:?}) holds {v}, expected {expect}"
-                        ));
+                        return Err(format!("rank {rank}: ghost at storage {local:?} (direction {d:?}) holds {v}, expected {expect}"));
                     }
                     checked += 1;
                 }

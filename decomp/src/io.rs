@@ -265,7 +265,14 @@ impl H5File {
         unsafe {
             let id = RawId(H5Screate_simple(3, dims.as_ptr(), std::ptr::null()), H5Sclose);
             if id.0 < 0
-                || H5Sselect_hyperslab(id.0, H5S_seloper_t::H5S_SELECT_SET, start.as_ptr(), std::ptr::null(), count.as_ptr(), std::ptr::null()) < 0
+                || H5Sselect_hyperslab(
+                    id.0,
+                    H5S_seloper_t::H5S_SELECT_SET,
+                    start.as_ptr(),
+                    std::ptr::null(),
+                    count.as_ptr(),
+                    std::ptr::null(),
+                ) < 0
             {
                 return Err(Error::Comm("cannot build HDF5 memory selection".into()));
             }
@@ -287,17 +294,21 @@ impl H5File {
         }
         for (a, (&s, &c)) in start.iter().zip(&count).enumerate() {
             if (s + c) as usize > shape[a] {
-                return Err(Error::io(
-                    &self.path,
-                    format!("dataset {} has shape {:?}, too small for this mesh", ds.name(), shape),
-                ));
+                return Err(Error::io(&self.path, format!("dataset {} has shape {:?}, too small for this mesh", ds.name(), shape)));
             }
         }
         // SAFETY: ids come from HDF5 and are closed by RawId.
         unsafe {
             let fspace = RawId(hdf5_sys::h5d::H5Dget_space(ds.id()), H5Sclose);
             let ok = fspace.0 >= 0
-                && H5Sselect_hyperslab(fspace.0, H5S_seloper_t::H5S_SELECT_SET, start.as_ptr(), std::ptr::null(), count.as_ptr(), std::ptr::null()) >= 0;
+                && H5Sselect_hyperslab(
+                    fspace.0,
+                    H5S_seloper_t::H5S_SELECT_SET,
+                    start.as_ptr(),
+                    std::ptr::null(),
+                    count.as_ptr(),
+                    std::ptr::null(),
+                ) >= 0;
             let dxpl = RawId(H5Pcreate(*hdf5::globals::H5P_DATASET_XFER), H5Pclose);
             let ok = ok && dxpl.0 >= 0 && (!collective || H5Pset_dxpl_mpio(dxpl.0, H5FD_mpio_xfer_t::H5FD_MPIO_COLLECTIVE) >= 0);
             if !ok {

@@ -28,12 +28,7 @@ impl BlockLayout {
     /// `min_width` cells along some axis, or when `procs` has the wrong dimension.
     pub fn new(grid: &Grid, procs: &[usize], min_width: usize) -> Result<Self> {
         if procs.len() != grid.dims {
-            return Err(Error::Layout(format!(
-                "process grid {:?} has {} entries but the mesh is {}D",
-                procs,
-                procs.len(),
-                grid.dims
-            )));
+            return Err(Error::Layout(format!("process grid {:?} has {} entries but the mesh is {}D", procs, procs.len(), grid.dims)));
         }
         let mut p = [1usize; 3];
         for a in 0..grid.dims {

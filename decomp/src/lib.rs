@@ -18,7 +18,7 @@ pub mod layout;
 pub use comm::{Comm, ReduceOp};
 pub use error::{Error, Result};
 pub use field::Field;
-pub use halo::{HaloPlan, Stencil};
 pub use grid::{Grid, IndexBox};
+pub use halo::{HaloPlan, Stencil};
 
 pub use layout::BlockLayout;

@@ -95,8 +95,7 @@ const BIG: &[Kernel] = &[
     Kernel::Rows3Pairs,
     Kernel::TriadNt,
 ];
-const SMALL: &[Kernel] =
-    &[Kernel::Triad, Kernel::Scale, Kernel::Sweep, Kernel::NoStats, Kernel::NoStatsAvx2, Kernel::SweepBaseline];
+const SMALL: &[Kernel] = &[Kernel::Triad, Kernel::Scale, Kernel::Sweep, Kernel::NoStats, Kernel::NoStatsAvx2, Kernel::SweepBaseline];
 
 impl Kernel {
     fn name(self) -> &'static str {

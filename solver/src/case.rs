@@ -589,7 +589,10 @@ fn schema_error(origin: &Origin, err: &toml::de::Error, lookup: &SourceMap) -> C
         help = Some(match (suggest(field, &expected), elsewhere) {
             (Some(s), _) => format!("did you mean `{s}`? {allowed}"),
             (None, _) if section_typo.is_some() => {
-                format!("did you mean the section [{}]? a key written under [{parent}] belongs to [{parent}]; {allowed}", section_typo.unwrap_or_default())
+                format!(
+                    "did you mean the section [{}]? a key written under [{parent}] belongs to [{parent}]; {allowed}",
+                    section_typo.unwrap_or_default()
+                )
             }
             (None, Some(s)) if top => {
                 format!("`{field}` belongs in [{s}]: move it below the [{s}] header (keys above the first header are top-level); {allowed}")
@@ -692,7 +695,9 @@ fn syntax_error(origin: &Origin, e: &toml_edit::TomlError) -> CaseError {
                     span = Some(open..open + 1);
                 }
             }
-        } else if let Some(c) = text[sp.start.min(text.len())..].chars().next().filter(|c| raw.contains("unexpected key or value") && [']', '}'].contains(c)) {
+        } else if let Some(c) =
+            text[sp.start.min(text.len())..].chars().next().filter(|c| raw.contains("unexpected key or value") && [']', '}'].contains(c))
+        {
             message = format!("TOML syntax error: unexpected `{c}`");
             help = "remove it: the brackets on this line do not match".into();
         } else if raw.contains("invalid basic string") || raw.contains("invalid literal string") {
@@ -809,7 +814,9 @@ fn parse_set(arg: &str, map: &mut SourceMap) -> Result<toml::Table, CaseError> {
             lookup.add_origin(origin_name.clone(), arg.to_string());
             lookup.record_item(0, "", doc.as_item());
             let mut ce = schema_error(&origin, &e, &lookup);
-            if let Some(field) = ce.message.strip_prefix("unknown ").and_then(|m| m.split('`').nth(1).or_else(|| m.split(['[', ']']).nth(1))) {
+            if let Some(field) =
+                ce.message.strip_prefix("unknown ").and_then(|m| m.split('`').nth(1).or_else(|| m.split(['[', ']']).nth(1)))
+            {
                 ce.location = Some(locate(&origin, unknown_span(field)));
             }
             if ce.location.is_none() {
@@ -903,7 +910,9 @@ fn load_chain(path: &Path, map: &mut SourceMap, chain: &mut Vec<(PathBuf, String
         let (why, help) = match e.kind() {
             std::io::ErrorKind::NotFound => ("no such file".to_string(), "check the path; it is relative to the current directory"),
             _ if path.is_dir() => ("it is a directory".to_string(), "give the path of a case file (.toml), e.g. cases/heat2d.toml"),
-            std::io::ErrorKind::InvalidData => ("not a text file (invalid UTF-8)".to_string(), "a case file is TOML text in UTF-8, e.g. cases/heat2d.toml"),
+            std::io::ErrorKind::InvalidData => {
+                ("not a text file (invalid UTF-8)".to_string(), "a case file is TOML text in UTF-8, e.g. cases/heat2d.toml")
+            }
             _ => (e.to_string(), "check the file's permissions"),
         };
         CaseError::file(name.clone(), format!("cannot read case file: {why}")).with_help(help)
@@ -962,7 +971,11 @@ fn load_chain(path: &Path, map: &mut SourceMap, chain: &mut Vec<(PathBuf, String
 /// Functions an expression may call (exmex's unary operators plus ours).
 fn expr_functions() -> Vec<&'static str> {
     use exmex::MakeOperators;
-    crate::expr::Ops::make().iter().filter(|o| o.has_unary() && o.repr().chars().all(|c| c.is_ascii_alphanumeric())).map(|o| o.repr()).collect()
+    crate::expr::Ops::make()
+        .iter()
+        .filter(|o| o.has_unary() && o.repr().chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|o| o.repr())
+        .collect()
 }
 
 /// A located error for an expression that does not parse: the offending name
@@ -976,15 +989,20 @@ fn expr_error(map: &SourceMap, key: &str, text: &str, msg: String) -> CaseError 
     for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
         let ident = c.is_ascii_alphanumeric() || c == '_';
         match (word_start, ident) {
-            (None, true) if !c.is_ascii_digit() && !(i > 0 && (bytes[i - 1].is_ascii_digit() || bytes[i - 1] == b'.')) => word_start = Some(i),
+            (None, true) if !c.is_ascii_digit() && !(i > 0 && (bytes[i - 1].is_ascii_digit() || bytes[i - 1] == b'.')) => {
+                word_start = Some(i)
+            }
             (Some(s), false) => {
                 word_start = None;
                 let w = &text[s..i];
                 let called = text[i..].trim_start().starts_with('(');
                 if called && !known(w) {
                     let hint = suggest(w, &funcs).map(|f| format!("did you mean `{f}`? ")).unwrap_or_default();
-                    let mut e =
-                        map.error(key, format!("unknown function `{w}` in expression \"{text}\""), Some(format!("{hint}functions: {}", funcs.join(" "))));
+                    let mut e = map.error(
+                        key,
+                        format!("unknown function `{w}` in expression \"{text}\""),
+                        Some(format!("{hint}functions: {}", funcs.join(" "))),
+                    );
                     if let Some(l) = e.location.as_mut() {
                         narrow(l, w);
                     }
@@ -1063,7 +1081,8 @@ fn missing_operator(text: &str, funcs: &[&str]) -> Option<(String, String, usize
             while i < cs.len() && (cs[i].is_ascii_digit() || cs[i] == '.') {
                 i += 1;
             }
-            if i < cs.len() && (cs[i] == 'e' || cs[i] == 'E') && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '-' || *d == '+') {
+            if i < cs.len() && (cs[i] == 'e' || cs[i] == 'E') && cs.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '-' || *d == '+')
+            {
                 i += 2;
                 while i < cs.len() && cs[i].is_ascii_digit() {
                     i += 1;
@@ -1103,14 +1122,19 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     }
 
     // [mesh]
-    let cells = raw.mesh.cells.clone().ok_or_else(|| err("mesh", "missing `cells`".into(), "e.g. cells = [64, 64] (2D) or [32, 32, 32] (3D)"))?;
+    let cells =
+        raw.mesh.cells.clone().ok_or_else(|| err("mesh", "missing `cells`".into(), "e.g. cells = [64, 64] (2D) or [32, 32, 32] (3D)"))?;
     if cells.len() != 2 && cells.len() != 3 {
         return Err(err("mesh.cells", format!("{} entries; a mesh is 2D or 3D", cells.len()), "cells = [nx, ny] or [nx, ny, nz]"));
     }
     let dims = cells.len();
     for (i, &c) in cells.iter().enumerate() {
         if c < 1 {
-            return Err(err(&format!("mesh.cells[{i}]"), format!("cell count must be at least 1, got {c}"), "positive integers, one per axis"));
+            return Err(err(
+                &format!("mesh.cells[{i}]"),
+                format!("cell count must be at least 1, got {c}"),
+                "positive integers, one per axis",
+            ));
         }
         if c > 1 << 24 {
             return Err(err(&format!("mesh.cells[{i}]"), format!("cell count {c} is too large"), "at most 16777216 cells per axis"));
@@ -1143,7 +1167,13 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     let periodic = match &raw.mesh.periodic {
         None => vec![false; dims],
         Some(p) if p.len() == dims => p.clone(),
-        Some(p) => return Err(err("mesh.periodic", format!("{} entries for a {dims}D mesh", p.len()), &format!("one true/false per axis ({dims})"))),
+        Some(p) => {
+            return Err(err(
+                "mesh.periodic",
+                format!("{} entries for a {dims}D mesh", p.len()),
+                &format!("one true/false per axis ({dims})"),
+            ))
+        }
     };
     let grid = Grid::new(&cells, &lower, &upper, &periodic);
 
@@ -1153,11 +1183,19 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         Some(RawRanks::Word(w)) if w == "auto" => Ranks::Auto,
         Some(RawRanks::Word(w)) => {
             let hint = suggest(w, &["auto"]).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
-            return Err(err("decomposition.ranks", format!("unknown value \"{w}\""), &format!("{hint}\"auto\" or process counts per axis, e.g. [2, 2]")));
+            return Err(err(
+                "decomposition.ranks",
+                format!("unknown value \"{w}\""),
+                &format!("{hint}\"auto\" or process counts per axis, e.g. [2, 2]"),
+            ));
         }
         Some(RawRanks::Grid(p)) => {
             if p.len() != dims {
-                return Err(err("decomposition.ranks", format!("{} entries for a {dims}D mesh", p.len()), "one process count per axis, or \"auto\""));
+                return Err(err(
+                    "decomposition.ranks",
+                    format!("{} entries for a {dims}D mesh", p.len()),
+                    "one process count per axis, or \"auto\"",
+                ));
             }
             for (i, &x) in p.iter().enumerate() {
                 if x < 1 {
@@ -1197,7 +1235,10 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     };
 
     // [physics]
-    let diffusivity = raw.physics.diffusivity.ok_or_else(|| err("physics", "missing `diffusivity`".into(), "e.g. diffusivity = 1.0 (a positive number)"))?;
+    let diffusivity = raw
+        .physics
+        .diffusivity
+        .ok_or_else(|| err("physics", "missing `diffusivity`".into(), "e.g. diffusivity = 1.0 (a positive number)"))?;
     if !(diffusivity > 0.0 && diffusivity.is_finite()) {
         return Err(err("physics.diffusivity", format!("must be positive, got {diffusivity}"), "a positive finite number"));
     }
@@ -1217,17 +1258,18 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                 match face {
                     None => {}
                     Some(f) if f.kind.as_deref() == Some("periodic") && f.value.is_none() && f.gradient.is_none() => {}
-                    Some(f) => {
-                        return Err(err(
-                            &format!("{key}.type"),
-                            format!("{fname} is given as {} but mesh.periodic makes the {axis} axis periodic", f.kind.as_deref().unwrap_or("a boundary")),
-                            &format!(
-                                "a periodic axis has no boundary faces: remove {} and {} from [boundary], or set mesh.periodic[{a}] = false",
-                                FACES[2 * a],
-                                FACES[2 * a + 1]
-                            ),
-                        ))
-                    }
+                    Some(f) => return Err(err(
+                        &format!("{key}.type"),
+                        format!(
+                            "{fname} is given as {} but mesh.periodic makes the {axis} axis periodic",
+                            f.kind.as_deref().unwrap_or("a boundary")
+                        ),
+                        &format!(
+                            "a periodic axis has no boundary faces: remove {} and {} from [boundary], or set mesh.periodic[{a}] = false",
+                            FACES[2 * a],
+                            FACES[2 * a + 1]
+                        ),
+                    )),
                 }
                 pair.push(Bc::Periodic);
                 continue;
@@ -1278,7 +1320,9 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                 "" => {
                     let mut help = "type = \"dirichlet\", \"neumann\" or \"periodic\"".to_string();
                     if map.origin_of(&key).is_some_and(|o| o.starts_with("--set")) {
-                        help.push_str(&format!("; --set replaces a boundary face whole, so give all of it: --set '{key}={{type=\"dirichlet\", value=\"1\"}}'"));
+                        help.push_str(&format!(
+                            "; --set replaces a boundary face whole, so give all of it: --set '{key}={{type=\"dirichlet\", value=\"1\"}}'"
+                        ));
                     }
                     return Err(err(&key, format!("face {fname} has no `type`"), &help));
                 }
@@ -1324,14 +1368,20 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     let dt_max = pos("numerics.dt_max", raw.numerics.dt_max)?;
     let stability_factor = raw.numerics.stability_factor.unwrap_or(0.9);
     if !(stability_factor > 0.0 && stability_factor <= 1.0) {
-        return Err(err("numerics.stability_factor", format!("must be in (0, 1], got {stability_factor}"), "a fraction of the explicit stability limit"));
+        return Err(err(
+            "numerics.stability_factor",
+            format!("must be in (0, 1], got {stability_factor}"),
+            "a fraction of the explicit stability limit",
+        ));
     }
 
     // [control]
     let end_time = pos("control.end_time", raw.control.end_time)?;
     let steady_tolerance = pos("control.steady_tolerance", raw.control.steady_tolerance)?;
     let max_steps = match raw.control.max_steps {
-        Some(n) if n < 1 => return Err(err("control.max_steps", format!("must be at least 1, got {n}"), "a whole number of steps, 1 or more")),
+        Some(n) if n < 1 => {
+            return Err(err("control.max_steps", format!("must be at least 1, got {n}"), "a whole number of steps, 1 or more"))
+        }
         n => n.map(|n| n as u64),
     };
     if end_time.is_none() && max_steps.is_none() && steady_tolerance.is_none() {
@@ -1352,7 +1402,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     for (i, f) in output_fields.iter().enumerate() {
         if !HEAT_FIELDS.contains(&f.as_str()) {
             let hint = suggest(f, &HEAT_FIELDS).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
-            return Err(err(&format!("output.fields[{i}]"), format!("model heat has no field \"{f}\""), &format!("{hint}fields: {}", HEAT_FIELDS.join(", "))));
+            return Err(err(
+                &format!("output.fields[{i}]"),
+                format!("model heat has no field \"{f}\""),
+                &format!("{hint}fields: {}", HEAT_FIELDS.join(", ")),
+            ));
         }
     }
 
@@ -1366,7 +1420,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         let mut q = [0.0; 3];
         for a in 0..dims {
             if p[a] < lower[a] || p[a] > upper[a] {
-                return Err(err(&key, format!("probe {p:?} lies outside the mesh {lower:?}..{upper:?}"), "probes must be inside the domain"));
+                return Err(err(
+                    &key,
+                    format!("probe {p:?} lies outside the mesh {lower:?}..{upper:?}"),
+                    "probes must be inside the domain",
+                ));
             }
             q[a] = p[a];
         }
@@ -1376,7 +1434,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     for (i, n) in norms.iter().enumerate() {
         if !NORMS.contains(&n.as_str()) {
             let hint = suggest(n, &NORMS).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
-            return Err(err(&format!("monitor.norms[{i}]"), format!("unknown norm \"{n}\""), &format!("{hint}norms: {}", NORMS.join(", "))));
+            return Err(err(
+                &format!("monitor.norms[{i}]"),
+                format!("unknown norm \"{n}\""),
+                &format!("{hint}norms: {}", NORMS.join(", ")),
+            ));
         }
     }
 

@@ -83,9 +83,7 @@ impl Expr {
             match VARIABLES.iter().position(|v| v == name) {
                 Some(i) => slots[i] = Some(pos),
                 None => {
-                    let hint = crate::error::suggest(name, &VARIABLES)
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
+                    let hint = crate::error::suggest(name, &VARIABLES).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                     return Err(format!(
                         "unknown name `{name}` in expression \"{src}\"{hint}; allowed variables: x, y, z, t (and constants pi, E)"
                     ));

@@ -228,7 +228,15 @@ pub fn sweep(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficient
 
 /// [`sweep`] with an explicit instruction set (benches compare them); `Isa::Avx2` falls
 /// back to the baseline on a CPU without AVX2.
-pub fn sweep_with(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficients, region: Region, dims: usize, isa: Isa) -> SweepStats {
+pub fn sweep_with(
+    u: &Field,
+    out: &mut Field,
+    src: Option<&Field>,
+    k: StepCoefficients,
+    region: Region,
+    dims: usize,
+    isa: Isa,
+) -> SweepStats {
     if (0..3).any(|a| region.hi[a] <= region.lo[a]) {
         return SweepStats::default();
     }
@@ -548,7 +556,8 @@ mod tests {
         u.as_slice_mut()[c] = f64::NAN;
         let mut out = u.clone();
         for isa in [Isa::Baseline, Isa::Avx2] {
-            let st = sweep_with(&u, &mut out, None, StepCoefficients { c: [0.1; 3], dt: 1.0 }, Region { lo: [0; 3], hi: [9, 3, 1] }, 2, isa);
+            let st =
+                sweep_with(&u, &mut out, None, StepCoefficients { c: [0.1; 3], dt: 1.0 }, Region { lo: [0; 3], hi: [9, 3, 1] }, 2, isa);
             assert!(st.max.is_nan() && st.sum.is_nan());
         }
     }

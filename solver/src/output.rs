@@ -99,7 +99,8 @@ pub fn xdmf(layout: &BlockLayout, h5_name: &str, snapshots: &[(u64, f64)], field
         s += &format!("    <Topology TopologyType=\"3DCoRectMesh\" Dimensions=\"{}\"/>\n", join(&nodes));
         s += "    <Geometry GeometryType=\"ORIGIN_DXDYDZ\">\n";
         s += &format!("     <DataItem Dimensions=\"3\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", join(&origin));
-        s += &format!("     <DataItem Dimensions=\"3\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", join(&spacing));
+        s +=
+            &format!("     <DataItem Dimensions=\"3\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", join(&spacing));
         s += "    </Geometry>\n";
         for f in fields {
             s += &format!("    <Attribute Name=\"{f}\" AttributeType=\"Scalar\" Center=\"Cell\">\n");
@@ -184,7 +185,16 @@ pub fn checkpoint_path(run_dir: &Path, step: u64) -> PathBuf {
 
 /// Writes a checkpoint atomically: to `step_N.h5.tmp`, closed on every rank, then
 /// renamed by rank 0.
-pub fn write_checkpoint(comm: &dyn Comm, case: &Case, layout: &BlockLayout, run_dir: &Path, step: u64, time: f64, dt: f64, u: &Field) -> Result<PathBuf> {
+pub fn write_checkpoint(
+    comm: &dyn Comm,
+    case: &Case,
+    layout: &BlockLayout,
+    run_dir: &Path,
+    step: u64,
+    time: f64,
+    dt: f64,
+    u: &Field,
+) -> Result<PathBuf> {
     let path = checkpoint_path(run_dir, step);
     let tmp = path.with_extension("h5.tmp");
     let h5 = H5File::create(comm, &tmp)?;

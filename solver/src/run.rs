@@ -57,9 +57,12 @@ pub fn layout_for(case: &Case, nranks: usize) -> Result<BlockLayout> {
                     )
                     .into());
             }
-            BlockLayout::new(&case.grid, p, 1).map_err(|e| case.error_at("decomposition.ranks", e.to_string(), "use fewer ranks along that axis").into())
+            BlockLayout::new(&case.grid, p, 1)
+                .map_err(|e| case.error_at("decomposition.ranks", e.to_string(), "use fewer ranks along that axis").into())
         }
-        Ranks::Auto => BlockLayout::auto(&case.grid, nranks, 1).map_err(|e| RunError::Usage(format!("{e}; use fewer ranks or a finer mesh"))),
+        Ranks::Auto => {
+            BlockLayout::auto(&case.grid, nranks, 1).map_err(|e| RunError::Usage(format!("{e}; use fewer ranks or a finer mesh")))
+        }
     }
 }
 
@@ -88,7 +91,10 @@ fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()
                 ));
             }
             if dir.exists() && !dir.is_dir() {
-                return Err((format!("output directory {} exists and is not a directory", dir.display()), "choose a directory path".into()));
+                return Err((
+                    format!("output directory {} exists and is not a directory", dir.display()),
+                    "choose a directory path".into(),
+                ));
             }
             let has_run = dir.join("summary.json").exists() || dir.join("output.h5").exists();
             if has_run && opts.restart.is_none() && !opts.overwrite {
@@ -97,10 +103,13 @@ fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()
                     "pass --overwrite to replace it, --restart a checkpoint to continue it, or --out another directory".into(),
                 ));
             }
-            std::fs::create_dir_all(dir.join("checkpoints"))
-                .map_err(|e| (format!("cannot create output directory {}: {e}", dir.display()), "choose a writable location".to_string()))?;
+            std::fs::create_dir_all(dir.join("checkpoints")).map_err(|e| {
+                (format!("cannot create output directory {}: {e}", dir.display()), "choose a writable location".to_string())
+            })?;
             let probe = dir.join(".tessera-write-test");
-            std::fs::write(&probe, b"").map_err(|e| (format!("output directory {} is not writable: {e}", dir.display()), "choose a writable location".to_string()))?;
+            std::fs::write(&probe, b"").map_err(|e| {
+                (format!("output directory {} is not writable: {e}", dir.display()), "choose a writable location".to_string())
+            })?;
             let _ = std::fs::remove_file(&probe);
             if has_run && opts.restart.is_none() {
                 // --overwrite: remove what the old run wrote (never anything else).
@@ -173,7 +182,11 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     }
     let first_step = step;
     prepare_run_dir(comm, case, opts)?;
-    let r = if comm.rank() == 0 { write_atomic(&dir.join("case.toml"), case.resolved.as_bytes()).map_err(|e| format!("{}: {e}", dir.display())) } else { Ok(()) };
+    let r = if comm.rank() == 0 {
+        write_atomic(&dir.join("case.toml"), case.resolved.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))
+    } else {
+        Ok(())
+    };
     agree(comm, r, |m| m).map_err(RunError::Failed)?;
 
     // output.h5: new, or (restart in place) rebuilt from the snapshots up to the restart
@@ -395,9 +408,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     comm.barrier();
     if status == "stopped" {
         let ck = last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        return Err(RunError::Failed(format!(
-            "stopped by a signal at step {step} (t={t:.6e}); continue with --restart {ck}"
-        )));
+        return Err(RunError::Failed(format!("stopped by a signal at step {step} (t={t:.6e}); continue with --restart {ck}")));
     }
     if status != "completed" {
         return Err(RunError::Failed(message));
@@ -420,7 +431,11 @@ fn fraction_done(case: &Case, step: u64, t: f64) -> Option<f64> {
 fn divergence_message(comm: &dyn Comm, solver: &HeatSolver, step: u64, t: f64, dt: f64, case: &Case) -> String {
     let u = &solver.u;
     let lo = u.block.lo;
-    let bad = u.interior().indexed_iter().find(|(_, v)| !v.is_finite() || v.abs() > 1e150).map(|((k, j, i), v)| (lo[0] + i, lo[1] + j, lo[2] + k, *v));
+    let bad = u
+        .interior()
+        .indexed_iter()
+        .find(|(_, v)| !v.is_finite() || v.abs() > 1e150)
+        .map(|((k, j, i), v)| (lo[0] + i, lo[1] + j, lo[2] + k, *v));
     let first = comm.first_rank_with(bad.is_some());
     let mut msg = Vec::new();
     if let (Some(r), Some((i, j, k, v))) = (first, bad) {

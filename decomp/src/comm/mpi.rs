@@ -27,9 +27,7 @@ impl MpiComm {
 
     /// True when this process was started by an MPI launcher (mpirun, srun).
     pub fn launched_by_mpi() -> bool {
-        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_ID"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some())
+        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_ID"].iter().any(|v| std::env::var_os(v).is_some())
     }
 
     /// Aborts every rank of the job with `code` (for errors one rank cannot share).
@@ -56,17 +54,7 @@ impl Comm for MpiComm {
     unsafe fn irecv(&self, buf: *mut f64, len: usize, src: usize, tag: i32) -> Request {
         let mut req: ffi::MPI_Request = unsafe { ffi::RSMPI_REQUEST_NULL };
         // SAFETY: the caller keeps buf valid until wait_all; datatype and comm are valid.
-        let rc = unsafe {
-            ffi::MPI_Irecv(
-                buf.cast(),
-                len as Count,
-                ffi::RSMPI_DOUBLE,
-                src as i32,
-                tag,
-                self.world.as_raw(),
-                &mut req,
-            )
-        };
+        let rc = unsafe { ffi::MPI_Irecv(buf.cast(), len as Count, ffi::RSMPI_DOUBLE, src as i32, tag, self.world.as_raw(), &mut req) };
         assert_eq!(rc, 0, "MPI_Irecv failed");
         Request(RequestKind::Mpi(req))
     }
@@ -75,15 +63,7 @@ impl Comm for MpiComm {
         self.stats.send(len);
         // SAFETY: the caller keeps buf valid and unmodified until wait_all.
         let rc = unsafe {
-            ffi::MPI_Isend(
-                buf as *mut std::ffi::c_void,
-                len as Count,
-                ffi::RSMPI_DOUBLE,
-                dest as i32,
-                tag,
-                self.world.as_raw(),
-                &mut req,
-            )
+            ffi::MPI_Isend(buf as *mut std::ffi::c_void, len as Count, ffi::RSMPI_DOUBLE, dest as i32, tag, self.world.as_raw(), &mut req)
         };
         assert_eq!(rc, 0, "MPI_Isend failed");
         Request(RequestKind::Mpi(req))
@@ -137,13 +117,7 @@ impl Comm for MpiComm {
                 let mut part = PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
                 root_proc.gather_varcount_into_root(data, &mut part);
             }
-            Some(
-                counts
-                    .iter()
-                    .zip(&displs)
-                    .map(|(&c, &d)| buf[d as usize..(d + c) as usize].to_vec())
-                    .collect(),
-            )
+            Some(counts.iter().zip(&displs).map(|(&c, &d)| buf[d as usize..(d + c) as usize].to_vec()).collect())
         } else {
             root_proc.gather_into(&n);
             root_proc.gather_varcount_into(data);

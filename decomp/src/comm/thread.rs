@@ -147,10 +147,7 @@ impl Comm for ThreadComm {
                     if let Some(pos) = q.iter().position(|m| m.src == src && m.tag == tag) {
                         break q.remove(pos);
                     }
-                    assert!(
-                        !self.shared.slots.lock().unwrap_or_else(|e| e.into_inner()).aborted,
-                        "another rank panicked"
-                    );
+                    assert!(!self.shared.slots.lock().unwrap_or_else(|e| e.into_inner()).aborted, "another rank panicked");
                     q = cv.wait_timeout(q, std::time::Duration::from_millis(100)).unwrap().0;
                 };
                 assert_eq!(msg.data.len(), len, "message length mismatch from rank {src} tag {tag}");
