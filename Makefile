@@ -27,7 +27,8 @@ demo: build
 
 test: setup
 	$(CARGO) build --locked --workspace --bins --examples
-	$(CARGO) test --locked --workspace
+	set -o pipefail; $(CARGO) test --locked --workspace 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.log
 
 # Results and how to read them: docs/BENCHMARKS.md.
 bench: setup
