@@ -1258,18 +1258,20 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                 match face {
                     None => {}
                     Some(f) if f.kind.as_deref() == Some("periodic") && f.value.is_none() && f.gradient.is_none() => {}
-                    Some(f) => return Err(err(
-                        &format!("{key}.type"),
-                        format!(
-                            "{fname} is given as {} but mesh.periodic makes the {axis} axis periodic",
-                            f.kind.as_deref().unwrap_or("a boundary")
-                        ),
-                        &format!(
+                    Some(f) => {
+                        return Err(err(
+                            &format!("{key}.type"),
+                            format!(
+                                "{fname} is given as {} but mesh.periodic makes the {axis} axis periodic",
+                                f.kind.as_deref().unwrap_or("a boundary")
+                            ),
+                            &format!(
                             "a periodic axis has no boundary faces: remove {} and {} from [boundary], or set mesh.periodic[{a}] = false",
                             FACES[2 * a],
                             FACES[2 * a + 1]
                         ),
-                    )),
+                        ))
+                    }
                 }
                 pair.push(Bc::Periodic);
                 continue;

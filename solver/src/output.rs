@@ -27,6 +27,14 @@ pub fn write_atomic(path: &Path, text: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Rank 0 writes `bytes` to `path` atomically; every rank returns the same result.
+/// Use this for every rank-0 file, so a failed write (disk full, permissions) stops all
+/// ranks together instead of leaving the others waiting in the next collective.
+pub fn write_on_rank0(comm: &dyn Comm, path: &Path, bytes: impl FnOnce() -> Vec<u8>) -> Result<()> {
+    let res = if comm.rank() == 0 { write_atomic(path, &bytes()).map_err(|e| format!("{}: {e}", path.display())) } else { Ok(()) };
+    decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)
+}
+
 /// Writes the root attributes, `/mesh` and `/decomposition` of a new file.
 pub fn write_header(h5: &H5File, comm: &dyn Comm, case: &Case, layout: &BlockLayout, kind: &str) -> Result<()> {
     let g = &layout.grid;
@@ -117,10 +125,12 @@ pub fn xdmf(layout: &BlockLayout, h5_name: &str, snapshots: &[(u64, f64)], field
     s
 }
 
-/// Rank 0's monitor.csv writer: one row per step.
+/// Rank 0's monitor.csv writer: one row per step. A write error is kept and reported
+/// by the next (collective) [`Monitor::flush`], so all ranks stop at the same point.
 pub struct Monitor {
     out: Option<std::io::BufWriter<std::fs::File>>,
     path: PathBuf,
+    error: Option<String>,
 }
 
 impl Monitor {
@@ -151,12 +161,12 @@ impl Monitor {
             Ok(None)
         };
         let out = decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)?;
-        Ok(Monitor { out, path: path.to_path_buf() })
+        Ok(Monitor { out, path: path.to_path_buf(), error: None })
     }
 
-    /// Appends one row (rank 0).
-    pub fn row(&mut self, values: &[f64], step: u64) -> Result<()> {
-        if let Some(out) = &mut self.out {
+    /// Appends one row (rank 0; a no-op elsewhere).
+    pub fn row(&mut self, values: &[f64], step: u64) {
+        if let (Some(out), None) = (&mut self.out, &self.error) {
             let mut line = step.to_string();
             for v in values {
                 // Shortest representation that reads back to the same double.
@@ -164,17 +174,24 @@ impl Monitor {
                 line.push_str(&format!("{v:e}"));
             }
             line.push('\n');
-            out.write_all(line.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", self.path.display())))?;
+            if let Err(e) = out.write_all(line.as_bytes()) {
+                self.error = Some(format!("{}: {e}", self.path.display()));
+            }
         }
-        Ok(())
     }
 
-    /// Flushes buffered rows to disk.
-    pub fn flush(&mut self) -> Result<()> {
-        if let Some(out) = &mut self.out {
-            out.flush().map_err(|e| RunError::Failed(format!("{}: {e}", self.path.display())))?;
+    /// Flushes buffered rows to disk. Collective: every rank learns of a write error.
+    pub fn flush(&mut self, comm: &dyn Comm) -> Result<()> {
+        if let (Some(out), None) = (&mut self.out, &self.error) {
+            if let Err(e) = out.flush() {
+                self.error = Some(format!("{}: {e}", self.path.display()));
+            }
         }
-        Ok(())
+        let res = match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        };
+        decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)
     }
 }
 
@@ -323,6 +340,15 @@ mod tests {
         assert!(x.contains("output.h5:/snapshots/00000010/temperature"));
         assert!(x.contains("<Time Value=\"5e-1\"/>"));
         assert_eq!(x.matches("<Grid Name=\"step_").count(), 2);
+    }
+
+    #[test]
+    fn rank0_write_failure_reaches_every_rank() {
+        let results = decomp::comm::ThreadComm::run(3, |c| write_on_rank0(c, Path::new("/nonexistent-dir/x.json"), || b"{}".to_vec()));
+        for r in results {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("/nonexistent-dir/x.json"), "{e}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 use crate::case::{Case, Ranks};
 use crate::error::{Result, RunError};
 use crate::heat::HeatSolver;
-use crate::output::{self, write_atomic, Monitor};
+use crate::output::{self, Monitor};
 use decomp::comm::{agree, ReduceOp};
 use decomp::io::H5File;
 use decomp::{BlockLayout, Comm};
@@ -182,12 +182,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     }
     let first_step = step;
     prepare_run_dir(comm, case, opts)?;
-    let r = if comm.rank() == 0 {
-        write_atomic(&dir.join("case.toml"), case.resolved.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))
-    } else {
-        Ok(())
-    };
-    agree(comm, r, |m| m).map_err(RunError::Failed)?;
+    output::write_on_rank0(comm, &dir.join("case.toml"), || case.resolved.as_bytes().to_vec())?;
 
     // output.h5: new, or (restart in place) rebuilt from the snapshots up to the restart
     // step, so header, case and decomposition describe this run.
@@ -202,9 +197,10 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         output::write_header(&h5, comm, case, &layout, "output")?;
         h5.close(comm)?;
     }
-    if comm.rank() == 0 && !snapshots.is_empty() {
-        let x = output::xdmf(&layout, "output.h5", &snapshots, &case.output_fields);
-        write_atomic(&dir.join("output.xdmf"), x.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
+    if !snapshots.is_empty() {
+        output::write_on_rank0(comm, &dir.join("output.xdmf"), || {
+            output::xdmf(&layout, "output.h5", &snapshots, &case.output_fields).into_bytes()
+        })?;
     }
 
     let dt_auto = {
@@ -246,11 +242,9 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         output::write_snapshot(&h5, comm, &layout, step, t, &fields)?;
         h5.close(comm)?;
         snaps.push((step, t));
-        if comm.rank() == 0 {
-            let x = output::xdmf(&layout, "output.h5", snaps, &case.output_fields);
-            write_atomic(&dir.join("output.xdmf"), x.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
-        }
-        Ok(())
+        output::write_on_rank0(comm, &dir.join("output.xdmf"), || {
+            output::xdmf(&layout, "output.h5", snaps, &case.output_fields).into_bytes()
+        })
     };
 
     let mut t_output = 0.0;
@@ -323,7 +317,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         row.extend_from_slice(&probe_buf[2..]);
         let rate = change / this_dt;
         row.push(rate);
-        monitor.row(&row, step)?;
+        monitor.row(&row, step);
         t_monitor += tm.elapsed().as_secs_f64();
 
         let blown = !sum.is_finite() || !sumsq.is_finite() || !gmax.is_finite() || gmax.abs() > 1e150 || gmin.abs() > 1e150;
@@ -338,7 +332,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         let to = Instant::now();
         if case.output_every > 0 && step % case.output_every == 0 {
             write_snap(&solver, step, t, &mut snapshots)?;
-            monitor.flush()?;
+            monitor.flush(comm)?;
             last_snapshot_step = step;
         }
         if case.checkpoint_every > 0 && step % case.checkpoint_every == 0 {
@@ -354,7 +348,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
             break;
         }
     }
-    monitor.flush()?;
+    monitor.flush(comm)?;
     let to = Instant::now();
     if status == "completed" || status == "stopped" {
         if last_snapshot_step != step {
@@ -376,7 +370,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     let mut cs = [stats.messages, stats.bytes, stats.reductions];
     comm.allreduce_u64(&mut cs, ReduceOp::Sum);
     let steps_run = step - first_step;
-    if comm.rank() == 0 {
+    let summary_text = || {
         let summary = serde_json::json!({
             "status": status,
             "message": message,
@@ -402,10 +396,9 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
             "communication": { "messages": cs[0], "bytes": cs[1], "reductions": cs[2] },
             "format_version": output::FORMAT_VERSION,
         });
-        let text = serde_json::to_string_pretty(&summary).expect("json serialises");
-        write_atomic(&dir.join("summary.json"), text.as_bytes()).map_err(|e| RunError::Failed(format!("{}: {e}", dir.display())))?;
-    }
-    comm.barrier();
+        serde_json::to_string_pretty(&summary).expect("json serialises").into_bytes()
+    };
+    output::write_on_rank0(comm, &dir.join("summary.json"), summary_text)?;
     if status == "stopped" {
         let ck = last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         return Err(RunError::Failed(format!("stopped by a signal at step {step} (t={t:.6e}); continue with --restart {ck}")));
