@@ -25,9 +25,11 @@ impl MpiComm {
         Some(MpiComm { world, stats: StatCells::default(), _universe: universe })
     }
 
-    /// True when this process was started by an MPI launcher (mpirun, srun).
+    /// True when this process was started by an MPI launcher: Open MPI's mpirun, or a
+    /// PMI/PMIx launcher such as `srun --mpi=pmix`. (Not merely inside a Slurm job: a
+    /// batch script may run `tessera run --np N` itself.)
     pub fn launched_by_mpi() -> bool {
-        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_STEP_ID"].iter().any(|v| std::env::var_os(v).is_some())
+        ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].iter().any(|v| std::env::var_os(v).is_some())
     }
 
     /// Aborts every rank of the job with `code` (for errors one rank cannot share).
