@@ -131,6 +131,8 @@ pub struct Monitor {
     out: Option<std::io::BufWriter<std::fs::File>>,
     path: PathBuf,
     error: Option<String>,
+    /// Reused line buffer (no allocation per step).
+    line: String,
 }
 
 impl Monitor {
@@ -161,17 +163,19 @@ impl Monitor {
             Ok(None)
         };
         let out = decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)?;
-        Ok(Monitor { out, path: path.to_path_buf(), error: None })
+        Ok(Monitor { out, path: path.to_path_buf(), error: None, line: String::with_capacity(32 * columns.len()) })
     }
 
     /// Appends one row (rank 0; a no-op elsewhere).
     pub fn row(&mut self, values: &[f64], step: u64) {
         if let (Some(out), None) = (&mut self.out, &self.error) {
-            let mut line = step.to_string();
+            use std::fmt::Write as _;
+            let line = &mut self.line;
+            line.clear();
+            let _ = write!(line, "{step}");
             for v in values {
                 // Shortest representation that reads back to the same double.
-                line.push(',');
-                line.push_str(&format!("{v:e}"));
+                let _ = write!(line, ",{v:e}");
             }
             line.push('\n');
             if let Err(e) = out.write_all(line.as_bytes()) {

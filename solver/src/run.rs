@@ -266,6 +266,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     let mut maxv = 0.0;
     let end_tol = |end: f64| 1e-12 * end.abs().max(dt);
     let mut checkpoints_written = 0;
+    let mut row: Vec<f64> = Vec::with_capacity(columns.len());
     loop {
         if case.max_steps.is_some_and(|m| step >= m) {
             break;
@@ -304,7 +305,8 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         let (sum, sumsq, gmax, gmin, change) = (probe_buf[0], probe_buf[1], mx[0], -mx[1], mx[2]);
         l2 = (sumsq * cell_volume).sqrt();
         maxv = gmax;
-        let mut row = vec![t, this_dt];
+        row.clear();
+        row.extend_from_slice(&[t, this_dt]);
         for n in &case.norms {
             row.push(match n.as_str() {
                 "l2" => l2,
