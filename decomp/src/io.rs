@@ -247,10 +247,11 @@ impl H5File {
     }
 
     /// Reads this rank's block of dataset `name` into the interior of `field`.
+    /// The dataset's own rank (2 or 3) decides how the block is read; a 2D dataset
+    /// needs a block with z range [0, 1).
     pub fn read_field(&self, comm: &dyn Comm, name: &str, field: &mut Field) -> Result<()> {
-        let dims = if field.ghost[2] > 0 || field.block.shape()[2] > 1 { 3 } else { 2 };
         let block = field.block;
-        let res = self.transfer_read(name, &block, dims, field);
+        let res = self.transfer_read(name, &block, field);
         agree(comm, res, |m| Error::io(&self.path, m))
     }
 
@@ -336,9 +337,13 @@ impl H5File {
     }
 
     /// Reads `block` of dataset `name` into `field`'s interior (under the library lock).
-    fn transfer_read(&self, name: &str, block: &IndexBox, dims: usize, field: &mut Field) -> Result<()> {
+    fn transfer_read(&self, name: &str, block: &IndexBox, field: &mut Field) -> Result<()> {
         hdf5::sync::sync(|| {
             let ds = self.open_dataset(name)?;
+            let dims = ds.ndim();
+            if dims == 2 && (block.lo[2], block.hi[2]) != (0, 1) {
+                return Err(Error::io(&self.path, format!("dataset {name} is 2D but the mesh is 3D")));
+            }
             let (fspace, dxpl) = self.selection(&ds, block, dims, self.mpio)?;
             let mspace = Self::memspace(field)?;
             // SAFETY: memory selection matches the field's storage; ids are valid.
@@ -415,6 +420,32 @@ mod tests {
         assert_eq!(ds.shape(), vec![5, 7, 9]);
         assert_eq!(ds.chunk(), Some(vec![5, 7, 3]));
         assert!(h.read_field(&c, "snapshots/00000001/missing", &mut Field::zeros(grid.index_box(), 3, 0)).is_err());
+    }
+
+    #[test]
+    fn blocks_one_cell_thick_in_z_read_as_3d() {
+        // Ghost-free fields of blocks with a single z layer (5 ranks along z) must be
+        // read from a 3D dataset, not mistaken for 2D.
+        let path = temp("thin");
+        let grid = Grid::new(&[4, 3, 5], &[0.0; 3], &[1.0; 3], &[false; 3]);
+        let value = |i: usize, j: usize, k: usize| (i + 10 * j + 100 * k) as f64;
+        let c = SerialComm::new();
+        let l1 = BlockLayout::new(&grid, &[1, 1, 1], 1).unwrap();
+        let mut f = Field::zeros(l1.blocks[0], 3, 1);
+        f.fill_with(value);
+        let h = H5File::create(&c, &path).unwrap();
+        h.write_field(&c, "u", &l1, &f).unwrap();
+        h.close(&c).unwrap();
+        ThreadComm::run(5, |c| {
+            let l = BlockLayout::new(&grid, &[1, 1, 5], 1).unwrap();
+            let h = H5File::open(c, &path).unwrap();
+            let mut f = Field::zeros(l.blocks[c.rank()], 3, 0);
+            h.read_field(c, "u", &mut f).unwrap();
+            let lo = f.block.lo;
+            for ((k, j, i), v) in f.interior().indexed_iter() {
+                assert_eq!(*v, value(lo[0] + i, lo[1] + j, lo[2] + k));
+            }
+        });
     }
 
     #[test]
