@@ -222,3 +222,35 @@ fn sigterm_stops_cleanly_and_the_checkpoint_continues_bit_for_bit() {
     let (a, b) = (snapshots(&cont), snapshots(&full));
     assert_bitwise(&a[a.len() - 1..], &b[b.len() - 1..], "continued after SIGTERM");
 }
+
+#[test]
+fn divergence_stops_with_exit_3_a_located_message_and_an_intact_checkpoint() {
+    // A source that grows like exp(400 t) drives the field past 1e150 after a few
+    // hundred steps: the run must stop, say where, and keep its last checkpoint.
+    let d = tmp("diverge");
+    let case = d.join("case.toml");
+    let text = CASE_2D
+        .replace("source = \"sin(pi*x)*exp(-y*y)*(1 + t)\"", "source = \"exp(900*t)*(1 + x)\"")
+        .replace("max_steps = 40", "max_steps = 100000")
+        .replace("every = 10", "every = 0")
+        .replace("checkpoint_every = 20", "checkpoint_every = 50");
+    std::fs::write(&case, text).unwrap();
+    let out = d.join("run");
+    let mut c = tessera_on(2);
+    c.arg("run").arg(&case).arg("--out").arg(&out).arg("--quiet");
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("run diverged at step") && err.contains("temperature =") && err.contains("at x="), "{err}");
+    assert_eq!(err.matches("error: run diverged").count(), 1, "reported once, by rank 0: {err}");
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("\"status\": \"diverged\""), "{summary}");
+    // The last checkpoint is complete and restartable on another rank count.
+    let mut cks: Vec<_> = std::fs::read_dir(out.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).collect();
+    cks.sort();
+    let last = cks.last().expect("a checkpoint before the blow-up").clone();
+    assert!(last.extension().is_some_and(|e| e == "h5"), "{last:?}");
+    let step: u64 = last.file_stem().unwrap().to_str().unwrap()["step_".len()..].parse().unwrap();
+    let cont = d.join("cont");
+    run(3, &case, &cont, &["--restart", last.to_str().unwrap(), "--set", &format!("control.max_steps={}", step + 1)]);
+}
