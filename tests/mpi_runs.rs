@@ -242,6 +242,7 @@ fn divergence_stops_with_exit_3_a_located_message_and_an_intact_checkpoint() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("run diverged at step") && err.contains("temperature =") && err.contains("at x="), "{err}");
+    assert!(err.contains("The last checkpoint,") && err.contains("is intact"), "{err}");
     assert_eq!(err.matches("error: run diverged").count(), 1, "reported once, by rank 0: {err}");
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
     assert!(summary.contains("\"status\": \"diverged\""), "{summary}");

@@ -326,6 +326,10 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         if blown {
             status = "diverged".into();
             message = divergence_message(comm, &solver, step, t, this_dt, case);
+            message += &match &last_checkpoint {
+                Some(p) => format!(" The last checkpoint, {}, is intact.", p.display()),
+                None => " No checkpoint was written before it (set output.checkpoint_every).".to_string(),
+            };
             break;
         }
         progress.line(false, step, t, this_dt, l2, gmax, fraction_done(case, step, t));
@@ -442,9 +446,8 @@ fn divergence_message(comm: &dyn Comm, solver: &HeatSolver, step: u64, t: f64, d
                 format!("cell ({i}, {j}) at x={:.4}, y={:.4}", g.centre(0, i), g.centre(1, j))
             };
             msg = format!(
-                "run diverged at step {step} (t={t:.6e}): temperature = {v} in {at}; dt = {dt:.3e} vs the explicit stability limit {:.3e}. \
-                 Hint: lower numerics.dt or numerics.stability_factor, or check the source and boundary expressions. \
-                 The last checkpoint is intact.",
+                "run diverged at step {step} (t={t:.6e}): temperature = {v:.3e} in {at}; dt = {dt:.3e} vs the explicit stability limit {:.3e}. \
+                 Hint: lower numerics.dt or numerics.stability_factor, or check the source and boundary expressions.",
                 case.stable_dt()
             )
             .into_bytes();
