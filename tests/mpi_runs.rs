@@ -255,3 +255,42 @@ fn divergence_stops_with_exit_3_a_located_message_and_an_intact_checkpoint() {
     let cont = d.join("cont");
     run(3, &case, &cont, &["--restart", last.to_str().unwrap(), "--set", &format!("control.max_steps={}", step + 1)]);
 }
+
+#[test]
+fn restart_into_a_directory_holding_another_mesh_is_refused_without_hanging() {
+    let d = tmp("other-mesh");
+    let case = d.join("case.toml");
+    std::fs::write(&case, CASE_2D).unwrap();
+    let small = d.join("small");
+    run(2, &case, &small, &[]);
+    let big = d.join("big");
+    run(2, &case, &big, &["--set", "mesh.cells=[30,44]"]);
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = ["output.h5", "case.toml", "monitor.csv", "summary.json"]
+        .iter()
+        .map(|f| (small.join(f), std::fs::read(small.join(f)).unwrap()))
+        .collect();
+    // The big run's checkpoint, restarted into the small run's directory, on 2 ranks
+    // (where a rank-local failure inside a collective read used to hang).
+    let ck = big.join("checkpoints/step_00000020.h5");
+    let mut c = tessera_on(2);
+    c.arg("run").arg(&case).args(["--set", "mesh.cells=[30,44]", "--quiet", "--restart"]).arg(&ck).arg("--out").arg(&small);
+    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            panic!("restart into another mesh's directory hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("another mesh") && err.contains("--out"), "{err}");
+    for (p, bytes) in before {
+        assert!(std::fs::read(&p).unwrap() == bytes, "{} changed", p.display());
+    }
+}

@@ -44,6 +44,23 @@ impl Drop for RawId {
     }
 }
 
+/// Largest chunk, in bytes: HDF5 refuses chunks of 4 GiB or more, and chunks much
+/// larger than this only cost memory in readers.
+pub const MAX_CHUNK_BYTES: usize = 256 << 20;
+
+/// Chunk shape of a field dataset, (z, y, x) trimmed to the grid's rank: the largest
+/// rank block, halved along its longest axis while it exceeds [`MAX_CHUNK_BYTES`].
+pub fn chunk_shape(layout: &BlockLayout) -> Vec<usize> {
+    let dims = layout.grid.dims;
+    let m = |a: usize| layout.blocks.iter().map(|b| b.shape()[a]).max().unwrap_or(1);
+    let mut chunk: Vec<usize> = [m(2), m(1), m(0)][3 - dims..].to_vec();
+    while chunk.iter().product::<usize>() * 8 > MAX_CHUNK_BYTES {
+        let (i, _) = chunk.iter().enumerate().max_by_key(|(i, c)| (**c, usize::MAX - i)).expect("non-empty");
+        chunk[i] = chunk[i].div_ceil(2);
+    }
+    chunk
+}
+
 /// Hyperslab of `block` in a dataset of the grid's shape, in (z, y, x) order,
 /// trimmed to the dataset's rank (2 or 3).
 fn file_slab(block: &IndexBox, dims: usize) -> (Vec<u64>, Vec<u64>) {
@@ -219,10 +236,7 @@ impl H5File {
         let dims = layout.grid.dims;
         let c = layout.grid.cells;
         let shape: Vec<usize> = [c[2], c[1], c[0]][3 - dims..].to_vec();
-        let chunk: Vec<usize> = {
-            let m = |a: usize| layout.blocks.iter().map(|b| b.shape()[a]).max().unwrap_or(1);
-            [m(2), m(1), m(0)][3 - dims..].to_vec()
-        };
+        let chunk = chunk_shape(layout);
         self.meta(comm, |f| {
             f.new_dataset::<f64>().shape(shape.clone()).chunk(chunk.clone()).create(name)?;
             Ok(())
@@ -247,10 +261,19 @@ impl H5File {
     }
 
     /// Reads this rank's block of dataset `name` into the interior of `field`.
+    /// The dataset is checked on every rank and the ranks agree before the collective
+    /// read, so a file that does not fit (another mesh) is an error on all ranks, never a
+    /// rank left waiting inside a collective transfer.
     /// The dataset's own rank (2 or 3) decides how the block is read; a 2D dataset
     /// needs a block with z range [0, 1).
     pub fn read_field(&self, comm: &dyn Comm, name: &str, field: &mut Field) -> Result<()> {
         let block = field.block;
+        let check = hdf5::sync::sync(|| {
+            let ds = self.open_dataset(name)?;
+            let dims = ds.ndim();
+            self.selection(&ds, &block, dims, false).map(|_| ())
+        });
+        agree(comm, check, |m| Error::io(&self.path, m))?;
         let res = self.transfer_read(name, &block, field);
         agree(comm, res, |m| Error::io(&self.path, m))
     }
@@ -446,6 +469,40 @@ mod tests {
                 assert_eq!(*v, value(lo[0] + i, lo[1] + j, lo[2] + k));
             }
         });
+    }
+
+    #[test]
+    fn chunks_are_rank_blocks_capped_below_hdf5_limit() {
+        let g = Grid::new(&[64, 48], &[0.0; 2], &[1.0; 2], &[false; 2]);
+        assert_eq!(chunk_shape(&BlockLayout::new(&g, &[2, 3], 1).unwrap()), vec![16, 32]);
+        // One rank on 1024^3 would be an 8 GiB chunk: halved until <= 256 MiB.
+        let g = Grid::new(&[1024, 1024, 1024], &[0.0; 3], &[1.0; 3], &[false; 3]);
+        let c = chunk_shape(&BlockLayout::new(&g, &[1, 1, 1], 1).unwrap());
+        assert!(c.iter().product::<usize>() * 8 <= MAX_CHUNK_BYTES, "{c:?}");
+        assert_eq!(c, vec![256, 256, 512]);
+    }
+
+    #[test]
+    fn reading_another_mesh_fails_on_every_rank() {
+        let path = temp("other-mesh");
+        let small = Grid::new(&[6, 4], &[0.0; 2], &[1.0; 2], &[false; 2]);
+        let c = SerialComm::new();
+        let l = BlockLayout::new(&small, &[1, 1], 1).unwrap();
+        let h = H5File::create(&c, &path).unwrap();
+        h.write_field(&c, "u", &l, &Field::zeros(l.blocks[0], 2, 1)).unwrap();
+        h.close(&c).unwrap();
+        // A larger mesh: only the last rank's block falls outside the dataset, yet every
+        // rank must return the error (no rank may go on into the collective read).
+        let big = Grid::new(&[6, 8], &[0.0; 2], &[1.0; 2], &[false; 2]);
+        let res = ThreadComm::run(2, |c| {
+            let l = BlockLayout::new(&big, &[1, 2], 1).unwrap();
+            let h = H5File::open(c, &path).unwrap();
+            let mut f = Field::zeros(l.blocks[c.rank()], 2, 0);
+            h.read_field(c, "u", &mut f).map_err(|e| e.to_string())
+        });
+        for r in res {
+            assert!(r.unwrap_err().contains("too small for this mesh"));
+        }
     }
 
     #[test]

@@ -231,6 +231,28 @@ pub fn write_checkpoint(
     Ok(path)
 }
 
+/// Checks that an existing RUN_DIR/output.h5 belongs to this case (same mesh and
+/// domain) before a restart in place touches anything. Collective.
+pub fn check_existing_output(comm: &dyn Comm, layout: &BlockLayout, path: &Path) -> Result<()> {
+    let old = H5File::open(comm, path)?;
+    // Another mesh means another run's output, which a restart must neither mix into
+    // its own nor delete.
+    let d = layout.grid.dims;
+    let cells: Vec<u64> = layout.grid.cells[..d].iter().map(|&c| c as u64).collect();
+    let same = old.attr_u64(comm, "/mesh", "cells").ok() == Some(cells.clone())
+        && old.attr_f64(comm, "/mesh", "lower").ok().as_deref() == Some(&layout.grid.lower[..d])
+        && old.attr_f64(comm, "/mesh", "upper").ok().as_deref() == Some(&layout.grid.upper[..d]);
+    if !same {
+        return Err(RunError::Usage(format!(
+            "{} holds the output of a run on another mesh than this case's {cells:?} cells; \
+             restart into another directory with --out (nothing was changed)",
+            path.display()
+        )));
+    }
+    old.close(comm)?;
+    Ok(())
+}
+
 /// Rebuilds RUN_DIR/output.h5 for a restart in place: a new file with this run's
 /// header (case, decomposition) receives every snapshot up to `last_step` from the old
 /// one (read on the new layout), then replaces it by rename. Returns the snapshots

@@ -181,12 +181,15 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         t = r.time;
     }
     let first_step = step;
+    let h5_path = dir.join("output.h5");
+    if opts.restart.is_some() && h5_path.exists() {
+        output::check_existing_output(comm, &layout, &h5_path)?;
+    }
     prepare_run_dir(comm, case, opts)?;
     output::write_on_rank0(comm, &dir.join("case.toml"), || case.resolved.as_bytes().to_vec())?;
 
     // output.h5: new, or (restart in place) rebuilt from the snapshots up to the restart
     // step, so header, case and decomposition describe this run.
-    let h5_path = dir.join("output.h5");
     let mut snapshots: Vec<(u64, f64)> = Vec::new();
     let appending = opts.restart.is_some() && h5_path.exists();
     if appending {
