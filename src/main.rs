@@ -194,10 +194,39 @@ fn launch(
     if quiet {
         cmd.arg("--quiet");
     }
-    match cmd.status() {
-        Ok(s) => ExitCode::from(s.code().unwrap_or(3).clamp(0, 255) as u8),
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
         Err(e) => {
             report(&format!("cannot start mpirun: {e} (install Open MPI: scripts/setup.sh)"));
+            return ExitCode::from(3);
+        }
+    };
+    // Signals to this launcher reach the job as a clean stop: the first one is sent on
+    // as SIGUSR1 (mpirun forwards it to every rank, which checkpoints and exits); a
+    // second one as SIGTERM. Without this, killing the launcher orphaned the MPI job.
+    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pid = child.id() as libc::pid_t;
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1]) {
+        Ok(mut signals) => {
+            let forwarded = forwarded.clone();
+            std::thread::spawn(move || {
+                for _ in signals.forever() {
+                    let n = forwarded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let sig = if n == 0 { libc::SIGUSR1 } else { libc::SIGTERM };
+                    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            });
+        }
+        Err(e) => report(&format!("cannot install signal handlers: {e}")),
+    }
+    match child.wait() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        // A stopped job exits 3 whatever mpirun itself reports for it.
+        Ok(_) if forwarded.load(std::sync::atomic::Ordering::SeqCst) > 0 => ExitCode::from(3),
+        Ok(s) => ExitCode::from(s.code().unwrap_or(3).clamp(0, 255) as u8),
+        Err(e) => {
+            report(&format!("lost track of mpirun: {e}"));
             ExitCode::from(3)
         }
     }

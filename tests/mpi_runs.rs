@@ -294,3 +294,37 @@ fn restart_into_a_directory_holding_another_mesh_is_refused_without_hanging() {
         assert!(std::fs::read(&p).unwrap() == bytes, "{} changed", p.display());
     }
 }
+
+#[test]
+fn sigterm_to_the_np_launcher_stops_the_whole_job_cleanly() {
+    let d = tmp("np-signal");
+    let case = d.join("case.toml");
+    std::fs::write(&case, CASE_2D.replace("max_steps = 40", "max_steps = 2000000").replace("every = 10", "every = 0")).unwrap();
+    let out = d.join("run");
+    let mut c = with_mpi_env(&mut Command::new(common::EXE))
+        .arg("run")
+        .arg("--np")
+        .arg("2")
+        .arg(&case)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let monitor = out.join("monitor.csv");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&monitor).map(|m| m.lines().count() < 50).unwrap_or(true) {
+        assert!(t0.elapsed().as_secs() < 60, "run did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("\"status\": \"stopped\""), "{summary}");
+    // No rank outlives the launcher.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ps = Command::new("pgrep").arg("-f").arg(out.to_str().unwrap()).output().unwrap();
+    assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty(), "orphaned ranks: {}", String::from_utf8_lossy(&ps.stdout));
+}
