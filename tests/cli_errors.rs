@@ -323,3 +323,17 @@ fn rank_mismatch_names_the_ranks_line() {
     assert!(!Path::new(d).exists(), "a run directory was created for a rank mismatch");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn meshes_too_large_are_refused_before_allocating() {
+    // Beyond index arithmetic: refused by validation (check and run).
+    let o = tessera(&["check", GOOD, "--set", "mesh.cells=[16777216,16777216,16777216]"]);
+    assert_user_error("too many cells", &o, &["too many", "2^40"]);
+    // Valid but larger than this machine's memory: refused at run time, exit 2,
+    // no output directory, no allocator abort.
+    let dir = scratch("too-big");
+    let out = dir.join("run");
+    let o = tessera(&["run", GOOD, "--set", "mesh.cells=[1000000,1000000]", "--out", out.to_str().unwrap()]);
+    assert_user_error("out of memory", &o, &["GiB per rank", "available"]);
+    assert!(!out.exists(), "nothing written");
+}

@@ -1141,6 +1141,16 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         }
     }
     let cells: Vec<usize> = cells.iter().map(|&c| c as usize).collect();
+    // 2^40 cells (8 TiB per field) is beyond any machine this runs on; larger products
+    // would also overflow index arithmetic.
+    const MAX_CELLS: usize = 1 << 40;
+    if cells.iter().try_fold(1usize, |acc, &c| acc.checked_mul(c)).is_none_or(|n| n > MAX_CELLS) {
+        return Err(err(
+            "mesh.cells",
+            format!("{} cells in all is too many", cells.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" x ")),
+            "at most 2^40 (about 1.1e12) cells in total",
+        ));
+    }
     let vec_of = |key: &str, v: &Option<Vec<f64>>, default: f64| -> Result<Vec<f64>, CaseError> {
         match v {
             None => Ok(vec![default; dims]),

@@ -141,6 +141,34 @@ fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()
     }
 }
 
+/// Refuses (exit 2) a run whose fields cannot fit in this node's available memory,
+/// instead of aborting in the allocator. Counts the model's fields on this rank's
+/// padded block times the ranks sharing the node. Agreed across ranks.
+fn check_memory(comm: &dyn Comm, case: &Case, layout: &BlockLayout) -> Result<()> {
+    let b = layout.blocks[comm.rank()].shape();
+    let padded: u128 = (0..3).map(|a| if a < layout.grid.dims { b[a] as u128 + 2 } else { 1 }).product();
+    let fields = 2 + u128::from(case.source.as_constant() != Some(0.0));
+    let need = padded * 8 * fields;
+    let local_ranks: u128 = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u128>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let res = match available {
+        Some(avail) if need * local_ranks > avail => Err(format!(
+            "the fields need about {:.1} GiB per rank ({} rank(s) on this node) but {:.1} GiB is available; \
+             use more nodes or a coarser mesh",
+            need as f64 / 2f64.powi(30),
+            local_ranks,
+            avail as f64 / 2f64.powi(30)
+        )),
+        _ => Ok(()),
+    };
+    agree(comm, res, |m| m).map_err(RunError::Usage)
+}
+
 /// Progress reporting on rank 0: at most one line a second.
 struct Progress {
     enabled: bool,
@@ -170,6 +198,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     let start = Instant::now();
     let layout = layout_for(case, comm.size())?;
     let dir = case.output_dir.clone();
+    check_memory(comm, case, &layout)?;
     // Read the checkpoint before touching RUN_DIR, so a refused --restart leaves
     // nothing behind.
     let mut solver = HeatSolver::new(case, layout.clone(), comm)?;
