@@ -290,7 +290,9 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     let mut progress = Progress { enabled: opts.progress && comm.rank() == 0, start: Instant::now(), last: Instant::now() };
     let mut status = "completed".to_string();
     let mut message = String::new();
-    let mut last_checkpoint: Option<PathBuf> = None;
+    // After a restart, the checkpoint it started from is the newest one until this run
+    // writes its own.
+    let mut last_checkpoint: Option<PathBuf> = opts.restart.clone();
     let mut last_snapshot_step = step;
     let mut last_dt = dt;
     let mut probe_buf = vec![0.0; 2 + case.probes.len()];
@@ -376,6 +378,9 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         if case.checkpoint_every > 0 && step % case.checkpoint_every == 0 {
             last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &solver.u)?);
             checkpoints_written += 1;
+            // Rows up to the checkpoint reach the disk with it: a hard kill after this
+            // point leaves no gap for a restart from it.
+            monitor.flush(comm)?;
         }
         t_output += to.elapsed().as_secs_f64();
         if steady {
