@@ -328,3 +328,30 @@ fn sigterm_to_the_np_launcher_stops_the_whole_job_cleanly() {
     let ps = Command::new("pgrep").arg("-f").arg(out.to_str().unwrap()).output().unwrap();
     assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty(), "orphaned ranks: {}", String::from_utf8_lossy(&ps.stdout));
 }
+
+#[test]
+fn a_run_that_fails_on_io_says_so_in_summary_json() {
+    if !common::have_h5py() {
+        eprintln!("NOTICE: no h5py; skipping");
+        return;
+    }
+    let d = tmp("io-failure");
+    let case = d.join("case.toml");
+    std::fs::write(&case, CASE_2D).unwrap();
+    let out = d.join("run");
+    run(2, &case, &out, &[]);
+    // Damage output.h5: the step-10 snapshot's field gets the wrong shape.
+    let py = "import h5py,sys\nf=h5py.File(sys.argv[1],'r+')\ndel f['snapshots/00000010/temperature']\nf['snapshots/00000010/temperature']=[[1.0,2.0],[3.0,4.0]]\n";
+    let ok = Command::new(common::PYTHON).args(["-c", py]).arg(out.join("output.h5")).status().unwrap();
+    assert!(ok.success());
+    // Restarting in place must rebuild output.h5 from it, which fails: exit 3 and a
+    // "failed" summary (not the previous run's "completed").
+    let ck = out.join("checkpoints/step_00000020.h5");
+    let mut c = tessera_on(2);
+    c.arg("run").arg(&case).arg("--out").arg(&out).arg("--quiet").arg("--restart").arg(&ck);
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("\"status\": \"failed\"") && summary.contains("too small for this mesh"), "{summary}");
+}

@@ -111,6 +111,11 @@ fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()
                 (format!("output directory {} is not writable: {e}", dir.display()), "choose a writable location".to_string())
             })?;
             let _ = std::fs::remove_file(&probe);
+            if has_run && opts.restart.is_some() {
+                // Restart in place: the old summary describes a run this one replaces
+                // from the restart step on; until this run writes its own, none is true.
+                let _ = std::fs::remove_file(dir.join("summary.json"));
+            }
             if has_run && opts.restart.is_none() {
                 // --overwrite: remove what the old run wrote (never anything else).
                 for f in ["output.h5", "output.xdmf", "monitor.csv", "summary.json", "case.toml"] {
@@ -195,6 +200,39 @@ impl Progress {
 /// Runs `case` on `comm`. Returns the summary for completed runs; a diverged or failed
 /// run returns an error after writing summary.json with its status.
 pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary> {
+    let mut state = RunState::default();
+    let res = run_inner(comm, case, opts, &mut state);
+    if let (Err(e), true, false) = (&res, state.dir_ready, state.summary_written) {
+        // A run that failed after RUN_DIR was prepared (I/O error, ...) still says so in
+        // summary.json. Every error here is already agreed across ranks, so this
+        // collective write is reached by all of them. Best effort: keep the first error.
+        let text = || {
+            let s = serde_json::json!({
+                "status": "failed",
+                "message": e.to_string(),
+                "case": case.name,
+                "model": case.model,
+                "ranks": comm.size(),
+                "restart_from": opts.restart.as_ref().map(|p| p.display().to_string()),
+                "format_version": output::FORMAT_VERSION,
+            });
+            serde_json::to_string_pretty(&s).expect("json serialises").into_bytes()
+        };
+        let _ = output::write_on_rank0(comm, &case.output_dir.join("summary.json"), text);
+    }
+    res
+}
+
+/// How far [`run_inner`] got, for the failure summary.
+#[derive(Default)]
+struct RunState {
+    /// RUN_DIR exists and holds this run's files.
+    dir_ready: bool,
+    /// summary.json was written by the run itself.
+    summary_written: bool,
+}
+
+fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunState) -> Result<RunSummary> {
     let start = Instant::now();
     let layout = layout_for(case, comm.size())?;
     let dir = case.output_dir.clone();
@@ -215,6 +253,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         output::check_existing_output(comm, &layout, &h5_path)?;
     }
     prepare_run_dir(comm, case, opts)?;
+    state.dir_ready = true;
     output::write_on_rank0(comm, &dir.join("case.toml"), || case.resolved.as_bytes().to_vec())?;
 
     // output.h5: new, or (restart in place) rebuilt from the snapshots up to the restart
@@ -442,6 +481,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
         serde_json::to_string_pretty(&summary).expect("json serialises").into_bytes()
     };
     output::write_on_rank0(comm, &dir.join("summary.json"), summary_text)?;
+    state.summary_written = true;
     if status == "stopped" {
         let ck = last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         return Err(RunError::Failed(format!("stopped by a signal at step {step} (t={t:.6e}); continue with --restart {ck}")));
