@@ -142,6 +142,16 @@ impl Monitor {
         let res = if comm.rank() == 0 {
             (|| -> std::io::Result<_> {
                 let mut kept = String::new();
+                let header = columns.join(",");
+                if let (Some(last), Ok(old)) = (keep_through, std::fs::read_to_string(path)) {
+                    if old.lines().next() != Some(header.as_str()) {
+                        // The restarted run records other columns (e.g. other norms):
+                        // keep the old file whole beside the new one, never mix them.
+                        let aside = path.with_file_name(format!("monitor.before_step_{last:08}.csv"));
+                        std::fs::rename(path, &aside)?;
+                        eprintln!("note: monitor columns changed; the earlier rows are kept in {}", aside.display());
+                    }
+                }
                 if let (Some(last), Ok(old)) = (keep_through, std::fs::read_to_string(path)) {
                     for (i, line) in old.lines().enumerate() {
                         let step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
@@ -152,7 +162,7 @@ impl Monitor {
                     }
                 }
                 if kept.is_empty() {
-                    kept = columns.join(",") + "\n";
+                    kept = header + "\n";
                 }
                 write_atomic(path, kept.as_bytes())?;
                 let f = std::fs::OpenOptions::new().append(true).open(path)?;
