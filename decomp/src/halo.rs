@@ -95,14 +95,23 @@ impl HaloPlan {
     /// `tag_base` separates plans whose exchanges are in flight at the same time
     /// (use multiples of 32).
     pub fn new(layout: &BlockLayout, rank: usize, ghost: usize, stencil: Stencil, tag_base: i32) -> Result<Self> {
+        Self::with_width(layout, rank, ghost, ghost, stencil, tag_base)
+    }
+
+    /// A plan that fills only the innermost `width` ghost layers of fields with `ghost`
+    /// layers (`width <= ghost`): multigrid levels keep a wider ghost ring for transfers
+    /// but smooth with a width-1 exchange.
+    pub fn with_width(layout: &BlockLayout, rank: usize, ghost: usize, width: usize, stencil: Stencil, tag_base: i32) -> Result<Self> {
+        assert!(width <= ghost, "halo width {width} exceeds the ghost width {ghost}");
         let dims = layout.grid.dims;
         let block = layout.blocks[rank];
         let n = block.shape();
         let g = [ghost, ghost, if dims == 3 { ghost } else { 0 }];
+        let w = [width, width, if dims == 3 { width } else { 0 }];
         for a in 0..dims {
-            if n[a] < ghost {
+            if n[a] < width {
                 return Err(Error::Layout(format!(
-                    "rank {rank} holds {} cells along {} but the ghost width is {ghost}; use fewer ranks",
+                    "rank {rank} holds {} cells along {} but the ghost width is {width}; use fewer ranks",
                     n[a],
                     ["x", "y", "z"][a]
                 )));
@@ -126,8 +135,8 @@ impl HaloPlan {
                     for a in 0..3 {
                         let (s, r) = match d[a] {
                             0 => ((g[a], g[a] + n[a]), (g[a], g[a] + n[a])),
-                            1 => ((n[a], n[a] + g[a]), (g[a] + n[a], n[a] + 2 * g[a])),
-                            _ => ((g[a], 2 * g[a]), (0, g[a])),
+                            1 => ((g[a] + n[a] - w[a], g[a] + n[a]), (g[a] + n[a], g[a] + n[a] + w[a])),
+                            _ => ((g[a], g[a] + w[a]), (g[a] - w[a], g[a])),
                         };
                         send.lo[a] = s.0;
                         send.hi[a] = s.1;
@@ -292,13 +301,24 @@ pub mod selfcheck {
     /// that mirror a neighbour's cell (or its periodic image) hold that value, the rest
     /// keep the sentinel. Returns the number of ghost values checked on this rank.
     pub fn check_exchange(comm: &dyn Comm, layout: &BlockLayout, ghost: usize, stencil: Stencil) -> std::result::Result<usize, String> {
+        check_exchange_width(comm, layout, ghost, ghost, stencil)
+    }
+
+    /// [`check_exchange`] for a plan that fills only `width` of the `ghost` layers.
+    pub fn check_exchange_width(
+        comm: &dyn Comm,
+        layout: &BlockLayout,
+        ghost: usize,
+        width: usize,
+        stencil: Stencil,
+    ) -> std::result::Result<usize, String> {
         let rank = comm.rank();
         let grid = &layout.grid;
         let dims = grid.dims;
         let mut f = Field::zeros(layout.blocks[rank], dims, ghost);
         f.data.fill(-1.0);
         f.fill_with(tag_value);
-        let mut plan = HaloPlan::new(layout, rank, ghost, stencil, 0).map_err(|e| e.to_string())?;
+        let mut plan = HaloPlan::with_width(layout, rank, ghost, width, stencil, 0).map_err(|e| e.to_string())?;
         // Exchange twice with the same plan: the plan must be reusable.
         for _ in 0..2 {
             plan.begin(comm, &f);
@@ -315,8 +335,10 @@ pub mod selfcheck {
                     // Offset direction of this storage cell relative to the interior.
                     let mut d = [0i32; 3];
                     let mut global = [0i64; 3];
+                    let mut within = true;
                     for a in 0..3 {
                         let l = local[a] as i64 - g[a] as i64;
+                        within &= l >= -(width as i64) && l < (n[a] + width) as i64;
                         d[a] = if l < 0 {
                             -1
                         } else if l >= n[a] as i64 {
@@ -331,7 +353,7 @@ pub mod selfcheck {
                         continue;
                     }
                     let v = f.data[[k, j, i]];
-                    let filled = layout.neighbour(rank, d).is_some() && (stencil == Stencil::Box || nonzero == 1);
+                    let filled = within && layout.neighbour(rank, d).is_some() && (stencil == Stencil::Box || nonzero == 1);
                     let expect = if filled {
                         let mut w = [0usize; 3];
                         for a in 0..3 {
@@ -427,6 +449,11 @@ pub mod selfcheck {
                     total += check_exchange(comm, l, ghost, st)
                         .map_err(|e| format!("{:?} procs {:?} ghost {ghost} {st:?}: {e}", &l.grid.cells[..l.grid.dims], l.procs))?;
                 }
+            }
+            // Width-1 exchanges of fields with two ghost layers (multigrid levels).
+            for st in [Stencil::Star, Stencil::Box] {
+                total += check_exchange_width(comm, l, 2, 1, st)
+                    .map_err(|e| format!("{:?} procs {:?} ghost 2 width 1 {st:?}: {e}", &l.grid.cells[..l.grid.dims], l.procs))?;
             }
         }
         Ok(total)

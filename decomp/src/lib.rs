@@ -3,7 +3,8 @@
 //! Structured grids and index boxes ([`grid`]), the Cartesian block layout
 //! ([`layout`]), fields with ghost layers ([`field`]), the [`Comm`] trait with
 //! its MPI, in-process thread and serial backends ([`comm`]), halo exchange
-//! ([`halo`]) and partitioned parallel-HDF5 field I/O ([`io`]).
+//! ([`halo`]), partitioned parallel-HDF5 field I/O ([`io`]) and reproducible
+//! (bit-identical for any rank count) global sums and dot products ([`reduce`]).
 //!
 //! Only this crate talks to MPI and HDF5; physics code sees [`Comm`].
 
@@ -14,6 +15,7 @@ pub mod grid;
 pub mod halo;
 pub mod io;
 pub mod layout;
+pub mod reduce;
 
 pub use comm::{Comm, ReduceOp};
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@ pub mod case;
 pub mod error;
 pub mod expr;
 pub mod heat;
+pub mod linsolve;
 pub mod output;
 pub mod run;
 

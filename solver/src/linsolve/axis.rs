@@ -1,0 +1,317 @@
+//! One axis of a (possibly non-uniform) tensor-product grid level, and the 1D
+//! operator and grid-transfer weights derived from it.
+//!
+//! Multigrid coarsens cell-centred grids by merging global cell pairs (2c, 2c+1);
+//! an odd count leaves the last coarse cell with a single child, so coarse levels
+//! of e.g. 1025 cells have non-uniform widths. Everything below is written for
+//! arbitrary widths, and depends only on the global grid, never on the
+//! decomposition: every rank count builds the same hierarchy.
+
+/// Homogeneous boundary condition of the linear operator on one face.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BcKind {
+    /// Value zero on the face.
+    Dirichlet,
+    /// Normal derivative zero.
+    Neumann,
+    /// Periodic axis (both faces).
+    Periodic,
+}
+
+impl BcKind {
+    /// Ghost value as a multiple of the boundary cell's value (mirror image).
+    pub fn mirror(self) -> f64 {
+        match self {
+            BcKind::Dirichlet => -1.0,
+            BcKind::Neumann | BcKind::Periodic => 1.0,
+        }
+    }
+}
+
+/// Global geometry of one axis on one level.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axis {
+    /// Cell widths, one per global cell.
+    pub widths: Vec<f64>,
+    /// Face positions, `widths.len() + 1` of them.
+    pub edges: Vec<f64>,
+    /// Condition on the lower and upper face.
+    pub bc: [BcKind; 2],
+}
+
+/// 1D operator coefficients of one cell: off-diagonal weights towards the lower and
+/// upper neighbour (zero across a physical boundary) and the diagonal contributions
+/// of both faces (a Dirichlet face counts twice, a Neumann face not at all).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Coef1 {
+    /// Off-diagonal weight of the lower neighbour.
+    pub ow: f64,
+    /// Off-diagonal weight of the upper neighbour.
+    pub oe: f64,
+    /// Diagonal contribution of the lower face.
+    pub dw: f64,
+    /// Diagonal contribution of the upper face.
+    pub de: f64,
+}
+
+impl Axis {
+    /// `n` equal cells over `[lo, hi]`.
+    pub fn uniform(n: usize, lo: f64, hi: f64, bc: [BcKind; 2]) -> Axis {
+        let h = (hi - lo) / n as f64;
+        let mut edges: Vec<f64> = (0..=n).map(|i| lo + i as f64 * h).collect();
+        edges[n] = hi;
+        Axis { widths: vec![h; n], edges, bc }
+    }
+
+    /// Number of cells.
+    pub fn n(&self) -> usize {
+        self.widths.len()
+    }
+
+    /// True for a periodic axis.
+    pub fn periodic(&self) -> bool {
+        self.bc[0] == BcKind::Periodic
+    }
+
+    /// Whether pairs can still be merged (at least 2 cells, and a periodic axis keeps 2).
+    pub fn can_coarsen(&self) -> bool {
+        if self.periodic() {
+            self.n() >= 4
+        } else {
+            self.n() >= 2
+        }
+    }
+
+    /// The coarse axis: global pairs (2c, 2c+1) merged, the last cell alone if `n` is odd.
+    pub fn coarsen(&self) -> Axis {
+        let nc = self.n().div_ceil(2);
+        let mut edges = Vec::with_capacity(nc + 1);
+        for c in 0..nc {
+            edges.push(self.edges[2 * c]);
+        }
+        edges.push(self.edges[self.n()]);
+        let widths = (0..nc).map(|c| edges[c + 1] - edges[c]).collect();
+        Axis { widths, edges, bc: self.bc }
+    }
+
+    /// Centre of cell `i`, for `i` in `-1..=n`: the ghost beyond a physical face is
+    /// the mirror image of the boundary cell; beyond a periodic face it is the image
+    /// of the cell on the other side.
+    pub fn centre(&self, i: isize) -> f64 {
+        let n = self.n() as isize;
+        if i < 0 {
+            if self.periodic() {
+                self.edges[0] - 0.5 * self.widths[(n - 1) as usize]
+            } else {
+                2.0 * self.edges[0] - self.centre(0)
+            }
+        } else if i >= n {
+            if self.periodic() {
+                self.edges[n as usize] + 0.5 * self.widths[0]
+            } else {
+                2.0 * self.edges[n as usize] - self.centre(n - 1)
+            }
+        } else {
+            0.5 * (self.edges[i as usize] + self.edges[i as usize + 1])
+        }
+    }
+
+    /// Operator coefficients of global cell `i` for `-d²/dx²` in finite-volume form,
+    /// divided by the cell width: `(u_i - u_nb) / (w_i · |x_i - x_nb|)` per face.
+    pub fn coef(&self, i: usize) -> Coef1 {
+        let n = self.n();
+        let w = self.widths[i];
+        let x = self.centre(i as isize);
+        let cw = 1.0 / (w * (x - self.centre(i as isize - 1)));
+        let ce = 1.0 / (w * (self.centre(i as isize + 1) - x));
+        let mut c = Coef1 { ow: cw, oe: ce, dw: cw, de: ce };
+        if i == 0 && !self.periodic() {
+            c.ow = 0.0;
+            c.dw = cw * (1.0 - self.bc[0].mirror());
+        }
+        if i + 1 == n && !self.periodic() {
+            c.oe = 0.0;
+            c.de = ce * (1.0 - self.bc[1].mirror());
+        }
+        c
+    }
+
+    /// Linear interpolation of fine cell `f` (of `self`) from the coarse axis `coarse`:
+    /// two (coarse index in `-1..=nc`, weight) pairs. Ghost indices stand for the
+    /// mirror (physical face) or periodic image.
+    pub fn interp(&self, coarse: &Axis, f: usize) -> [(isize, f64); 2] {
+        let c = (f / 2) as isize;
+        let xf = self.centre(f as isize);
+        let xc = coarse.centre(c);
+        let tol = 1e-12 * coarse.widths[c as usize];
+        if (xf - xc).abs() <= tol {
+            return [(c, 1.0), (c, 0.0)];
+        }
+        let nb = if xf < xc { c - 1 } else { c + 1 };
+        let xn = coarse.centre(nb);
+        let w = (xn - xf) / (xn - xc);
+        [(c, w), (nb, 1.0 - w)]
+    }
+
+    /// Global coarse index `i` (possibly a ghost, `-1` or `nc`) folded onto the coarse
+    /// cell whose value it stands for, with the mirror factor of a physical face.
+    pub fn fold(&self, i: isize) -> (isize, f64) {
+        let n = self.n() as isize;
+        if i < 0 {
+            if self.periodic() {
+                (n - 1, 1.0)
+            } else {
+                (0, self.bc[0].mirror())
+            }
+        } else if i >= n {
+            if self.periodic() {
+                (0, 1.0)
+            } else {
+                (n - 1, self.bc[1].mirror())
+            }
+        } else {
+            (i, 1.0)
+        }
+    }
+
+    /// Restriction weights onto coarse cell `c`: the transpose of [`Axis::interp`]
+    /// (ghosts folded onto the cells they mirror), scaled by fine/coarse widths so
+    /// that `R = V_c⁻¹ Pᵀ V_f`. Fine indices are global and unwrapped: `-1` or `n`
+    /// name the fine ghost beyond a periodic face. Zero weights are dropped.
+    pub fn restrict_weights(&self, coarse: &Axis, c: usize) -> Vec<(isize, f64)> {
+        let n = self.n() as isize;
+        let mut out = Vec::with_capacity(4);
+        for f in 2 * c as isize - 2..=2 * c as isize + 3 {
+            // The fine cell this position stands for (periodic image) and whether it exists.
+            let wrapped = if self.periodic() { f.rem_euclid(n) } else { f };
+            if wrapped < 0 || wrapped >= n || (!self.periodic() && f != wrapped) {
+                continue;
+            }
+            if self.periodic() && (f < -1 || f > n) {
+                continue;
+            }
+            let mut w = 0.0;
+            for (ci, wi) in coarse_of(self, coarse, wrapped as usize, f) {
+                // Periodic: compare unwrapped positions, so each fine cell counts once
+                // (at the image adjacent to `c`). Physical faces: ghosts fold onto the
+                // boundary cell with the mirror factor.
+                let (cf, s) = if self.periodic() { (ci, 1.0) } else { coarse.fold(ci) };
+                if cf == c as isize {
+                    w += s * wi;
+                }
+            }
+            if w != 0.0 {
+                out.push((f, w * self.widths[wrapped as usize] / coarse.widths[c]));
+            }
+        }
+        out
+    }
+}
+
+/// Interpolation pairs of the fine cell at unwrapped position `f` (image of cell
+/// `wrapped`): across a periodic face the coarse indices shift with the image.
+fn coarse_of(fine: &Axis, coarse: &Axis, wrapped: usize, f: isize) -> [(isize, f64); 2] {
+    let mut p = fine.interp(coarse, wrapped);
+    if f != wrapped as isize {
+        // An image one period away: its coarse partners move by one coarse period.
+        let shift = if f < 0 { -(coarse.n() as isize) } else { coarse.n() as isize };
+        for e in &mut p {
+            e.0 += shift;
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prolong(fine: &Axis, coarse: &Axis, uc: &[f64]) -> Vec<f64> {
+        (0..fine.n())
+            .map(|f| {
+                fine.interp(coarse, f)
+                    .iter()
+                    .map(|&(c, w)| {
+                        let (cf, s) = coarse.fold(c);
+                        w * s * uc[cf as usize]
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn coarsening_keeps_the_domain_and_pairs_cells() {
+        let a = Axis::uniform(9, 0.0, 1.0, [BcKind::Dirichlet; 2]);
+        let c = a.coarsen();
+        assert_eq!(c.n(), 5);
+        assert_eq!(c.edges[0], 0.0);
+        assert_eq!(c.edges[5], 1.0);
+        assert!((c.widths[4] - 1.0 / 9.0).abs() < 1e-15);
+        assert!((c.widths[0] - 2.0 / 9.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn interpolation_is_exact_for_linear_functions_inside() {
+        for n in [8usize, 9, 17] {
+            let a = Axis::uniform(n, 0.0, 2.0, [BcKind::Neumann; 2]);
+            let c = a.coarsen();
+            let uc: Vec<f64> = (0..c.n()).map(|i| 3.0 * c.centre(i as isize) + 1.0).collect();
+            let uf = prolong(&a, &c, &uc);
+            for f in 1..n - 1 {
+                let x = a.centre(f as isize);
+                assert!((uf[f] - (3.0 * x + 1.0)).abs() < 1e-12, "n={n} f={f}");
+            }
+        }
+    }
+
+    #[test]
+    fn restriction_is_the_scaled_transpose_of_interpolation() {
+        for bc in [[BcKind::Dirichlet; 2], [BcKind::Neumann, BcKind::Dirichlet], [BcKind::Periodic; 2]] {
+            for n in [8usize, 9, 12, 13] {
+                let a = Axis::uniform(n, 0.0, 1.0, bc);
+                let a = if n == 13 { a.coarsen() } else { a }; // non-uniform fine axis too
+                let c = a.coarsen();
+                // <R r, e>_{V_c} == <r, P e>_{V_f} for unit vectors.
+                for ce in 0..c.n() {
+                    let mut e = vec![0.0; c.n()];
+                    e[ce] = 1.0;
+                    let pe = prolong(&a, &c, &e);
+                    for fr in 0..a.n() {
+                        let rhs = a.widths[fr] * pe[fr];
+                        let lhs: f64 = a
+                            .restrict_weights(&c, ce)
+                            .iter()
+                            .filter(|(f, _)| (if a.periodic() { f.rem_euclid(a.n() as isize) } else { *f }) == fr as isize)
+                            .map(|(_, w)| w * c.widths[ce])
+                            .sum();
+                        assert!((lhs - rhs).abs() < 1e-14, "bc {bc:?} n {n} coarse {ce} fine {fr}: {lhs} vs {rhs}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn restriction_of_a_constant_is_the_constant_inside() {
+        let a = Axis::uniform(16, 0.0, 1.0, [BcKind::Periodic; 2]);
+        let c = a.coarsen();
+        for ce in 0..c.n() {
+            let s: f64 = a.restrict_weights(&c, ce).iter().map(|(_, w)| w).sum();
+            assert!((s - 1.0).abs() < 1e-14);
+        }
+    }
+
+    #[test]
+    fn operator_rows_match_the_standard_stencil_on_uniform_grids() {
+        let a = Axis::uniform(4, 0.0, 1.0, [BcKind::Dirichlet, BcKind::Neumann]);
+        let h2 = 1.0 / 16.0;
+        let c0 = a.coef(0);
+        assert_eq!(c0.ow, 0.0);
+        assert!((c0.dw * h2 - 2.0).abs() < 1e-12 && (c0.oe * h2 - 1.0).abs() < 1e-12);
+        let c3 = a.coef(3);
+        assert_eq!((c3.oe, c3.de), (0.0, 0.0));
+        let c1 = a.coef(1);
+        assert!((c1.ow * h2 - 1.0).abs() < 1e-12 && (c1.dw + c1.de) * h2 - 2.0 < 1e-12);
+    }
+}

@@ -1,0 +1,410 @@
+//! Krylov methods on the decomposed grid: preconditioned CG, single-reduction
+//! (Chronopoulos–Gear) CG, BiCGStab, and multigrid as a stand-alone iteration.
+//!
+//! Vectors are fields of the finest level's shape; every operation touches interior
+//! cells only. Several dot products are fused into one reduction where the method
+//! allows, and in reproducible mode every reduction is exact then rounded once, so
+//! iterates are bit-identical on any number of ranks.
+use super::level::Slot;
+use super::mg::Multigrid;
+use super::options::{Method, Precond, SolverOptions};
+use super::report::{Reason, SolveReport};
+use decomp::reduce::{exact_allreduce, ExactSum};
+use decomp::{Comm, Field, ReduceOp};
+use std::time::Instant;
+
+/// Visits the interior rows of `f`'s shape: `g(row range in storage)`.
+#[inline]
+fn rows(f: &Field, mut g: impl FnMut(std::ops::Range<usize>)) {
+    let n = f.shape();
+    for k in 0..n[2] {
+        for j in 0..n[1] {
+            let c = f.idx(0, j, k);
+            g(c..c + n[0]);
+        }
+    }
+}
+
+/// Dot products over interior cells, reduced over ranks in one call.
+pub struct Dots<'c> {
+    comm: &'c dyn Comm,
+    reproducible: bool,
+    /// Reductions done so far.
+    pub count: u64,
+}
+
+impl<'c> Dots<'c> {
+    /// A reducer on `comm`.
+    pub fn new(comm: &'c dyn Comm, reproducible: bool) -> Self {
+        Dots { comm, reproducible, count: 0 }
+    }
+
+    /// `pairs[i].0 · pairs[i].1` for every pair, globally.
+    pub fn dots(&mut self, pairs: &[(&Field, &Field)]) -> Vec<f64> {
+        self.count += 1;
+        if self.reproducible {
+            let mut acc: Vec<ExactSum> = pairs.iter().map(|_| ExactSum::new()).collect();
+            for ((a, b), s) in pairs.iter().zip(acc.iter_mut()) {
+                let (x, y) = (a.as_slice(), b.as_slice());
+                rows(a, |r| s.add_products(&x[r.clone()], &y[r]));
+            }
+            exact_allreduce(self.comm, &mut acc);
+            return acc.iter().map(ExactSum::to_f64).collect();
+        }
+        let mut v: Vec<f64> = pairs
+            .iter()
+            .map(|(a, b)| {
+                let (x, y) = (a.as_slice(), b.as_slice());
+                let mut s = [0.0; 4];
+                rows(a, |r| {
+                    let (xs, ys) = (&x[r.clone()], &y[r]);
+                    let mut cx = xs.chunks_exact(4);
+                    let mut cy = ys.chunks_exact(4);
+                    for (p, q) in (&mut cx).zip(&mut cy) {
+                        for l in 0..4 {
+                            s[l] += p[l] * q[l];
+                        }
+                    }
+                    for (p, q) in cx.remainder().iter().zip(cy.remainder()) {
+                        s[0] += p * q;
+                    }
+                });
+                (s[0] + s[1]) + (s[2] + s[3])
+            })
+            .collect();
+        self.comm.allreduce_f64(&mut v, ReduceOp::Sum);
+        v
+    }
+
+    /// Global sum of interior values of `a`.
+    pub fn sum(&mut self, a: &Field) -> f64 {
+        self.count += 1;
+        let x = a.as_slice();
+        if self.reproducible {
+            let mut s = [ExactSum::new()];
+            rows(a, |r| s[0].add_slice(&x[r]));
+            exact_allreduce(self.comm, &mut s);
+            return s[0].to_f64();
+        }
+        let mut s = 0.0;
+        rows(a, |r| s += x[r].iter().sum::<f64>());
+        self.comm.sum(s)
+    }
+}
+
+/// `y = a·x + b·y` on interior cells.
+fn axpby(a: f64, x: &Field, b: f64, y: &mut Field) {
+    let xs = x.as_slice();
+    let n = y.shape();
+    for k in 0..n[2] {
+        for j in 0..n[1] {
+            let c = y.idx(0, j, k);
+            let (src, dst) = (&xs[c..c + n[0]], &mut y.as_slice_mut()[c..c + n[0]]);
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = a * s + b * *d;
+            }
+        }
+    }
+}
+
+/// `y = x` on interior cells (any ghost widths).
+fn copy(x: &Field, y: &mut Field) {
+    if x.padded_shape() == y.padded_shape() {
+        axpby(1.0, x, 0.0, y);
+    } else {
+        y.interior_mut().assign(&x.interior());
+    }
+}
+
+/// A linear solver for one operator on one layout: the multigrid hierarchy (whose
+/// finest level is the operator) and the Krylov work vectors.
+pub struct LinearSolver {
+    /// The hierarchy; `levels[0]` is the operator being solved.
+    pub mg: Multigrid,
+    /// Options.
+    pub opts: SolverOptions,
+    work: Vec<Field>,
+}
+
+impl LinearSolver {
+    /// A solver over `mg` with `opts`.
+    pub fn new(mg: Multigrid, opts: SolverOptions) -> Self {
+        let l0 = &mg.levels[0];
+        let work = (0..8).map(|_| Field::zeros(l0.block(), l0.dims, l0.ghost)).collect();
+        LinearSolver { mg, opts, work }
+    }
+
+    /// A zero field of the operator's shape (for right-hand sides and solutions).
+    pub fn new_field(&self) -> Field {
+        let l0 = &self.mg.levels[0];
+        Field::zeros(l0.block(), l0.dims, l0.ghost)
+    }
+
+    /// `dst = A src` (ghosts of `src` exchanged, overlapped with the interior).
+    pub fn apply(&mut self, comm: &dyn Comm, src: &mut Field, dst: &mut Field) {
+        let lv = &mut self.mg.levels[0];
+        std::mem::swap(&mut lv.t, src);
+        std::mem::swap(&mut lv.r, dst);
+        lv.apply_overlapped(comm, Slot::T, Slot::R);
+        std::mem::swap(&mut lv.t, src);
+        std::mem::swap(&mut lv.r, dst);
+    }
+
+    fn precondition(&mut self, comm: &dyn Comm, r: &mut Field, z: &mut Field) {
+        match self.opts.precond {
+            Precond::Mg => self.mg.precondition(comm, r, z),
+            Precond::Jacobi => {
+                let invd = &self.mg.levels[0].invd;
+                let rs = r.as_slice();
+                let n = z.shape();
+                for k in 0..n[2] {
+                    for j in 0..n[1] {
+                        let c = z.idx(0, j, k);
+                        for q in c..c + n[0] {
+                            z.as_slice_mut()[q] = invd[q] * rs[q];
+                        }
+                    }
+                }
+            }
+            Precond::None => copy(r, z),
+        }
+    }
+
+    /// Solves `A x = b` from the initial guess in `x`. `b` is not modified (for singular
+    /// operators its mean is removed from a copy).
+    pub fn solve(&mut self, comm: &dyn Comm, b: &Field, x: &mut Field) -> SolveReport {
+        let t0 = Instant::now();
+        let stats0 = comm.stats();
+        let mut dots = Dots::new(comm, self.opts.reproducible);
+        let mut w = std::mem::take(&mut self.work);
+        let mut rhs = std::mem::replace(&mut w[7], Field::zeros(b.block, self.mg.levels[0].dims, 0));
+        copy(b, &mut rhs);
+        let mut projected = 0.0;
+        if self.mg.singular {
+            projected = self.remove_mean(&mut dots, &mut rhs);
+        }
+        let bnorm = dots.dots(&[(&rhs, &rhs)])[0].sqrt();
+        let mut report = match self.opts.method {
+            Method::Cg => self.cg(comm, &mut dots, &rhs, x, &mut w, bnorm),
+            Method::Cg1 => self.cg1(comm, &mut dots, &rhs, x, &mut w, bnorm),
+            Method::BiCgStab => self.bicgstab(comm, &mut dots, &rhs, x, &mut w, bnorm),
+            Method::Mg => self.mg_iterate(comm, &mut dots, &rhs, x, &mut w, bnorm),
+        };
+        if self.mg.singular {
+            self.remove_mean(&mut dots, x);
+        }
+        w[7] = rhs;
+        self.work = w;
+        report.rhs_norm = bnorm;
+        report.projected_mean = projected;
+        report.reductions = dots.count;
+        let s = comm.stats();
+        report.messages = s.messages - stats0.messages;
+        report.bytes = s.bytes - stats0.bytes;
+        report.seconds = t0.elapsed().as_secs_f64();
+        report
+    }
+
+    /// Removes the volume-weighted mean (the null space of a singular operator);
+    /// returns the mean removed.
+    fn remove_mean(&self, dots: &mut Dots, f: &mut Field) -> f64 {
+        let total = dots.sum(f);
+        let cells = self.mg.levels[0].global_cells() as f64;
+        let mean = total / cells;
+        let n = f.shape();
+        for k in 0..n[2] {
+            for j in 0..n[1] {
+                let c = f.idx(0, j, k);
+                for v in &mut f.as_slice_mut()[c..c + n[0]] {
+                    *v -= mean;
+                }
+            }
+        }
+        mean
+    }
+
+    fn target(&self, bnorm: f64) -> f64 {
+        (self.opts.rtol * bnorm).max(self.opts.atol)
+    }
+
+    /// `r = b - A x`.
+    fn residual(&mut self, comm: &dyn Comm, b: &Field, x: &mut Field, r: &mut Field) {
+        self.apply(comm, x, r);
+        axpby(1.0, b, -1.0, r);
+    }
+
+    fn finish(&self, mut rep: SolveReport, rnorm: f64, bnorm: f64, it: usize) -> SolveReport {
+        rep.iterations = it;
+        rep.final_residual = rnorm;
+        if !rnorm.is_finite() {
+            rep.reason = Reason::DivergedNan;
+        } else if rnorm <= self.opts.atol {
+            rep.reason = Reason::ConvergedAtol;
+        } else if rnorm <= self.opts.rtol * bnorm {
+            rep.reason = Reason::ConvergedRtol;
+        } else if rep.reason == Reason::Running {
+            rep.reason = Reason::MaxIterations;
+        }
+        rep
+    }
+
+    fn cg(&mut self, comm: &dyn Comm, dots: &mut Dots, b: &Field, x: &mut Field, w: &mut [Field], bnorm: f64) -> SolveReport {
+        let [r, z, p, q, ..] = w else { unreachable!() };
+        let mut rep = SolveReport::new("cg", self.opts.precond);
+        self.residual(comm, b, x, r);
+        let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
+        rep.push(rnorm, bnorm);
+        let target = self.target(bnorm);
+        if rnorm <= target || !rnorm.is_finite() {
+            return self.finish(rep, rnorm, bnorm, 0);
+        }
+        self.precondition(comm, r, z);
+        copy(z, p);
+        let mut rz = dots.dots(&[(r, z)])[0];
+        for it in 1..=self.opts.max_iterations {
+            self.apply(comm, p, q);
+            let pq = dots.dots(&[(p, q)])[0];
+            if pq <= 0.0 || !pq.is_finite() {
+                rep.reason = if pq.is_finite() { Reason::Indefinite } else { Reason::DivergedNan };
+                return self.finish(rep, rnorm, bnorm, it - 1);
+            }
+            let alpha = rz / pq;
+            axpby(alpha, p, 1.0, x);
+            axpby(-alpha, q, 1.0, r);
+            rnorm = dots.dots(&[(r, r)])[0].sqrt();
+            rep.push(rnorm, bnorm);
+            if rnorm <= target || !rnorm.is_finite() {
+                return self.finish(rep, rnorm, bnorm, it);
+            }
+            self.precondition(comm, r, z);
+            let rz_new = dots.dots(&[(r, z)])[0];
+            axpby(1.0, z, rz_new / rz, p);
+            rz = rz_new;
+        }
+        let n = self.opts.max_iterations;
+        self.finish(rep, rnorm, bnorm, n)
+    }
+
+    /// Chronopoulos–Gear CG: `γ = (r, u)`, `δ = (A u, u)` and `‖r‖²` in one reduction.
+    fn cg1(&mut self, comm: &dyn Comm, dots: &mut Dots, b: &Field, x: &mut Field, w: &mut [Field], bnorm: f64) -> SolveReport {
+        let [r, u, p, s, wv, ..] = w else { unreachable!() };
+        let mut rep = SolveReport::new("cg1", self.opts.precond);
+        let target = self.target(bnorm);
+        self.residual(comm, b, x, r);
+        self.precondition(comm, r, u);
+        self.apply(comm, u, wv);
+        let d = dots.dots(&[(r, u), (wv, u), (r, r)]);
+        let (mut gamma, delta, mut rnorm) = (d[0], d[1], d[2].sqrt());
+        rep.push(rnorm, bnorm);
+        if rnorm <= target || !rnorm.is_finite() {
+            return self.finish(rep, rnorm, bnorm, 0);
+        }
+        let mut alpha = gamma / delta;
+        copy(u, p);
+        copy(wv, s);
+        for it in 1..=self.opts.max_iterations {
+            axpby(alpha, p, 1.0, x);
+            axpby(-alpha, s, 1.0, r);
+            self.precondition(comm, r, u);
+            self.apply(comm, u, wv);
+            let d = dots.dots(&[(r, u), (wv, u), (r, r)]);
+            let (g_new, delta) = (d[0], d[1]);
+            rnorm = d[2].sqrt();
+            rep.push(rnorm, bnorm);
+            if rnorm <= target || !rnorm.is_finite() {
+                return self.finish(rep, rnorm, bnorm, it);
+            }
+            let beta = g_new / gamma;
+            let denom = delta - beta * g_new / alpha;
+            if denom <= 0.0 || !denom.is_finite() {
+                rep.reason = Reason::Indefinite;
+                return self.finish(rep, rnorm, bnorm, it);
+            }
+            alpha = g_new / denom;
+            gamma = g_new;
+            axpby(1.0, u, beta, p);
+            axpby(1.0, wv, beta, s);
+        }
+        let n = self.opts.max_iterations;
+        self.finish(rep, rnorm, bnorm, n)
+    }
+
+    /// Right-preconditioned BiCGStab.
+    fn bicgstab(&mut self, comm: &dyn Comm, dots: &mut Dots, b: &Field, x: &mut Field, w: &mut [Field], bnorm: f64) -> SolveReport {
+        let [r, rhat, p, v, ph, sh, t, ..] = w else { unreachable!() };
+        let mut rep = SolveReport::new("bicgstab", self.opts.precond);
+        let target = self.target(bnorm);
+        self.residual(comm, b, x, r);
+        let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
+        rep.push(rnorm, bnorm);
+        if rnorm <= target || !rnorm.is_finite() {
+            return self.finish(rep, rnorm, bnorm, 0);
+        }
+        copy(r, rhat);
+        let (mut rho, mut alpha, mut omega) = (1.0, 1.0, 1.0);
+        p.data.fill(0.0);
+        v.data.fill(0.0);
+        for it in 1..=self.opts.max_iterations {
+            let rho_new = dots.dots(&[(rhat, r)])[0];
+            if rho_new == 0.0 || !rho_new.is_finite() {
+                rep.reason = Reason::Breakdown;
+                return self.finish(rep, rnorm, bnorm, it - 1);
+            }
+            let beta = (rho_new / rho) * (alpha / omega);
+            // p = r + β (p - ω v)
+            axpby(-omega, v, 1.0, p);
+            axpby(1.0, r, beta, p);
+            self.precondition(comm, p, ph);
+            self.apply(comm, ph, v);
+            alpha = rho_new / dots.dots(&[(rhat, v)])[0];
+            // s = r - α v, kept in r.
+            axpby(-alpha, v, 1.0, r);
+            axpby(alpha, ph, 1.0, x);
+            let snorm = dots.dots(&[(r, r)])[0].sqrt();
+            if snorm <= target || !snorm.is_finite() {
+                rep.push(snorm, bnorm);
+                return self.finish(rep, snorm, bnorm, it);
+            }
+            self.precondition(comm, r, sh);
+            self.apply(comm, sh, t);
+            let d = dots.dots(&[(t, r), (t, t)]);
+            omega = d[0] / d[1];
+            axpby(omega, sh, 1.0, x);
+            axpby(-omega, t, 1.0, r);
+            rnorm = dots.dots(&[(r, r)])[0].sqrt();
+            rep.push(rnorm, bnorm);
+            if rnorm <= target || !rnorm.is_finite() {
+                return self.finish(rep, rnorm, bnorm, it);
+            }
+            if omega == 0.0 {
+                rep.reason = Reason::Breakdown;
+                return self.finish(rep, rnorm, bnorm, it);
+            }
+            rho = rho_new;
+        }
+        let n = self.opts.max_iterations;
+        self.finish(rep, rnorm, bnorm, n)
+    }
+
+    /// Multigrid cycles alone: `x += M (b - A x)`.
+    fn mg_iterate(&mut self, comm: &dyn Comm, dots: &mut Dots, b: &Field, x: &mut Field, w: &mut [Field], bnorm: f64) -> SolveReport {
+        let [r, z, ..] = w else { unreachable!() };
+        let mut rep = SolveReport::new("mg", self.opts.precond);
+        let target = self.target(bnorm);
+        self.residual(comm, b, x, r);
+        let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
+        rep.push(rnorm, bnorm);
+        for it in 1..=self.opts.max_iterations {
+            if rnorm <= target || !rnorm.is_finite() {
+                return self.finish(rep, rnorm, bnorm, it - 1);
+            }
+            self.mg.precondition(comm, r, z);
+            axpby(1.0, z, 1.0, x);
+            self.residual(comm, b, x, r);
+            rnorm = dots.dots(&[(r, r)])[0].sqrt();
+            rep.push(rnorm, bnorm);
+        }
+        let n = self.opts.max_iterations;
+        self.finish(rep, rnorm, bnorm, n)
+    }
+}

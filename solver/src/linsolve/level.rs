@@ -1,0 +1,538 @@
+//! One level of the multigrid hierarchy: its block of a (possibly non-uniform)
+//! tensor-product grid, the matrix-free operator `A u = α u - ∇·(k ∇u)` (the
+//! diffusion part scaled by β), smoothers and the grid transfers to the next level.
+//!
+//! Homogeneous physical boundary conditions are folded into the 1D coefficients
+//! (no ghost fill is ever needed for them); ghosts are only filled by halo exchange
+//! across rank boundaries and periodic faces.
+use super::axis::{Axis, BcKind};
+use decomp::{BlockLayout, Comm, Field, Grid, HaloPlan, IndexBox, Stencil};
+
+/// 1D operator coefficients of the local cells of one axis, β folded in.
+#[derive(Clone, Debug, Default)]
+struct Coefs {
+    ow: Vec<f64>,
+    oe: Vec<f64>,
+    dw: Vec<f64>,
+    de: Vec<f64>,
+    /// `dw + de`.
+    dg: Vec<f64>,
+}
+
+/// A sub-box of local cells `[lo, hi)` per axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// First local cell per axis.
+    pub lo: [usize; 3],
+    /// One past the last per axis.
+    pub hi: [usize; 3],
+}
+
+/// Which field of a level an operation reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The unknown (solution or correction).
+    U,
+    /// The right-hand side.
+    F,
+    /// The residual.
+    R,
+    /// Scratch.
+    T,
+}
+
+/// One multigrid level on one rank.
+pub struct Level {
+    /// 2 or 3.
+    pub dims: usize,
+    /// Global geometry per axis (z is one Neumann cell in 2D).
+    pub axes: [Axis; 3],
+    /// The block layout of this level (one block when replicated).
+    pub layout: BlockLayout,
+    /// This rank's index in `layout`.
+    pub rank: usize,
+    /// Every rank holds the whole level (coarse levels agglomerated).
+    pub replicated: bool,
+    /// Ghost width of the level's fields (2 when restriction reads two layers).
+    pub ghost: usize,
+    /// Mass coefficient α.
+    pub alpha: f64,
+    coefs: [Coefs; 3],
+    /// Face coefficients (β-free): `kf[a][c]` on the lower face along `a` of padded cell `c`.
+    kf: Option<[Vec<f64>; 3]>,
+    /// Inverse diagonal over padded storage.
+    pub invd: Vec<f64>,
+    /// Unknown.
+    pub u: Field,
+    /// Right-hand side.
+    pub f: Field,
+    /// Residual.
+    pub r: Field,
+    /// Scratch (Chebyshev direction).
+    pub t: Field,
+    star: HaloPlan,
+    box1: HaloPlan,
+    boxg: HaloPlan,
+    /// Largest eigenvalue bound of D⁻¹A (Gershgorin), for Chebyshev.
+    pub lambda_max: f64,
+}
+
+/// Face coefficient between cells of widths `wl`, `wr` and coefficients `kl`, `kr`
+/// in the form `k_f (u_r - u_l) / d` with `d` the centre distance: harmonic in the
+/// resistances `w / 2k`.
+#[inline]
+pub fn face_coefficient(wl: f64, kl: f64, wr: f64, kr: f64) -> f64 {
+    (wl + wr) / (wl / kl + wr / kr)
+}
+
+impl Level {
+    /// A level over `axes` split by `layout` (`rank`'s block), with mass term `alpha`,
+    /// diffusion scale `beta` and optional cell coefficients `kc` (this block, ghosts
+    /// filled by the caller, physical-face ghosts mirroring the boundary cell).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dims: usize,
+        axes: [Axis; 3],
+        layout: BlockLayout,
+        rank: usize,
+        replicated: bool,
+        ghost: usize,
+        alpha: f64,
+        beta: f64,
+        kc: Option<&Field>,
+        tag: i32,
+    ) -> decomp::Result<Level> {
+        let block = layout.blocks[rank];
+        let mk = || Field::zeros(block, dims, ghost);
+        let (u, f, r, t) = (mk(), mk(), mk(), mk());
+        let mut coefs: [Coefs; 3] = Default::default();
+        for a in 0..3 {
+            let c = &mut coefs[a];
+            for gi in block.lo[a]..block.hi[a] {
+                let c1 = if a < dims { axes[a].coef(gi) } else { Default::default() };
+                c.ow.push(beta * c1.ow);
+                c.oe.push(beta * c1.oe);
+                c.dw.push(beta * c1.dw);
+                c.de.push(beta * c1.de);
+                c.dg.push(beta * (c1.dw + c1.de));
+            }
+        }
+        let kf = kc.map(|kc| {
+            let p = u.padded_shape();
+            let s = u.strides();
+            let g = u.ghost;
+            let n = block.shape();
+            let mut kf: [Vec<f64>; 3] = [vec![0.0; u.as_slice().len()], vec![0.0; u.as_slice().len()], vec![0.0; u.as_slice().len()]];
+            let kcs = kc.as_slice();
+            assert_eq!(kc.padded_shape(), p, "coefficient field must match the level's storage");
+            for (a, kfa) in kf.iter_mut().enumerate().take(dims) {
+                // Lower faces of cells 0..=n along a (the last is the upper face of n-1),
+                // over the interior range of the other axes.
+                for k in 0..n[2] + usize::from(a == 2) {
+                    for j in 0..n[1] + usize::from(a == 1) {
+                        for i in 0..n[0] + usize::from(a == 0) {
+                            let l = [i, j, k];
+                            let c = (k + g[2]) * s[2] + (j + g[1]) * s[1] + i + g[0];
+                            let gl = block.lo[a] as isize + l[a] as isize;
+                            let wr = width_ext(&axes[a], gl);
+                            let wl = width_ext(&axes[a], gl - 1);
+                            kfa[c] = face_coefficient(wl, kcs[c - s[a]], wr, kcs[c]);
+                        }
+                    }
+                }
+            }
+            let _ = p;
+            kf
+        });
+        let star = HaloPlan::with_width(&layout, rank, ghost, 1, Stencil::Star, tag)?;
+        let box1 = HaloPlan::with_width(&layout, rank, ghost, 1, Stencil::Box, tag + 32)?;
+        let boxg = HaloPlan::with_width(&layout, rank, ghost, ghost, Stencil::Box, tag + 64)?;
+        let mut lv = Level {
+            dims,
+            axes,
+            layout,
+            rank,
+            replicated,
+            ghost,
+            alpha,
+            coefs,
+            kf,
+            invd: vec![0.0; u.as_slice().len()],
+            u,
+            f,
+            r,
+            t,
+            star,
+            box1,
+            boxg,
+            lambda_max: 2.0,
+        };
+        lv.compute_diagonal();
+        Ok(lv)
+    }
+
+    /// This rank's block.
+    pub fn block(&self) -> IndexBox {
+        self.u.block
+    }
+
+    /// Local extent.
+    pub fn shape(&self) -> [usize; 3] {
+        self.u.shape()
+    }
+
+    /// All local cells.
+    pub fn all(&self) -> Span {
+        Span { lo: [0; 3], hi: self.shape() }
+    }
+
+    /// Number of cells on every rank together.
+    pub fn global_cells(&self) -> usize {
+        self.axes.iter().take(self.dims).map(|a| a.n()).product()
+    }
+
+    /// Cell volume of local cell `(i, j, k)`.
+    pub fn volume(&self, i: usize, j: usize, k: usize) -> f64 {
+        let b = self.block();
+        let l = [i, j, k];
+        (0..self.dims).map(|a| self.axes[a].widths[b.lo[a] + l[a]]).product()
+    }
+
+    /// The grid this level discretises (cells and bounds; widths may be non-uniform).
+    pub fn grid(&self) -> &Grid {
+        &self.layout.grid
+    }
+
+    fn compute_diagonal(&mut self) {
+        let n = self.shape();
+        let mut lmax: f64 = 0.0;
+        for k in 0..n[2] {
+            for j in 0..n[1] {
+                for i in 0..n[0] {
+                    let c = self.u.idx(i, j, k);
+                    let (d, off) = self.diag_offsum(c, [i, j, k]);
+                    self.invd[c] = 1.0 / d;
+                    lmax = lmax.max(1.0 + off / d);
+                }
+            }
+        }
+        self.lambda_max = lmax;
+    }
+
+    /// Diagonal and sum of |off-diagonals| of the row of cell `c` (local `l`).
+    fn diag_offsum(&self, c: usize, l: [usize; 3]) -> (f64, f64) {
+        let s = self.u.strides();
+        let mut d = self.alpha;
+        let mut off = 0.0;
+        for a in 0..self.dims {
+            let cf = &self.coefs[a];
+            let (kw, ke) = match &self.kf {
+                Some(kf) => (kf[a][c], kf[a][c + s[a]]),
+                None => (1.0, 1.0),
+            };
+            d += cf.dw[l[a]] * kw + cf.de[l[a]] * ke;
+            off += cf.ow[l[a]] * kw + cf.oe[l[a]] * ke;
+        }
+        (d, off)
+    }
+
+    /// Fills `slot`'s ghosts across rank boundaries and periodic faces (width 1, faces only).
+    pub fn exchange(&mut self, comm: &dyn Comm, slot: Slot) {
+        let (plan, field) = match slot {
+            Slot::U => (&mut self.star, &mut self.u),
+            Slot::F => (&mut self.star, &mut self.f),
+            Slot::R => (&mut self.star, &mut self.r),
+            Slot::T => (&mut self.star, &mut self.t),
+        };
+        plan.exchange(comm, field);
+    }
+
+    /// Starts a face exchange of `slot` (finish with [`Level::finish_exchange`]).
+    pub fn begin_exchange(&mut self, comm: &dyn Comm, slot: Slot) {
+        let field = match slot {
+            Slot::U => &self.u,
+            Slot::F => &self.f,
+            Slot::R => &self.r,
+            Slot::T => &self.t,
+        };
+        self.star.begin(comm, field);
+    }
+
+    /// Completes the exchange started by [`Level::begin_exchange`].
+    pub fn finish_exchange(&mut self, comm: &dyn Comm, slot: Slot) {
+        let field = match slot {
+            Slot::U => &mut self.u,
+            Slot::F => &mut self.f,
+            Slot::R => &mut self.r,
+            Slot::T => &mut self.t,
+        };
+        self.star.finish(comm, field);
+    }
+
+    /// Fills every ghost layer of the residual, corners included (restriction reads them).
+    pub fn exchange_residual_full(&mut self, comm: &dyn Comm) {
+        self.boxg.exchange(comm, &mut self.r);
+    }
+
+    /// Fills the first ghost layer of `u`, corners included (prolongation reads them).
+    pub fn exchange_u_box(&mut self, comm: &dyn Comm) {
+        self.box1.exchange(comm, &mut self.u);
+    }
+
+    /// `out = A·src` (or `out = rhs - A·src` when `residual`) on `span`, reading
+    /// `src`'s ghosts as they are.
+    pub fn apply_span(&self, src: &[f64], rhs: Option<&[f64]>, out: &mut [f64], span: Span) {
+        match (self.dims == 3, self.kf.is_some()) {
+            (false, false) => self.apply_kernel::<false, false>(src, rhs, out, span),
+            (false, true) => self.apply_kernel::<false, true>(src, rhs, out, span),
+            (true, false) => self.apply_kernel::<true, false>(src, rhs, out, span),
+            (true, true) => self.apply_kernel::<true, true>(src, rhs, out, span),
+        }
+    }
+
+    #[inline(always)]
+    fn apply_kernel<const D3: bool, const VAR: bool>(&self, u: &[f64], rhs: Option<&[f64]>, out: &mut [f64], span: Span) {
+        let s = self.u.strides();
+        let (cx, cy, cz) = (&self.coefs[0], &self.coefs[1], &self.coefs[2]);
+        let (lo, hi) = (span.lo[0], span.hi[0]);
+        if hi <= lo {
+            return;
+        }
+        let nrow = hi - lo;
+        let empty: [f64; 0] = [];
+        for k in span.lo[2]..span.hi[2] {
+            for j in span.lo[1]..span.hi[1] {
+                let c0 = self.u.idx(lo, j, k);
+                let um = &u[c0 - 1..c0 + nrow + 1];
+                let us = &u[c0 - s[1]..c0 - s[1] + nrow];
+                let un = &u[c0 + s[1]..c0 + s[1] + nrow];
+                let (ub, ut) =
+                    if D3 { (&u[c0 - s[2]..c0 - s[2] + nrow], &u[c0 + s[2]..c0 + s[2] + nrow]) } else { (&empty[..], &empty[..]) };
+                let (owx, oex, dwx, dex, dgx) = (&cx.ow[lo..hi], &cx.oe[lo..hi], &cx.dw[lo..hi], &cx.de[lo..hi], &cx.dg[lo..hi]);
+                let (owy, oey, dwy, dey) = (cy.ow[j], cy.oe[j], cy.dw[j], cy.de[j]);
+                let (owz, oez, dwz, dez) = if D3 { (cz.ow[k], cz.oe[k], cz.dw[k], cz.de[k]) } else { (0.0, 0.0, 0.0, 0.0) };
+                let dyz = self.alpha + if VAR { 0.0 } else { cy.dg[j] + if D3 { cz.dg[k] } else { 0.0 } };
+                let row = &mut out[c0..c0 + nrow];
+                let rr = rhs.map(|r| &r[c0..c0 + nrow]);
+                if VAR {
+                    let kf = self.kf.as_ref().expect("variable coefficients");
+                    let kx = &kf[0][c0..c0 + nrow + 1];
+                    let kys = &kf[1][c0..c0 + nrow];
+                    let kyn = &kf[1][c0 + s[1]..c0 + s[1] + nrow];
+                    let (kzb, kzt) =
+                        if D3 { (&kf[2][c0..c0 + nrow], &kf[2][c0 + s[2]..c0 + s[2] + nrow]) } else { (&empty[..], &empty[..]) };
+                    for i in 0..nrow {
+                        let mut d = dyz + dwx[i] * kx[i] + dex[i] * kx[i + 1] + dwy * kys[i] + dey * kyn[i];
+                        let mut o = owx[i] * kx[i] * um[i] + oex[i] * kx[i + 1] * um[i + 2] + owy * kys[i] * us[i] + oey * kyn[i] * un[i];
+                        if D3 {
+                            d += dwz * kzb[i] + dez * kzt[i];
+                            o += owz * kzb[i] * ub[i] + oez * kzt[i] * ut[i];
+                        }
+                        let au = d * um[i + 1] - o;
+                        row[i] = match rr {
+                            Some(r) => r[i] - au,
+                            None => au,
+                        };
+                    }
+                } else {
+                    let _ = (dwy, dey, dwz, dez, dwx, dex);
+                    for i in 0..nrow {
+                        let mut o = owx[i] * um[i] + oex[i] * um[i + 2] + owy * us[i] + oey * un[i];
+                        if D3 {
+                            o += owz * ub[i] + oez * ut[i];
+                        }
+                        let au = (dyz + dgx[i]) * um[i + 1] - o;
+                        row[i] = match rr {
+                            Some(r) => r[i] - au,
+                            None => au,
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// One Gauss–Seidel half sweep over the cells of colour `colour` (parity of the
+    /// global `i + j + k`): `u ← D⁻¹ (f + off-diagonal part · u)`. Needs `u`'s ghosts.
+    pub fn gs_colour(&mut self, colour: usize) {
+        match (self.dims == 3, self.kf.is_some()) {
+            (false, false) => self.gs_kernel::<false, false>(colour),
+            (false, true) => self.gs_kernel::<false, true>(colour),
+            (true, false) => self.gs_kernel::<true, false>(colour),
+            (true, true) => self.gs_kernel::<true, true>(colour),
+        }
+    }
+
+    #[inline(always)]
+    fn gs_kernel<const D3: bool, const VAR: bool>(&mut self, colour: usize) {
+        let s = self.u.strides();
+        let n = self.shape();
+        let b = self.block();
+        let (cx, cy, cz) = (&self.coefs[0], &self.coefs[1], &self.coefs[2]);
+        let f = self.f.data.as_slice().expect("contiguous");
+        let invd = &self.invd[..];
+        let kf = self.kf.as_ref();
+        let (g, p) = (self.u.ghost, self.u.padded_shape());
+        let u = self.u.data.as_slice_mut().expect("contiguous");
+        for k in 0..n[2] {
+            for j in 0..n[1] {
+                // First local i whose global i + j + k has parity `colour`.
+                let start = (colour + b.lo[0] + b.lo[1] + j + b.lo[2] + k) & 1;
+                let c0 = ((k + g[2]) * p[1] + j + g[1]) * p[0] + g[0];
+                let (owy, oey) = (cy.ow[j], cy.oe[j]);
+                let (owz, oez) = if D3 { (cz.ow[k], cz.oe[k]) } else { (0.0, 0.0) };
+                let mut i = start;
+                while i < n[0] {
+                    let c = c0 + i;
+                    let o = if VAR {
+                        let kf = kf.expect("variable coefficients");
+                        let mut o = cx.ow[i] * kf[0][c] * u[c - 1]
+                            + cx.oe[i] * kf[0][c + 1] * u[c + 1]
+                            + owy * kf[1][c] * u[c - s[1]]
+                            + oey * kf[1][c + s[1]] * u[c + s[1]];
+                        if D3 {
+                            o += owz * kf[2][c] * u[c - s[2]] + oez * kf[2][c + s[2]] * u[c + s[2]];
+                        }
+                        o
+                    } else {
+                        let mut o = cx.ow[i] * u[c - 1] + cx.oe[i] * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
+                        if D3 {
+                            o += owz * u[c - s[2]] + oez * u[c + s[2]];
+                        }
+                        o
+                    };
+                    u[c] = (f[c] + o) * invd[c];
+                    i += 2;
+                }
+            }
+        }
+    }
+
+    /// `r = f - A u` on every local cell (ghosts of `u` exchanged here).
+    pub fn residual(&mut self, comm: &dyn Comm) {
+        self.exchange(comm, Slot::U);
+        let span = self.all();
+        let u = self.u.data.as_slice().expect("contiguous");
+        let f = self.f.data.as_slice().expect("contiguous");
+        let mut r = std::mem::take(&mut self.r.data);
+        self.apply_span(u, Some(f), r.as_slice_mut().expect("contiguous"), span);
+        self.r.data = r;
+    }
+
+    /// `dst = A src` with the halo exchange of `src` overlapped with the interior.
+    pub fn apply_overlapped(&mut self, comm: &dyn Comm, src: Slot, dst: Slot) {
+        assert_ne!(src, dst);
+        self.begin_exchange(comm, src);
+        let n = self.shape();
+        let (inner, shell) = split_spans(n, self.dims);
+        let mut out = std::mem::take(&mut self.slot_mut(dst).data);
+        {
+            let srcs = self.slot(src).data.as_slice().expect("contiguous");
+            self.apply_span(srcs, None, out.as_slice_mut().expect("contiguous"), inner);
+        }
+        self.finish_exchange(comm, src);
+        {
+            let srcs = self.slot(src).data.as_slice().expect("contiguous");
+            for sp in shell {
+                self.apply_span(srcs, None, out.as_slice_mut().expect("contiguous"), sp);
+            }
+        }
+        self.slot_mut(dst).data = out;
+    }
+
+    /// The field in `slot`.
+    pub fn slot(&self, slot: Slot) -> &Field {
+        match slot {
+            Slot::U => &self.u,
+            Slot::F => &self.f,
+            Slot::R => &self.r,
+            Slot::T => &self.t,
+        }
+    }
+
+    /// The field in `slot`, mutable.
+    pub fn slot_mut(&mut self, slot: Slot) -> &mut Field {
+        match slot {
+            Slot::U => &mut self.u,
+            Slot::F => &mut self.f,
+            Slot::R => &mut self.r,
+            Slot::T => &mut self.t,
+        }
+    }
+
+    /// Symmetric red-black Gauss–Seidel: `sweeps` sweeps, red then black (`forward`)
+    /// or black then red (the adjoint, for post-smoothing). `zero_start` skips the
+    /// first exchange when `u` is known to be zero (ghosts included).
+    pub fn smooth_rbgs(&mut self, comm: &dyn Comm, sweeps: usize, forward: bool, zero_start: bool) {
+        for s in 0..sweeps {
+            for half in 0..2 {
+                let colour = if forward { half } else { 1 - half };
+                if !(zero_start && s == 0 && half == 0) {
+                    self.exchange(comm, Slot::U);
+                }
+                self.gs_colour(colour);
+            }
+        }
+    }
+
+    /// Chebyshev smoothing of degree `degree` with Jacobi scaling, on the interval
+    /// `[lambda_max / ratio, lambda_max]` of D⁻¹A's spectrum.
+    pub fn smooth_chebyshev(&mut self, comm: &dyn Comm, degree: usize, ratio: f64) {
+        let b = self.lambda_max * 1.05;
+        let a = b / ratio;
+        let theta = 0.5 * (b + a);
+        let delta = 0.5 * (b - a);
+        let sigma = theta / delta;
+        let mut rho = 1.0 / sigma;
+        for it in 0..degree {
+            self.residual(comm);
+            let n = self.shape();
+            let (u, r, t, invd) = (
+                self.u.data.as_slice_mut().expect("contiguous"),
+                self.r.data.as_slice().expect("contiguous"),
+                self.t.data.as_slice_mut().expect("contiguous"),
+                &self.invd,
+            );
+            let rho_new = if it == 0 { rho } else { 1.0 / (2.0 * sigma - rho) };
+            for k in 0..n[2] {
+                for j in 0..n[1] {
+                    let c0 = self.f.idx(0, j, k);
+                    for c in c0..c0 + n[0] {
+                        let z = invd[c] * r[c];
+                        t[c] = if it == 0 { z / theta } else { rho_new * rho * t[c] + 2.0 * rho_new / delta * z };
+                        u[c] += t[c];
+                    }
+                }
+            }
+            rho = rho_new;
+        }
+    }
+}
+
+/// Width of global cell `i` of `axis`, for `i` in `-1..=n` (ghosts mirror or wrap).
+fn width_ext(axis: &Axis, i: isize) -> f64 {
+    let n = axis.n() as isize;
+    let w = &axis.widths;
+    if i < 0 {
+        if axis.bc[0] == BcKind::Periodic {
+            w[(n - 1) as usize]
+        } else {
+            w[0]
+        }
+    } else if i >= n {
+        if axis.bc[1] == BcKind::Periodic {
+            w[0]
+        } else {
+            w[(n - 1) as usize]
+        }
+    } else {
+        w[i as usize]
+    }
+}
+
+/// Splits a block of extent `n` into the cells whose stencil reads no ghost and the
+/// shell around them (disjoint, covering every cell once).
+pub fn split_spans(n: [usize; 3], dims: usize) -> (Span, Vec<Span>) {
+    let (inner, shell) = crate::heat::split_regions(n, dims);
+    (Span { lo: inner.lo, hi: inner.hi }, shell.into_iter().map(|r| Span { lo: r.lo, hi: r.hi }).collect())
+}

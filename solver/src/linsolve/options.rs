@@ -1,0 +1,118 @@
+//! Options of the linear solvers (`[numerics.<solver>]` in a case file).
+
+/// Multigrid cycle shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cycle {
+    /// One coarse visit per level.
+    V,
+    /// Two coarse visits per level.
+    W,
+    /// An F cycle followed by a V cycle on each coarse level.
+    F,
+}
+
+/// Multigrid smoother.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Smoother {
+    /// Red-black Gauss–Seidel (symmetric: red-black before, black-red after).
+    Rbgs,
+    /// Chebyshev polynomial in the Jacobi-scaled operator.
+    Chebyshev,
+}
+
+/// Multigrid options.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MgOptions {
+    /// Cycle shape.
+    pub cycle: Cycle,
+    /// Smoothing sweeps before the coarse-grid correction.
+    pub pre_smooth: usize,
+    /// Smoothing sweeps after it.
+    pub post_smooth: usize,
+    /// Smoother.
+    pub smoother: Smoother,
+    /// Chebyshev: the interval is `[λmax / ratio, λmax]`.
+    pub chebyshev_ratio: f64,
+    /// Coarsen until at most this many cells remain; that level is solved directly.
+    pub coarse_max: usize,
+    /// Gather a level on every rank once it has at most this many cells.
+    pub agglomerate_below: usize,
+    /// At most this many levels.
+    pub max_levels: usize,
+}
+
+impl Default for MgOptions {
+    fn default() -> Self {
+        MgOptions {
+            cycle: Cycle::V,
+            pre_smooth: 2,
+            post_smooth: 2,
+            smoother: Smoother::Rbgs,
+            chebyshev_ratio: 4.0,
+            coarse_max: 256,
+            agglomerate_below: 4096,
+            max_levels: 30,
+        }
+    }
+}
+
+/// Krylov method (or multigrid alone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Preconditioned conjugate gradients (three reductions per iteration).
+    Cg,
+    /// Chronopoulos–Gear CG: one fused reduction per iteration.
+    Cg1,
+    /// Preconditioned BiCGStab, for non-symmetric operators.
+    BiCgStab,
+    /// Multigrid cycles alone (Richardson iteration with the cycle).
+    Mg,
+}
+
+/// Preconditioner of a Krylov method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precond {
+    /// One multigrid cycle.
+    Mg,
+    /// Diagonal scaling.
+    Jacobi,
+    /// None.
+    None,
+}
+
+/// Everything a linear solve needs to know.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SolverOptions {
+    /// Krylov method.
+    pub method: Method,
+    /// Preconditioner.
+    pub precond: Precond,
+    /// Stop when ‖r‖₂ ≤ rtol · ‖b‖₂ (unpreconditioned residual).
+    pub rtol: f64,
+    /// Or when ‖r‖₂ ≤ atol.
+    pub atol: f64,
+    /// Give up after this many iterations.
+    pub max_iterations: usize,
+    /// Dot products and norms exact then rounded once: iterates do not depend on the
+    /// rank count.
+    pub reproducible: bool,
+    /// Treat non-convergence as a failed run instead of a reported result.
+    pub error_if_not_converged: bool,
+    /// Multigrid options (preconditioner or solver).
+    pub mg: MgOptions,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        SolverOptions {
+            method: Method::Cg,
+            precond: Precond::Mg,
+            rtol: 1e-8,
+            atol: 0.0,
+            max_iterations: 200,
+            reproducible: false,
+            error_if_not_converged: false,
+            mg: MgOptions::default(),
+        }
+    }
+}

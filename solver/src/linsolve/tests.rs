@@ -1,0 +1,110 @@
+//! Solver tests on in-process ranks (`ThreadComm`).
+use super::*;
+use decomp::comm::{SerialComm, ThreadComm};
+use decomp::{BlockLayout, Comm, Field, Grid};
+use std::f64::consts::PI;
+
+/// -∇²u = f on the unit square/cube with u = Π sin(π x_a) (Dirichlet), or
+/// u = Π cos(2π x_a) (periodic / Neumann: zero mean, zero normal derivative).
+pub(crate) fn manufactured(comm: &dyn Comm, cells: &[usize], bc: BcKind, opts: SolverOptions) -> (SolveReport, f64, Field) {
+    let dims = cells.len();
+    let periodic = vec![bc == BcKind::Periodic; dims];
+    let grid = Grid::new(cells, &vec![0.0; dims], &vec![1.0; dims], &periodic);
+    let layout = BlockLayout::auto(&grid, comm.size(), 2).unwrap();
+    let spec = OperatorSpec { alpha: 0.0, beta: 1.0, coefficient: None, bc: [[bc; 2]; 3] };
+    let mg = Multigrid::new(comm, &layout, &spec, opts.mg).unwrap();
+    let mut solver = LinearSolver::new(mg, opts);
+    let mut b = solver.new_field();
+    let mut x = solver.new_field();
+    let exact = |i: usize, j: usize, k: usize| {
+        let c = [grid.centre(0, i), grid.centre(1, j), grid.centre(2, k)];
+        (0..dims).map(|a| if bc == BcKind::Dirichlet { (PI * c[a]).sin() } else { (2.0 * PI * c[a]).cos() }).product::<f64>()
+    };
+    let lam = if bc == BcKind::Dirichlet { PI * PI } else { 4.0 * PI * PI };
+    b.fill_with(|i, j, k| dims as f64 * lam * exact(i, j, k));
+    let rep = solver.solve(comm, &b, &mut x);
+    let lo = x.block.lo;
+    let mut err: f64 = 0.0;
+    for ((k, j, i), v) in x.interior().indexed_iter() {
+        err = err.max((v - exact(lo[0] + i, lo[1] + j, lo[2] + k)).abs());
+    }
+    (rep, comm.max(err), x)
+}
+
+#[test]
+fn mg_pcg_solves_2d_dirichlet_in_few_iterations() {
+    let c = SerialComm::new();
+    let (rep, err, _) = manufactured(&c, &[64, 64], BcKind::Dirichlet, SolverOptions::default());
+    println!("{rep:?} err {err}");
+    assert!(rep.reason.converged(), "{rep:?}");
+    assert!(rep.iterations <= 12, "{}", rep.iterations);
+    assert!(err < 1e-3);
+}
+
+fn run_ranks(n: usize, cells: &[usize], bc: BcKind, opts: SolverOptions) -> Vec<(SolveReport, f64, Vec<f64>, decomp::IndexBox)> {
+    let cells = cells.to_vec();
+    ThreadComm::run(n, move |c| {
+        let (r, e, x) = manufactured(c, &cells, bc, opts);
+        (r, e, x.interior().iter().copied().collect(), x.block)
+    })
+}
+
+/// Every method on every boundary type, 2D and 3D, odd and even sizes, on 1..4
+/// ranks: converged, the same iteration count on every rank count, and solutions
+/// within 1e-12 (relative) of the 1-rank solution.
+#[test]
+fn every_method_converges_alike_on_1_to_4_ranks() {
+    for (cells, bc) in [
+        (vec![65, 65], BcKind::Dirichlet),
+        (vec![64, 64], BcKind::Periodic),
+        (vec![33, 17], BcKind::Neumann),
+        (vec![17, 17, 17], BcKind::Dirichlet),
+        (vec![16, 16, 16], BcKind::Periodic),
+    ] {
+        for method in [Method::Cg, Method::Cg1, Method::BiCgStab, Method::Mg] {
+            let opts = SolverOptions { method, ..Default::default() };
+            let one = run_ranks(1, &cells, bc, opts);
+            let (r1, _, x1, _) = &one[0];
+            assert!(r1.reason.converged(), "{cells:?} {bc:?} {method:?}: {r1:?}");
+            let limit = if method == Method::Mg { 14 } else { 8 };
+            assert!(r1.iterations <= limit, "{cells:?} {bc:?} {method:?}: {} iterations", r1.iterations);
+            let scale = x1.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for n in 2..=4 {
+                for (r, _, x, b) in run_ranks(n, &cells, bc, opts) {
+                    assert_eq!(r.iterations, r1.iterations, "{cells:?} {bc:?} {method:?} on {n} ranks");
+                    let nb = b.shape();
+                    for (q, v) in x.iter().enumerate() {
+                        let (i, j, k) = (b.lo[0] + q % nb[0], b.lo[1] + (q / nb[0]) % nb[1], b.lo[2] + q / (nb[0] * nb[1]));
+                        let g = (k * cells[1] + j) * cells[0] + i;
+                        assert!((v - x1[g]).abs() <= 1e-12 * scale, "{cells:?} {bc:?} {method:?} {n} ranks cell {i},{j},{k}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reproducible mode: the same bits on every rank count, with blocks that split
+/// coarse-cell pairs (129 = 43 + 43 + 43) and distributed coarse levels.
+#[test]
+fn reproducible_mode_is_bit_identical_on_1_to_4_ranks() {
+    for (cells, bc) in [(vec![129, 129], BcKind::Dirichlet), (vec![130, 66], BcKind::Periodic), (vec![33, 33, 33], BcKind::Neumann)] {
+        for method in [Method::Cg, Method::Cg1] {
+            let opts = SolverOptions { method, reproducible: true, ..Default::default() };
+            let one = run_ranks(1, &cells, bc, opts);
+            let (r1, _, x1, _) = &one[0];
+            assert!(r1.reason.converged(), "{r1:?}");
+            for n in 2..=4 {
+                for (r, _, x, b) in run_ranks(n, &cells, bc, opts) {
+                    assert_eq!(r.history, r1.history, "{cells:?} {bc:?} {method:?} on {n} ranks: residual histories differ");
+                    let nb = b.shape();
+                    for (q, v) in x.iter().enumerate() {
+                        let (i, j, k) = (b.lo[0] + q % nb[0], b.lo[1] + (q / nb[0]) % nb[1], b.lo[2] + q / (nb[0] * nb[1]));
+                        let g = (k * cells[1] + j) * cells[0] + i;
+                        assert_eq!(v.to_bits(), x1[g].to_bits(), "{cells:?} {bc:?} {n} ranks cell {i},{j},{k}");
+                    }
+                }
+            }
+        }
+    }
+}
