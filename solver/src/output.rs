@@ -230,7 +230,7 @@ pub fn write_checkpoint(
     let tmp = path.with_extension("h5.tmp");
     let h5 = H5File::create(comm, &tmp)?;
     write_header(&h5, comm, case, layout, "checkpoint")?;
-    write_snapshot(&h5, comm, layout, step, time, &[("temperature", u)])?;
+    write_snapshot(&h5, comm, layout, step, time, &[(crate::case::model_fields(&case.model)[0], u)])?;
     h5.create_group(comm, "state")?;
     h5.set_attr_u64(comm, "/state", "step", &[step])?;
     h5.set_attr_f64(comm, "/state", "time", &[time])?;

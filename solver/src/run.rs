@@ -69,7 +69,7 @@ pub fn layout_for(case: &Case, nranks: usize) -> Result<BlockLayout> {
 /// Prepares RUN_DIR on rank 0: checks the parent exists, refuses to clobber an existing
 /// run unless asked, checks it is writable. Agreed across ranks. When the directory
 /// comes from the case's `[output] dir` (not `--out`), errors point at that line.
-fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()> {
+pub(crate) fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()> {
     let dir = case.output_dir.as_path();
     let res: Result<(), (String, String)> = if comm.rank() == 0 {
         (|| {
@@ -149,7 +149,7 @@ fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<()
 /// Refuses (exit 2) a run whose fields cannot fit in this node's available memory,
 /// instead of aborting in the allocator. Counts the model's fields on this rank's
 /// padded block times the ranks sharing the node. Agreed across ranks.
-fn check_memory(comm: &dyn Comm, case: &Case, layout: &BlockLayout) -> Result<()> {
+pub(crate) fn check_memory(comm: &dyn Comm, case: &Case, layout: &BlockLayout) -> Result<()> {
     let b = layout.blocks[comm.rank()].shape();
     let padded: u128 = (0..3).map(|a| if a < layout.grid.dims { b[a] as u128 + 2 } else { 1 }).product();
     let fields = 2 + u128::from(case.source.as_constant() != Some(0.0));
@@ -201,7 +201,11 @@ impl Progress {
 /// run returns an error after writing summary.json with its status.
 pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary> {
     let mut state = RunState::default();
-    let res = run_inner(comm, case, opts, &mut state);
+    let res = if case.model == "poisson" {
+        crate::poisson::run_inner(comm, case, opts, &mut state)
+    } else {
+        run_inner(comm, case, opts, &mut state)
+    };
     if let (Err(e), true, false) = (&res, state.dir_ready, state.summary_written) {
         // A run that failed after RUN_DIR was prepared (I/O error, ...) still says so in
         // summary.json. Every error here is already agreed across ranks, so this
@@ -225,11 +229,11 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
 
 /// How far [`run_inner`] got, for the failure summary.
 #[derive(Default)]
-struct RunState {
+pub(crate) struct RunState {
     /// RUN_DIR exists and holds this run's files.
-    dir_ready: bool,
+    pub(crate) dir_ready: bool,
     /// summary.json was written by the run itself.
-    summary_written: bool,
+    pub(crate) summary_written: bool,
 }
 
 fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunState) -> Result<RunSummary> {
