@@ -116,10 +116,27 @@ fn check(path: &PathBuf, set: &[String], np: Option<usize>) -> ExitCode {
     let stable = case.stable_dt();
     println!("imbalance     {:.4} (largest block / average)", layout.imbalance());
     println!("halo total    {halo_total} cells per exchange ({:.2}% of the mesh)", 100.0 * halo_total as f64 / g.total_cells() as f64);
-    println!(
-        "stable dt     {stable:.6e} (explicit limit); step used {:.6e}",
-        case.dt.unwrap_or((case.stability_factor * stable).min(case.dt_max.unwrap_or(f64::INFINITY)))
-    );
+    if case.model == "poisson" {
+        let o = &case.solver;
+        println!(
+            "solver        {:?} + {:?} preconditioner; multigrid {:?}({},{}) {:?}; rtol {:e}, atol {:e}, at most {} iterations{}",
+            o.method,
+            o.precond,
+            o.mg.cycle,
+            o.mg.pre_smooth,
+            o.mg.post_smooth,
+            o.mg.smoother,
+            o.rtol,
+            o.atol,
+            o.max_iterations,
+            if o.reproducible { "; reproducible reductions" } else { "" }
+        );
+    } else {
+        println!(
+            "stable dt     {stable:.6e} (explicit limit); step used {:.6e}",
+            case.dt.unwrap_or((case.stability_factor * stable).min(case.dt_max.unwrap_or(f64::INFINITY)))
+        );
+    }
     for a in 0..d {
         println!("boundary {}   lo: {}   hi: {}", ["x", "y", "z"][a], case.describe_bc(a, 0), case.describe_bc(a, 1));
     }

@@ -558,7 +558,7 @@ fn key_help(path: &str) -> Option<&'static str> {
         "numerics.stability_factor" => "stability_factor = 0.9: a number in (0, 1]",
         "numerics.solver.method" => "method = \"cg\": cg, cg1, bicgstab or mg",
         "numerics.solver.preconditioner" => "preconditioner = \"mg\": mg, jacobi or none",
-        "numerics.solver.rtol" | "numerics.solver.atol" => "a positive number (no quotes), e.g. rtol = 1e-8",
+        "numerics.solver.rtol" | "numerics.solver.atol" => "a number in [0, 1) (no quotes), e.g. rtol = 1e-8",
         "numerics.solver.max_iterations" | "numerics.solver.pre_smooth" | "numerics.solver.post_smooth" => "a whole number",
         "numerics.solver.coarse_max" | "numerics.solver.agglomerate_below" => "a whole number of cells",
         "numerics.solver.reproducible" | "numerics.solver.error_if_not_converged" => "true or false (no quotes)",
@@ -1315,7 +1315,32 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                 Some("it solves -div(k grad phi) = source: give k as physics.coefficient (a number or an expression)".into()),
             ));
         }
-        (1.0, Some(expr("physics.coefficient", &raw.physics.coefficient, "1")?))
+        let k = expr("physics.coefficient", &raw.physics.coefficient, "1")?;
+        // Positive everywhere: checked at every cell centre (a strided sample of very
+        // large meshes; the run checks every cell).
+        let stride = ((grid.total_cells() as f64 / 4e6).powf(1.0 / dims as f64).ceil() as usize).max(1);
+        let mut bad = None;
+        'scan: for kk in (0..grid.cells[2]).step_by(stride) {
+            for j in (0..grid.cells[1]).step_by(stride) {
+                for i in (0..grid.cells[0]).step_by(stride) {
+                    let (x, y, z) = (grid.centre(0, i), grid.centre(1, j), grid.centre(2, kk));
+                    let v = k.eval(x, y, z, 0.0);
+                    if !(v > 0.0 && v.is_finite()) {
+                        bad = Some((v, [x, y, z]));
+                        break 'scan;
+                    }
+                }
+            }
+        }
+        if let Some((v, p)) = bad {
+            let at = p[..dims].iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
+            return Err(err(
+                "physics.coefficient",
+                format!("the coefficient must be positive and finite; it is {v} at ({at})"),
+                "k > 0 everywhere in the domain",
+            ));
+        }
+        (1.0, Some(k))
     } else {
         if raw.physics.coefficient.is_some() {
             return Err(map.error_at_key(
@@ -1515,6 +1540,30 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             ));
         }
     }
+    if !poisson && raw.numerics.solver.is_some() {
+        return Err(map.error_at_key(
+            "numerics.solver",
+            "model heat steps explicitly and has no linear solver".into(),
+            Some("remove [numerics.solver]; it configures the solver of model poisson".into()),
+        ));
+    }
+    if poisson {
+        let time_keys = [
+            ("numerics.dt", raw.numerics.dt.is_some()),
+            ("numerics.dt_max", raw.numerics.dt_max.is_some()),
+            ("numerics.stability_factor", raw.numerics.stability_factor.is_some()),
+            ("control.end_time", raw.control.end_time.is_some()),
+            ("control.max_steps", raw.control.max_steps.is_some()),
+            ("control.steady_tolerance", raw.control.steady_tolerance.is_some()),
+        ];
+        if let Some((key, _)) = time_keys.iter().find(|(_, set)| *set) {
+            return Err(map.error_at_key(
+                key,
+                format!("model poisson is steady (one linear solve): `{}` does not apply", key.rsplit('.').next().unwrap_or(key)),
+                Some("remove it; the solve stops on numerics.solver.rtol / atol / max_iterations".into()),
+            ));
+        }
+    }
     let solver = solver_options(&raw.numerics.solver.clone().unwrap_or_default(), &map)?;
 
     // [monitor]
@@ -1626,7 +1675,7 @@ fn solver_options(raw: &RawSolver, map: &SourceMap) -> Result<SolverOptions, Cas
     if o.rtol == 0.0 && o.atol == 0.0 {
         return Err(err(
             "rtol",
-            "rtol and atol are both 0: the solve could never stop early".into(),
+            "rtol and atol are both 0 (atol defaults to 0): the solve could never stop early".into(),
             "set rtol = 1e-8 (or a positive atol)".into(),
         ));
     }
@@ -1656,7 +1705,7 @@ fn solver_options(raw: &RawSolver, map: &SourceMap) -> Result<SolverOptions, Cas
             "at most 4096 (default 256)".into(),
         ));
     }
-    if o.mg.pre_smooth + o.mg.post_smooth == 0 {
+    if o.mg.pre_smooth + o.mg.post_smooth == 0 && (o.precond == Precond::Mg || o.method == Method::Mg) {
         return Err(err(
             "pre_smooth",
             "no smoothing at all: multigrid cannot converge".into(),
@@ -1773,9 +1822,11 @@ fn resolved_toml(c: &Case) -> String {
     }
     t("boundary", faces);
     t("initial", vec![(model_fields(&c.model)[0], s(c.initial.source()))]);
-    let mut num = vec![("stability_factor", V::Float(c.stability_factor))];
+    let mut num = Vec::new();
     if c.model == "poisson" {
         num.push(("solver", V::Table(solver_table(&c.solver))));
+    } else {
+        num.push(("stability_factor", V::Float(c.stability_factor)));
     }
     if let Some(x) = c.dt {
         num.push(("dt", V::Float(x)));
@@ -1794,7 +1845,9 @@ fn resolved_toml(c: &Case) -> String {
     if let Some(x) = c.steady_tolerance {
         ctl.push(("steady_tolerance", V::Float(x)));
     }
-    t("control", ctl);
+    if c.model != "poisson" {
+        t("control", ctl);
+    }
     t(
         "output",
         vec![

@@ -77,7 +77,17 @@ impl PoissonProblem {
         agree(comm, res.map_err(RunError::from), RunError::Usage)?;
 
         let spec = OperatorSpec { alpha: 0.0, beta, coefficient: kfield.as_ref(), bc };
-        let mg = Multigrid::new(comm, layout, &spec, case.solver.mg)?;
+        let mut mg = Multigrid::new(comm, layout, &spec, case.solver.mg)?;
+        // Exact coefficient on the physical faces of the finest level.
+        let face_k = |a: usize, side: usize, l: [usize; 3]| {
+            let g = [block.lo[0] + l[0], block.lo[1] + l[1], block.lo[2] + l[2]];
+            let mut p = centre(g[0], g[1], g[2]);
+            p[a] = if side == 0 { grid.lower[a] } else { grid.upper[a] };
+            kexpr.eval(p[0], p[1], p[2], 0.0)
+        };
+        if kfield.is_some() {
+            mg.levels[0].set_boundary_faces(face_k);
+        }
         let solver = LinearSolver::new(mg, case.solver);
         let mut rhs = solver.new_field();
         rhs.fill_with(|i, j, k| {
@@ -109,7 +119,7 @@ impl PoissonProblem {
                         let mut p = centre(g[0], g[1], g[2]);
                         p[a] = face;
                         let v = e.eval(p[0], p[1], p[2], 0.0);
-                        let kb = kfield.as_ref().map_or(1.0, |k| k.data[[l[2] + k.ghost[2], l[1] + k.ghost[1], l[0] + k.ghost[0]]]);
+                        let kb = if kfield.is_some() { face_k(a, side, l) } else { 1.0 };
                         let add = match &case.boundary[a][side] {
                             Bc::Dirichlet(_) => beta * kb * 2.0 * v / (h[a] * h[a]),
                             _ => beta * kb * v / h[a],

@@ -171,6 +171,40 @@ impl Level {
         Ok(lv)
     }
 
+    /// Replaces the coefficient on this rank's physical boundary faces by
+    /// `k(axis, side, local cell)` (the exact face value, rather than the boundary
+    /// cell's, keeps variable-coefficient problems second order at the boundary).
+    /// Only for variable coefficients; recomputes the diagonal.
+    pub fn set_boundary_faces(&mut self, k: impl Fn(usize, usize, [usize; 3]) -> f64) {
+        let Some(kf) = self.kf.as_mut() else { return };
+        let b = self.u.block;
+        let n = b.shape();
+        let s = self.u.strides();
+        for a in 0..self.dims {
+            if self.axes[a].periodic() {
+                continue;
+            }
+            for side in 0..2 {
+                let at_face = if side == 0 { b.lo[a] == 0 } else { b.hi[a] == self.axes[a].n() };
+                if !at_face {
+                    continue;
+                }
+                let (o1, o2) = [(1, 2), (0, 2), (0, 1)][a];
+                for x2 in 0..n[o2] {
+                    for x1 in 0..n[o1] {
+                        let mut l = [0usize; 3];
+                        l[a] = if side == 0 { 0 } else { n[a] - 1 };
+                        l[o1] = x1;
+                        l[o2] = x2;
+                        let c = self.u.idx(l[0], l[1], l[2]) + if side == 1 { s[a] } else { 0 };
+                        kf[a][c] = k(a, side, l);
+                    }
+                }
+            }
+        }
+        self.compute_diagonal();
+    }
+
     /// This rank's block.
     pub fn block(&self) -> IndexBox {
         self.u.block
