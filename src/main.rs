@@ -278,7 +278,9 @@ fn run_here(case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Optio
     });
     let code = match &res {
         Ok(s) => {
-            if comm.rank() == 0 && !quiet {
+            if comm.rank() == 0 && !quiet && s.model == "poisson" {
+                eprintln!("{}: solved on {} rank(s) in {:.2}s; output in {}", s.status, comm.size(), s.wall_seconds, s.run_dir.display());
+            } else if comm.rank() == 0 && !quiet {
                 eprintln!(
                     "{}: {} steps to t={:.6e} on {} rank(s) in {:.2}s; output in {}",
                     s.status,

@@ -29,6 +29,20 @@ import numpy as np
 KNOWN_MAJOR = 1
 MAX_REPORTED = 60
 
+# The field(s) of each model: the first one is what a checkpoint holds.
+MODEL_FIELDS = {"heat": ["temperature"], "poisson": ["phi"]}
+# linear_solves[].report of a poisson summary.json (docs/FORMAT.md).
+REPORT_KEYS = ["method", "precond", "reason", "iterations", "rhs_norm", "final_residual", "history",
+               "reductions", "messages", "bytes", "seconds", "projected_mean"]
+REASONS = ["converged_rtol", "converged_atol", "max_iterations", "diverged_nan", "indefinite", "breakdown"]
+METHODS = ["cg", "cg1", "bicgstab", "mg"]
+PRECONDS = ["mg", "jacobi", "none"]
+
+
+def model_fields(model):
+    """The fields of `model` (heat's for an unknown model: that is reported elsewhere)."""
+    return MODEL_FIELDS.get(model, MODEL_FIELDS["heat"])
+
 
 class Checker:
     def __init__(self):
@@ -119,10 +133,14 @@ class H5Info:
         self.state = None  # (step, time, dt) for checkpoints
         self.nranks = None
         self.process_grid = None
+        self.model = None
 
 
-def check_h5(c, path, kind, expect_fields=None):
-    """Validates output.h5 (kind 'output') or a checkpoint (kind 'checkpoint')."""
+def check_h5(c, path, kind, expect_fields=None, model_hint=None):
+    """Validates output.h5 (kind 'output') or a checkpoint (kind 'checkpoint').
+
+    The model (which fields, which /state rules) is the file's root `model`
+    attribute, or `model_hint` when that attribute is missing or unreadable."""
     info = H5Info()
     w = path
     try:
@@ -144,6 +162,9 @@ def check_h5(c, path, kind, expect_fields=None):
         k = get_str_attr(c, f, "kind", f"{w}:/")
         c.check(k == kind, f"{w}:/", f"kind is {k!r}, expected {kind!r}")
         model = get_str_attr(c, f, "model", f"{w}:/")
+        if model is not None:
+            c.check(model in MODEL_FIELDS, f"{w}:/", f"model {model!r} is not one of {sorted(MODEL_FIELDS)}")
+        info.model = model if model is not None else model_hint
         dims = get_arr_attr(c, f, "dims", f"{w}:/", "u8", 1)
         if dims is None or int(dims[0]) not in (2, 3):
             c.fail(f"{w}:/", f"dims must be [2] or [3], is {dims}")
@@ -252,7 +273,8 @@ def check_h5(c, path, kind, expect_fields=None):
         if kind == "checkpoint":
             c.check(len(names) == 1, sw, f"a checkpoint holds exactly one snapshot, found {names}")
         if expect_fields is None:
-            expect_fields = ["temperature"] if kind == "checkpoint" else list(case.get("output", {}).get("fields", ["temperature"]))
+            mf = model_fields(info.model)
+            expect_fields = mf[:1] if kind == "checkpoint" else list(case.get("output", {}).get("fields", mf))
         shape_want = tuple(cells[::-1])
         last_time = None
         for name in names:
@@ -316,7 +338,11 @@ def check_h5(c, path, kind, expect_fields=None):
             dt = get_arr_attr(c, s, "dt", stw, "f8", 1)
             if st is not None and tm is not None and dt is not None:
                 info.state = (int(st[0]), float(tm[0]), float(dt[0]))
-                c.check(math.isfinite(info.state[2]) and info.state[2] > 0, stw, f"dt {info.state[2]} must be finite and > 0")
+                if info.model == "poisson":
+                    # A steady solve takes no time step.
+                    c.check(info.state[2] == 0.0, stw, f"dt {info.state[2]} must be 0 (model poisson is steady)")
+                else:
+                    c.check(math.isfinite(info.state[2]) and info.state[2] > 0, stw, f"dt {info.state[2]} must be finite and > 0")
                 if info.snapshots:
                     step, time, _ = info.snapshots[0]
                     c.check(info.state[0] == step, stw, f"step {info.state[0]} differs from the snapshot's {step}")
@@ -446,6 +472,246 @@ def check_xdmf(c, run_dir, out):
     return len(grids)
 
 
+# ----------------------------------------------------------------- poisson
+
+POISSON_SUMMARY_KEYS = ["status", "message", "case", "model", "steps", "final_time", "wall_seconds", "ranks",
+                        "process_grid", "cells", "restart_from", "last_checkpoint", "checkpoints_written",
+                        "snapshots", "linear_solves", "timings", "communication", "format_version"]
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_real(v):
+    """A finite JSON number (an integer-looking one included)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_summary_poisson(c, sp, summary):
+    """The keys and plain values of a poisson summary.json (linear_solves: check_linear_solves)."""
+    missing = [k for k in POISSON_SUMMARY_KEYS if k not in summary]
+    extra = sorted(set(summary) - set(POISSON_SUMMARY_KEYS))
+    c.check(not missing, sp, f"missing key(s) {missing}")
+    c.check(not extra, sp, f"unexpected key(s) {extra} for model poisson (not in format 1.0)")
+    c.check(summary.get("status") == "completed", sp, f"status is {summary.get('status')!r}, expected 'completed' (message: {summary.get('message')!r})")
+    c.check(isinstance(summary.get("message"), str), sp, f"message {summary.get('message')!r} must be a string")
+    c.check(summary.get("restart_from", 0) is None, sp, f"restart_from {summary.get('restart_from')!r} must be null (model poisson does not restart)")
+    c.check(summary.get("checkpoints_written") == 1 and is_int(summary.get("checkpoints_written")), sp, f"checkpoints_written {summary.get('checkpoints_written')!r}, expected 1")
+    ws = summary.get("wall_seconds")
+    c.check(is_real(ws) and ws >= 0, sp, f"wall_seconds {ws!r} must be a number >= 0")
+    tk = summary.get("timings")
+    tkeys = ["setup", "solve", "output", "total"]
+    if c.check(isinstance(tk, dict) and sorted(tk) == sorted(tkeys), sp, f"timings must have exactly {tkeys}, has {sorted(tk) if isinstance(tk, dict) else tk!r}"):
+        for k in tkeys:
+            c.check(is_real(tk[k]) and tk[k] >= 0, sp, f"timings.{k} {tk[k]!r} must be a number >= 0")
+        c.check(tk["total"] == ws, sp, f"timings.total {tk['total']!r} != wall_seconds {ws!r}")
+    ck = summary.get("communication")
+    if c.check(isinstance(ck, dict) and all(k in ck for k in ["messages", "bytes", "reductions"]), sp, "communication must have messages, bytes, reductions"):
+        for k in ["messages", "bytes", "reductions"]:
+            c.check(is_int(ck[k]) and ck[k] >= 0, sp, f"communication.{k} {ck[k]!r} must be a whole number >= 0")
+    c.check(isinstance(summary.get("linear_solves"), list), sp, "linear_solves must be a list")
+
+
+def case_solver(case):
+    return case.get("numerics", {}).get("solver", {})
+
+
+def check_report(c, w, rep, case, mon_row):
+    """One linear_solves[].report against docs/FORMAT.md and the case's [numerics.solver]."""
+    if not c.check(isinstance(rep, dict), w, f"must be an object, is {type(rep).__name__}"):
+        return
+    missing = [k for k in REPORT_KEYS if k not in rep]
+    extra = sorted(set(rep) - set(REPORT_KEYS))
+    c.check(not missing, w, f"missing key(s) {missing}")
+    c.check(not extra, w, f"unexpected key(s) {extra} (not in format 1.0)")
+    opts = case_solver(case)
+    method, precond, reason = rep.get("method"), rep.get("precond"), rep.get("reason")
+    if c.check(method in METHODS, w, f"method {method!r} is not one of {METHODS}") and "method" in opts:
+        c.check(method == opts["method"], w, f"method {method!r} differs from the case's numerics.solver.method {opts['method']!r}")
+    if c.check(precond in PRECONDS, w, f"precond {precond!r} is not one of {PRECONDS}") and "preconditioner" in opts:
+        c.check(precond == opts["preconditioner"], w, f"precond {precond!r} differs from the case's numerics.solver.preconditioner {opts['preconditioner']!r}")
+    c.check(reason in REASONS, w, f"reason {reason!r} is not one of {REASONS}")
+    c.check(reason != "diverged_nan", w, "reason diverged_nan in a completed run (its status must be 'diverged')")
+    for k in ["iterations", "reductions", "messages", "bytes"]:
+        if k in rep:
+            c.check(is_int(rep[k]) and rep[k] >= 0, w, f"{k} {rep[k]!r} must be a whole number >= 0")
+    for k in ["rhs_norm", "final_residual", "seconds"]:
+        if k in rep:
+            c.check(is_real(rep[k]) and rep[k] >= 0, w, f"{k} {rep[k]!r} must be a finite number >= 0")
+    if "projected_mean" in rep:
+        pm = rep["projected_mean"]
+        if c.check(is_real(pm), w, f"projected_mean {pm!r} must be a finite number"):
+            # Only a singular operator (no dirichlet face) has a mean to remove.
+            faces = case.get("boundary", {})
+            dirichlet = any(isinstance(f, dict) and f.get("type") == "dirichlet" for f in faces.values())
+            if dirichlet:
+                c.check(pm == 0.0, w, f"projected_mean {pm!r} must be 0: the case has a dirichlet face (not singular)")
+    hist = rep.get("history")
+    if not c.check(isinstance(hist, list) and len(hist) >= 1, w, f"history must be a non-empty list (the initial residual first), is {hist!r}"):
+        return
+    bad = [i for i, h in enumerate(hist) if not (is_real(h) and h >= 0)]
+    if not c.check(not bad, w, f"history entries {bad[:5]} are not finite numbers >= 0"):
+        return
+    it, rhs, fin = rep.get("iterations"), rep.get("rhs_norm"), rep.get("final_residual")
+    if not (is_int(it) and is_real(rhs) and is_real(fin)):
+        return
+    if reason in ("breakdown", "indefinite"):
+        c.check(it <= len(hist) - 1, w, f"iterations {it} > len(history) - 1 = {len(hist) - 1}")
+    else:
+        c.check(it == len(hist) - 1, w, f"iterations {it} != len(history) - 1 = {len(hist) - 1}")
+    rel = fin / rhs if rhs > 0 else fin
+    if rhs > 0:
+        c.check(abs(rel - hist[-1]) <= 1e-12 * max(abs(hist[-1]), 1e-300), w,
+                f"final_residual / rhs_norm = {rel!r} differs from the last history entry {hist[-1]!r} (relative tolerance 1e-12)")
+    else:
+        c.check(fin == hist[-1], w, f"rhs_norm is 0: final_residual {fin!r} must equal the last history entry {hist[-1]!r}")
+    init = case.get("initial", {}).get("phi")
+    try:
+        zero_guess = init is not None and float(init) == 0.0
+    except (TypeError, ValueError):
+        zero_guess = False
+    if zero_guess and rhs > 0:
+        c.check(abs(hist[0] - 1.0) <= 1e-12, w, f"history[0] = {hist[0]!r}: from the zero initial guess (initial.phi = {init!r}) the initial relative residual is 1")
+    # Why it stopped, against the case's tolerances (the solver's own test, same float operations).
+    rtol, atol, maxit = opts.get("rtol"), opts.get("atol"), opts.get("max_iterations")
+    if is_real(rtol) and is_real(atol) and is_int(maxit):
+        c.check(it <= maxit, w, f"iterations {it} exceed numerics.solver.max_iterations {maxit}")
+        if reason == "converged_atol":
+            c.check(fin <= atol, w, f"reason converged_atol but final_residual {fin!r} > atol {atol!r}")
+        elif reason == "converged_rtol":
+            c.check(fin <= rtol * rhs and fin > atol, w, f"reason converged_rtol but final_residual {fin!r} is not in (atol {atol!r}, rtol * rhs_norm = {rtol * rhs!r}]")
+        elif reason == "max_iterations":
+            c.check(it == maxit, w, f"reason max_iterations but iterations {it} != numerics.solver.max_iterations {maxit}")
+            c.check(fin > max(rtol * rhs, atol), w, f"reason max_iterations but final_residual {fin!r} meets the tolerance max(rtol * rhs_norm, atol) = {max(rtol * rhs, atol)!r}")
+    # monitor.csv's row is this solve.
+    if mon_row is not None:
+        c.check(mon_row["iterations"] == it, w, f"iterations {it} but monitor.csv says {mon_row['iterations']!r}")
+        c.check(mon_row["relative_residual"] == rel, w, f"final_residual / rhs_norm = {rel!r} but monitor.csv relative_residual is {mon_row['relative_residual']!r}")
+
+
+def check_levels(c, w, levels, out):
+    """linear_solves[].multigrid_levels: finest (the mesh) first, coarser after."""
+    if not c.check(isinstance(levels, list) and len(levels) >= 1, w, f"must be a non-empty list, is {levels!r}"):
+        return 0
+    prev = None
+    for i, lv in enumerate(levels):
+        lw = f"{w}[{i}]"
+        if not c.check(isinstance(lv, dict) and sorted(lv) == ["cells", "gathered"], lw, f"must be an object with exactly cells, gathered; is {lv!r}"):
+            return len(levels)
+        cells, g = lv["cells"], lv["gathered"]
+        if not c.check(isinstance(cells, list) and len(cells) == out.dims and all(is_int(n) and n >= 1 for n in cells), lw, f"cells {cells!r} must be {out.dims} whole numbers >= 1 (x first)"):
+            return len(levels)
+        c.check(isinstance(g, bool), lw, f"gathered {g!r} must be true or false")
+        if prev is None:
+            c.check(cells == out.cells, lw, f"finest level cells {cells} != /mesh cells {out.cells}")
+            if out.nranks == 1:
+                c.check(g is False, lw, "a 1-rank run gathers nothing (gathered means held whole by every rank of a multi-rank run)")
+        else:
+            pc, pg = prev
+            c.check(all(a <= b for a, b in zip(cells, pc)), lw, f"cells {cells} are finer than the previous level's {pc} along some axis")
+            c.check(not (pg and not g), lw, "a level below a gathered level must be gathered too")
+            if cells == pc:
+                c.check(g and not pg, lw, f"same cells {cells} as the previous level: only the gathered copy of a distributed level may repeat it")
+        prev = (cells, g)
+    if out.nranks > 1:
+        c.check(prev[1] is True, f"{w}[{len(levels) - 1}]", "the coarsest level (solved directly) must be gathered on a multi-rank run")
+    else:
+        c.check(all(lv.get("gathered") is False for lv in levels if isinstance(lv, dict)), w, "a 1-rank run gathers no level")
+    return len(levels)
+
+
+def check_linear_solves(c, sp, summary, case, out, mon_row):
+    ls = summary.get("linear_solves")
+    if not isinstance(ls, list):
+        return ""
+    if not c.check(len(ls) == 1, sp, f"linear_solves has {len(ls)} entries, model poisson makes exactly one solve"):
+        return ""
+    e = ls[0]
+    w = f"{sp}: linear_solves[0]"
+    if not c.check(isinstance(e, dict) and sorted(e) == ["multigrid_levels", "name", "report"], w, f"must be an object with exactly name, report, multigrid_levels; has {sorted(e) if isinstance(e, dict) else e!r}"):
+        return ""
+    c.check(e["name"] == "phi", w, f"name {e['name']!r}, expected 'phi'")
+    check_report(c, f"{w}.report", e["report"], case, mon_row)
+    nlev = check_levels(c, f"{w}.multigrid_levels", e["multigrid_levels"], out)
+    tk = summary.get("timings")
+    rep = e["report"]
+    if isinstance(tk, dict) and isinstance(rep, dict) and is_real(tk.get("solve")) and is_real(rep.get("seconds")):
+        c.check(tk["solve"] >= rep["seconds"], sp, f"timings.solve {tk['solve']!r} (max over ranks) < the report's seconds {rep['seconds']!r}")
+    if isinstance(rep, dict):
+        return f", 1 linear solve ({rep.get('method')}+{rep.get('precond')} {rep.get('reason')} in {rep.get('iterations')} iterations, {nlev} multigrid level(s))"
+    return ""
+
+
+def check_monitor_poisson(c, mp, rows, case, out, op):
+    """monitor.csv of a poisson run: one row, step 1, time 0; its norms and probes agree with output.h5.
+
+    Returns (number of data rows, {"iterations", "relative_residual"} of the row or None)."""
+    mon = case.get("monitor", {})
+    norms = list(mon.get("norms", []))
+    probes = list(mon.get("probes", []))
+    header = ["step", "time", "iterations", "relative_residual"] + [f"phi_{n}" for n in norms] + [f"probe{i}_phi" for i in range(len(probes))]
+    c.check(rows[0] == header, f"{mp}:1", f"header {rows[0]} != expected {header}")
+    data = rows[1:]
+    if not c.check(len(data) == 1, mp, f"{len(data)} data row(s), model poisson writes exactly one (step 1)"):
+        return len(data), None
+    r = data[0]
+    lw = f"{mp}:2"
+    if not c.check(len(r) == len(header), lw, f"{len(r)} fields, header has {len(header)}"):
+        return 1, None
+    if not c.check(re.fullmatch(r"\d+", r[0]) is not None, lw, f"step {r[0]!r} is not an integer"):
+        return 1, None
+    try:
+        vals = [float(x) for x in r[1:]]
+    except ValueError:
+        c.fail(lw, "non-numeric value")
+        return 1, None
+    c.check(all(math.isfinite(v) for v in vals), lw, "non-finite value")
+    step, t, its, rr = int(r[0]), vals[0], vals[1], vals[2]
+    c.check(step == 1, lw, f"step {step}, expected 1 (the one linear solve)")
+    c.check(t == 0.0, lw, f"time {t!r}, expected 0")
+    c.check(its >= 0 and float(its).is_integer(), lw, f"iterations {r[2]!r} must be a whole number >= 0")
+    c.check(rr >= 0, lw, f"relative_residual {rr!r} must be >= 0")
+    # Norms and probes of the written field.
+    phi_path = out.snapshots[0][2].get("phi") if out.snapshots else None
+    if rows[0] == header and phi_path is not None:
+        v = read_field(op, phi_path)
+        if v.shape == tuple(out.cells[::-1]) and np.all(np.isfinite(v)):
+            vol = float(np.prod(out.spacing))
+            scale = float(np.abs(v).max()) or 1.0
+            want = {"l2": math.sqrt(float(np.sum(v * v)) * vol), "max": float(v.max()), "min": float(v.min()),
+                    "mean": float(v.sum()) / v.size, "integral": float(v.sum()) * vol}
+            tol = {"l2": 1e-10 * want["l2"], "max": 0.0, "min": 0.0, "mean": 1e-10 * scale,
+                   "integral": 1e-10 * scale * vol * v.size}
+            for k, n in enumerate(norms):
+                got = vals[3 + k]
+                if n in want:
+                    c.check(abs(got - want[n]) <= tol[n], lw, f"phi_{n} {got!r} != {want[n]!r} computed from output.h5")
+            for i, p in enumerate(probes):
+                idx = [min(max(int(math.floor((p[a] - out.lower[a]) / out.spacing[a])), 0), out.cells[a] - 1) for a in range(out.dims)]
+                want_p = float(v[tuple(reversed(idx))])
+                got = vals[3 + len(norms) + i]
+                c.check(got == want_p, lw, f"probe{i}_phi {got!r} != {want_p!r}, the value of cell {idx} in output.h5")
+    return 1, {"iterations": int(its) if float(its).is_integer() else its, "relative_residual": rr}
+
+
+def detect_model(h5path, summary, case_toml):
+    """output.h5's root `model` attribute, else summary.json's `model`, else case.toml's [case] model."""
+    try:
+        with h5py.File(h5path, "r") as f:
+            m = f.attrs.get("model")
+            if isinstance(m, bytes):
+                m = m.decode("utf-8", "replace")
+            if isinstance(m, str):
+                return m
+    except Exception:  # noqa: BLE001 - reported when the file is checked
+        pass
+    m = summary.get("model")
+    if isinstance(m, str):
+        return m
+    return (case_toml.get("case") or {}).get("model", "heat")
+
+
 # ----------------------------------------------------------------- RUN_DIR
 
 def expected_steps(first, last, every, extra=()):
@@ -478,10 +744,33 @@ def check_run_dir(run_dir):
             summary = json.load(fh)
     except (OSError, ValueError) as e:
         c.fail(sp, f"cannot read: {e}")
+    if not isinstance(summary, dict):
+        c.fail(sp, f"must hold a JSON object, holds {type(summary).__name__}")
+        summary = {}
+
+    # ---- case.toml
+    cp = os.path.join(rd, "case.toml")
+    case_text = None
+    case_toml = {}
+    try:
+        with open(cp, encoding="utf-8") as fh:
+            case_text = fh.read()
+        case_toml = tomllib.loads(case_text)
+    except (OSError, ValueError) as e:
+        c.fail(cp, f"cannot read as TOML: {e}")
+
+    # ---- the model: output.h5's root `model`, else summary.json's, else case.toml's.
+    model = detect_model(os.path.join(rd, "output.h5"), summary, case_toml)
+    if model not in MODEL_FIELDS:
+        c.fail(rd, f"model {model!r} (output.h5 / summary.json / case.toml) is not one of {sorted(MODEL_FIELDS)}; checking it as heat")
+    poisson = model == "poisson"
+
     keys = ["status", "message", "case", "model", "steps", "steps_this_run", "final_time", "dt", "wall_seconds", "ranks",
             "process_grid", "cells", "cell_updates_per_second", "restart_from", "last_checkpoint", "checkpoints_written",
             "snapshots", "linear_solves", "timings", "communication", "format_version"]
-    if summary:
+    if summary and poisson:
+        check_summary_poisson(c, sp, summary)
+    elif summary:
         missing = [k for k in keys if k not in summary]
         c.check(not missing, sp, f"missing key(s) {missing}")
         c.check(summary.get("status") == "completed", sp, f"status is {summary.get('status')!r}, expected 'completed' (message: {summary.get('message')!r})")
@@ -490,6 +779,7 @@ def check_run_dir(run_dir):
         ck = summary.get("communication", {})
         c.check(isinstance(ck, dict) and all(k in ck for k in ["messages", "bytes", "reductions"]), sp, "communication must have messages, bytes, reductions")
         c.check(isinstance(summary.get("linear_solves"), list), sp, "linear_solves must be a list")
+        c.check(summary.get("linear_solves") == [], sp, f"linear_solves must be empty for model {model!r} (no linear solve)")
     steps = summary.get("steps")
     restart_from = summary.get("restart_from")
     restart_step = None
@@ -497,19 +787,9 @@ def check_run_dir(run_dir):
         m = re.search(r"step_(\d{8})\.h5$", restart_from)
         restart_step = int(m.group(1)) if m else None
 
-    # ---- case.toml
-    cp = os.path.join(rd, "case.toml")
-    case_text = None
-    try:
-        with open(cp, encoding="utf-8") as fh:
-            case_text = fh.read()
-        tomllib.loads(case_text)
-    except (OSError, ValueError) as e:
-        c.fail(cp, f"cannot read as TOML: {e}")
-
     # ---- output.h5
     op = os.path.join(rd, "output.h5")
-    out = check_h5(c, op, "output")
+    out = check_h5(c, op, "output", model_hint=model)
     if out is None:
         return c, None
     case = out.case or {}
@@ -519,7 +799,15 @@ def check_run_dir(run_dir):
     every = int(output.get("every", 0))
     ck_every = int(output.get("checkpoint_every", 0))
     snap_steps = [s for s, _, _ in out.snapshots]
-    if out.snapshots and isinstance(steps, int):
+    if poisson:
+        # A steady solve: one snapshot, step 1 (the one linear solve), time 0.
+        c.check([(s, t) for s, t, _ in out.snapshots] == [(1, 0.0)], f"{op}:/snapshots",
+                f"snapshots (step, time) {[(s, t) for s, t, _ in out.snapshots]}, expected exactly [(1, 0.0)] for model poisson")
+        if summary:
+            c.check(steps == 1 and not isinstance(steps, bool), sp, f"steps = {steps!r}, expected 1 for model poisson")
+            c.check(isinstance(summary.get("final_time"), float) and summary.get("final_time") == 0.0, sp, f"final_time {summary.get('final_time')!r}, expected 0.0 for model poisson")
+            c.check(summary.get("snapshots") == len(snap_steps), sp, f"snapshots = {summary.get('snapshots')} but output.h5 holds {len(snap_steps)}")
+    elif out.snapshots and isinstance(steps, int):
         last_step, last_time, _ = out.snapshots[-1]
         c.check(last_step == steps, sp, f"steps = {steps} but the last snapshot of output.h5 is step {last_step}")
         c.check(summary.get("final_time") == last_time, sp, f"final_time {summary.get('final_time')!r} != last snapshot time {last_time!r}")
@@ -549,7 +837,7 @@ def check_run_dir(run_dir):
                     c.fail(p, "unexpected file in checkpoints/ (expected step_NNNNNNNN.h5)")
                 continue
             cs = int(m.group(1))
-            ck = check_h5(c, p, "checkpoint")
+            ck = check_h5(c, p, "checkpoint", model_hint=model)
             if ck is None:
                 continue
             ck_steps.append(cs)
@@ -593,7 +881,10 @@ def check_run_dir(run_dir):
     except OSError as e:
         c.fail(mp, f"cannot read: {e}")
         rows = []
-    if rows:
+    mon_row = None
+    if rows and poisson:
+        nrows, mon_row = check_monitor_poisson(c, mp, rows, case, out, op)
+    elif rows:
         d = out.dims
         mon = case.get("monitor", {})
         header = ["step", "time", "dt"] + [f"temperature_{n}" for n in mon.get("norms", [])] + [f"probe{i}_temperature" for i in range(len(mon.get("probes", [])))] + ["change_rate"]
@@ -635,11 +926,16 @@ def check_run_dir(run_dir):
     else:
         c.fail(mp, "empty")
 
+    # ---- summary.json linear_solves (poisson)
+    solve = ""
+    if poisson and summary:
+        solve = check_linear_solves(c, sp, summary, case, out, mon_row)
+
     summ = (f"{'x'.join(map(str, out.cells))} {out.dims}D, {out.nranks} rank(s) "
             f"({'x'.join(map(str, out.process_grid or []))}), {len(out.snapshots)} snapshot(s) "
             f"(steps {snap_steps[0] if snap_steps else '-'}..{snap_steps[-1] if snap_steps else '-'}), "
-            f"{len(ck_steps)} checkpoint(s), {ngrids} XDMF grid(s), {nrows} monitor row(s)")
-    return c, summ
+            f"{len(ck_steps)} checkpoint(s), {ngrids} XDMF grid(s), {nrows} monitor row(s){solve}")
+    return c, f"model {model}, {summ}"
 
 
 def compare(dir_a, dir_b):
@@ -680,7 +976,9 @@ def compare(dir_a, dir_b):
             with h5py.File(ca, "r") as xa, h5py.File(cb, "r") as xb:
                 for k in ("step", "time", "dt"):
                     c.check(np.array_equal(xa["state"].attrs[k], xb["state"].attrs[k]), f"{ca} vs {cb}", f"/state {k} differs")
-                g = f"snapshots/{last}/temperature"
+                m = xa.attrs.get("model")
+                m = m.decode("utf-8", "replace") if isinstance(m, bytes) else m
+                g = f"snapshots/{last}/{model_fields(m)[0]}"
                 c.check(np.array_equal(xa[g][()].view(np.uint64), xb[g][()].view(np.uint64)), f"{ca} vs {cb}", f"{g} not bit-identical")
         except (OSError, KeyError) as e:
             c.fail(f"{ca} vs {cb}", f"cannot compare final checkpoints: {e}")

@@ -86,9 +86,11 @@ fn read_file(path: &Path) -> Vec<(String, Vec<f64>)> {
     }
     let mut out = Vec::new();
     for s in h5.members(&c, "/snapshots").unwrap() {
-        let mut f = Field::zeros(IndexBox { lo: [0; 3], hi }, dims, 0);
-        h5.read_field(&c, &format!("/snapshots/{s}/temperature"), &mut f).unwrap();
-        out.push((s, f.as_slice().to_vec()));
+        for name in h5.members(&c, &format!("/snapshots/{s}")).unwrap() {
+            let mut f = Field::zeros(IndexBox { lo: [0; 3], hi }, dims, 0);
+            h5.read_field(&c, &format!("/snapshots/{s}/{name}"), &mut f).unwrap();
+            out.push((format!("{s}/{name}"), f.as_slice().to_vec()));
+        }
     }
     out
 }
@@ -115,6 +117,100 @@ fn invariance(text: &str, tag: &str) {
         let out = d.join(format!("r{n}"));
         run(n, &case, &out, &[]);
         assert_bitwise(&reference, &snapshots(&out), &format!("{tag} on {n} ranks"));
+    }
+}
+
+/// A poisson case with a variable coefficient, every boundary type, an odd cell count
+/// (coarse-cell pairs straddle ranks) and small agglomeration, so several multigrid
+/// levels are distributed.
+const POISSON_2D: &str = r#"
+[case]
+name = "pinv2d"
+model = "poisson"
+[mesh]
+cells = [97, 75]
+lower = [0.0, 0.0]
+upper = [1.5, 1.0]
+periodic = [false, true]
+[physics]
+coefficient = "1 + 0.5*sin(2*pi*x)*cos(2*pi*y)"
+source = "exp(-20*((x-0.7)^2 + (y-0.4)^2))"
+[boundary]
+xlo = { type = "dirichlet", value = "y*(1-y)" }
+xhi = { type = "neumann", gradient = "0.25" }
+[numerics.solver]
+rtol = 1e-10
+reproducible = true
+agglomerate_below = 64
+"#;
+
+const POISSON_3D: &str = r#"
+[case]
+name = "pinv3d"
+model = "poisson"
+[mesh]
+cells = [33, 30, 27]
+[physics]
+source = "x*y*z"
+[boundary]
+xlo = { type = "dirichlet", value = "0" }
+xhi = { type = "dirichlet", value = "y" }
+ylo = { type = "neumann", gradient = "1" }
+yhi = { type = "neumann", gradient = "0" }
+zlo = { type = "dirichlet", value = "x*z" }
+zhi = { type = "neumann", gradient = "-x" }
+[numerics.solver]
+method = "cg1"
+reproducible = true
+agglomerate_below = 64
+"#;
+
+/// Reproducible reductions: the multigrid-CG solution is bit-identical on a
+/// singleton and on 1..4 ranks.
+fn poisson_invariance(text: &str, tag: &str) {
+    let d = tmp(tag);
+    let case = d.join("case.toml");
+    std::fs::write(&case, text).unwrap();
+    run(0, &case, &d.join("r0"), &[]);
+    validate(&d.join("r0"));
+    let reference = snapshots(&d.join("r0"));
+    assert_eq!(reference.len(), 1);
+    let phi = &reference[0].1;
+    assert!(phi.iter().any(|v| (v - phi[0]).abs() > 1e-3), "non-trivial solution");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r0/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["linear_solves"][0]["report"]["reason"], "converged_rtol", "{summary}");
+    for n in 1..=4 {
+        let out = d.join(format!("r{n}"));
+        run(n, &case, &out, &[]);
+        assert_bitwise(&reference, &snapshots(&out), &format!("{tag} on {n} ranks"));
+    }
+}
+
+#[test]
+fn poisson_is_bit_identical_on_1_to_4_ranks_in_reproducible_mode_2d() {
+    poisson_invariance(POISSON_2D, "pinv2d");
+}
+
+#[test]
+fn poisson_is_bit_identical_on_1_to_4_ranks_in_reproducible_mode_3d() {
+    poisson_invariance(POISSON_3D, "pinv3d");
+}
+
+/// Without reproducible reductions the answers differ only by round-off.
+#[test]
+fn poisson_without_reproducible_mode_agrees_to_1e_12() {
+    let d = tmp("pdefault");
+    let case = d.join("case.toml");
+    std::fs::write(&case, POISSON_2D.replace("reproducible = true", "reproducible = false")).unwrap();
+    run(1, &case, &d.join("r1"), &[]);
+    let reference = snapshots(&d.join("r1"));
+    let scale = reference[0].1.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for n in 2..=4 {
+        let out = d.join(format!("r{n}"));
+        run(n, &case, &out, &[]);
+        let other = snapshots(&out);
+        let diff = reference[0].1.iter().zip(&other[0].1).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-12 * scale, "{n} ranks: max difference {diff:e} (scale {scale:e})");
     }
 }
 
@@ -210,7 +306,7 @@ fn sigterm_stops_cleanly_and_the_checkpoint_continues_bit_for_bit() {
     // The stop step's checkpoint exists; continuing from it to a fixed step equals an
     // uninterrupted run to that step.
     let snaps = snapshots(&stopped);
-    let stop_step: u64 = snaps.last().unwrap().0.parse().unwrap();
+    let stop_step: u64 = snaps.last().unwrap().0.split('/').next().unwrap().parse().unwrap();
     assert!(stop_step >= 49, "stopped at {stop_step}");
     let ck = stopped.join(format!("checkpoints/step_{stop_step:08}.h5"));
     assert!(ck.exists());

@@ -233,18 +233,6 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     monitor.row(&row, step);
     monitor.flush(comm)?;
 
-    let fields: Vec<(&str, &Field)> = case.output_fields.iter().map(|f| (f.as_str(), &prob.phi)).collect();
-    {
-        let h5 = H5File::open_rw(comm, &h5_path)?;
-        output::write_snapshot(&h5, comm, &layout, step, 0.0, &fields)?;
-        h5.close(comm)?;
-    }
-    output::write_on_rank0(comm, &dir.join("output.xdmf"), || {
-        output::xdmf(&layout, "output.h5", &snapshots, &case.output_fields).into_bytes()
-    })?;
-    let checkpoint = output::write_checkpoint(comm, case, &layout, &dir, step, 0.0, 0.0, &prob.phi)?;
-    let t_output = t_out.elapsed().as_secs_f64();
-
     let (status, message) = match report.reason {
         Reason::DivergedNan => (
             "diverged",
@@ -253,7 +241,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         r if !r.converged() && case.solver.error_if_not_converged => (
             "failed",
             format!(
-                "the linear solve did not converge ({:?} after {} iterations, |r|/|b| = {:.3e}) and numerics.solver.error_if_not_converged is set",
+                "the linear solve did not converge ({} after {} iterations, |r|/|b| = {:.3e}) and numerics.solver.error_if_not_converged is set",
                 r,
                 report.iterations,
                 report.relative_residual()
@@ -261,9 +249,26 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         ),
         _ => ("completed", String::new()),
     };
+    // Only a completed solve leaves a result: a diverged or failed one writes its
+    // monitor row and summary, and no snapshot that could be mistaken for a solution.
+    let mut checkpoint = None;
+    let mut snapshots = snapshots;
+    if status == "completed" {
+        let fields: Vec<(&str, &Field)> = case.output_fields.iter().map(|f| (f.as_str(), &prob.phi)).collect();
+        let h5 = H5File::open_rw(comm, &h5_path)?;
+        output::write_snapshot(&h5, comm, &layout, step, 0.0, &fields)?;
+        h5.close(comm)?;
+        output::write_on_rank0(comm, &dir.join("output.xdmf"), || {
+            output::xdmf(&layout, "output.h5", &snapshots, &case.output_fields).into_bytes()
+        })?;
+        checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, 0.0, 0.0, &prob.phi)?);
+    } else {
+        snapshots.clear();
+    }
+    let t_output = t_out.elapsed().as_secs_f64();
     if comm.rank() == 0 && opts.progress {
         eprintln!(
-            "poisson: {}+{} {:?} in {} iterations, |r|/|b| = {:.3e}, {:.3} s ({:.2} per iteration)",
+            "poisson: {}+{} {} in {} iterations, |r|/|b| = {:.3e}, {:.3} s (residual x{:.2} per iteration)",
             report.method,
             report.precond,
             report.reason,
@@ -302,8 +307,8 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
             "process_grid": &layout.procs[..grid.dims],
             "cells": &grid.cells[..grid.dims],
             "restart_from": null,
-            "last_checkpoint": checkpoint.display().to_string(),
-            "checkpoints_written": 1,
+            "last_checkpoint": checkpoint.as_ref().map(|p| p.display().to_string()),
+            "checkpoints_written": usize::from(checkpoint.is_some()),
             "snapshots": snapshots.len(),
             "linear_solves": [ { "name": "phi", "report": &report, "multigrid_levels": levels_json } ],
             "timings": { "setup": ph[0], "solve": ph[1], "output": ph[2], "total": wall },
@@ -317,5 +322,5 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     if status != "completed" {
         return Err(RunError::Failed(message));
     }
-    Ok(RunSummary { status: status.into(), steps: step, time: 0.0, run_dir: dir, wall_seconds: wall })
+    Ok(RunSummary { status: status.into(), model: case.model.clone(), steps: step, time: 0.0, run_dir: dir, wall_seconds: wall })
 }

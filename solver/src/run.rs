@@ -32,6 +32,8 @@ pub struct RunOptions {
 pub struct RunSummary {
     /// completed | diverged | failed.
     pub status: String,
+    /// The model that ran.
+    pub model: String,
     /// Last step reached.
     pub steps: u64,
     /// Time reached.
@@ -493,7 +495,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     if status != "completed" {
         return Err(RunError::Failed(message));
     }
-    Ok(RunSummary { status, steps: step, time: t, run_dir: dir, wall_seconds: wall })
+    Ok(RunSummary { status, model: case.model.clone(), steps: step, time: t, run_dir: dir, wall_seconds: wall })
 }
 
 /// Fraction of the run done, for the ETA (None when only a steady tolerance stops it).

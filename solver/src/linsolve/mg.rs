@@ -546,7 +546,8 @@ impl Multigrid {
 
     /// Sizes of every level (global cells per axis) and whether it is replicated.
     pub fn describe(&self) -> Vec<(Vec<usize>, bool)> {
-        self.levels.iter().map(|l| (l.axes.iter().take(l.dims).map(|a| a.n()).collect(), l.replicated)).collect()
+        let multi = self.levels[0].layout.nranks() > 1;
+        self.levels.iter().map(|l| (l.axes.iter().take(l.dims).map(|a| a.n()).collect(), l.replicated && multi)).collect()
     }
 }
 

@@ -22,6 +22,20 @@ pub enum Reason {
     Breakdown,
 }
 
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Running => "running",
+            Reason::ConvergedRtol => "converged (rtol)",
+            Reason::ConvergedAtol => "converged (atol)",
+            Reason::MaxIterations => "stopped at max_iterations",
+            Reason::DivergedNan => "diverged (NaN or infinity)",
+            Reason::Indefinite => "stopped: operator or preconditioner not positive definite",
+            Reason::Breakdown => "stopped: BiCGStab breakdown",
+        })
+    }
+}
+
 impl Reason {
     /// True for the converged reasons.
     pub fn converged(self) -> bool {
