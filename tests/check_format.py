@@ -517,6 +517,43 @@ def case_solver(case):
     return case.get("numerics", {}).get("solver", {})
 
 
+def heat_implicit(case):
+    """True for a heat case with an implicit time scheme (one linear solve per step)."""
+    scheme = case.get("numerics", {}).get("time_scheme", "explicit") if isinstance(case, dict) else "explicit"
+    return case.get("case", {}).get("model") == "heat" and scheme in ("backward_euler", "crank_nicolson")
+
+
+HEAT_SOLVE_KEYS = ["name", "scheme", "solves", "iterations_total", "iterations_max", "not_converged", "seconds", "last"]
+
+
+def check_heat_solves(c, sp, summary, case):
+    """linear_solves of an implicit heat run: one entry totalling the per-step solves."""
+    ls = summary.get("linear_solves")
+    if not c.check(isinstance(ls, list) and len(ls) == 1, sp, f"linear_solves must hold exactly one entry for implicit heat, has {ls!r}"):
+        return
+    e = ls[0]
+    w = f"{sp}: linear_solves[0]"
+    if not c.check(isinstance(e, dict) and sorted(e) == sorted(HEAT_SOLVE_KEYS), w, f"keys must be exactly {HEAT_SOLVE_KEYS}"):
+        return
+    c.check(e["name"] == "temperature", w, f"name {e['name']!r} must be 'temperature'")
+    c.check(e["scheme"] == case.get("numerics", {}).get("time_scheme"), w, f"scheme {e['scheme']!r} differs from the case's numerics.time_scheme")
+    for k in ["solves", "iterations_total", "iterations_max", "not_converged"]:
+        c.check(is_int(e[k]) and e[k] >= 0, w, f"{k} {e[k]!r} must be a whole number >= 0")
+    c.check(is_real(e["seconds"]) and e["seconds"] >= 0, w, f"seconds {e['seconds']!r} must be a finite number >= 0")
+    steps = summary.get("steps_this_run")
+    if is_int(e["solves"]) and is_int(steps):
+        c.check(e["solves"] == steps, w, f"{e['solves']} solves for {steps} steps (one per step)")
+    if all(is_int(e[k]) for k in ["solves", "iterations_total", "iterations_max"]):
+        c.check(e["iterations_max"] <= e["iterations_total"] <= e["iterations_max"] * max(e["solves"], 1), w, "iterations_total must lie between iterations_max and solves x iterations_max")
+    last = e["last"]
+    if e["solves"] == 0:
+        c.check(last is None, w, "last must be null when no solve ran")
+    elif c.check(isinstance(last, dict), w, "last must be the report of the latest solve"):
+        missing = [k for k in REPORT_KEYS if k not in last]
+        c.check(not missing, f"{w}.last", f"missing key(s) {missing}")
+        c.check(last.get("reason") in REASONS, f"{w}.last", f"reason {last.get('reason')!r} is not one of {REASONS}")
+
+
 def check_report(c, w, rep, case, mon_row):
     """One linear_solves[].report against docs/FORMAT.md and the case's [numerics.solver]."""
     if not c.check(isinstance(rep, dict), w, f"must be an object, is {type(rep).__name__}"):
@@ -779,7 +816,10 @@ def check_run_dir(run_dir):
         ck = summary.get("communication", {})
         c.check(isinstance(ck, dict) and all(k in ck for k in ["messages", "bytes", "reductions"]), sp, "communication must have messages, bytes, reductions")
         c.check(isinstance(summary.get("linear_solves"), list), sp, "linear_solves must be a list")
-        c.check(summary.get("linear_solves") == [], sp, f"linear_solves must be empty for model {model!r} (no linear solve)")
+        if heat_implicit(case_toml):
+            check_heat_solves(c, sp, summary, case_toml)
+        else:
+            c.check(summary.get("linear_solves") == [], sp, f"linear_solves must be empty for explicit model {model!r} (no linear solve)")
     steps = summary.get("steps")
     restart_from = summary.get("restart_from")
     restart_step = None
@@ -888,6 +928,9 @@ def check_run_dir(run_dir):
         d = out.dims
         mon = case.get("monitor", {})
         header = ["step", "time", "dt"] + [f"temperature_{n}" for n in mon.get("norms", [])] + [f"probe{i}_temperature" for i in range(len(mon.get("probes", [])))] + ["change_rate"]
+        implicit = heat_implicit(case)
+        if implicit:
+            header += ["solver_iterations", "solver_residual"]
         c.check(rows[0] == header, f"{mp}:1", f"header {rows[0]} != expected {header}")
         data = rows[1:]
         nrows = len(data)
@@ -909,6 +952,10 @@ def check_run_dir(run_dir):
                 c.check(s == prev_step + 1, lw, f"step {s} does not follow step {prev_step} (one row per step)")
                 c.check(t > prev_time, lw, f"time {t} does not increase")
             c.check(dt > 0, lw, f"dt {dt} must be > 0")
+            if implicit:
+                its, res = vals[-2], vals[-1]
+                c.check(its >= 0 and its == int(its), lw, f"solver_iterations {its} must be a whole number >= 0")
+                c.check(res >= 0, lw, f"solver_residual {res} must be >= 0")
             prev_step, prev_time = s, t
             times[s] = t
         if data and isinstance(steps, int) and prev_step is not None:

@@ -132,6 +132,7 @@ struct RawNumerics {
     dt: Option<f64>,
     dt_max: Option<f64>,
     stability_factor: Option<f64>,
+    time_scheme: Option<String>,
     solver: Option<RawSolver>,
 }
 
@@ -208,6 +209,33 @@ pub enum Bc {
     Periodic,
 }
 
+/// Time integration of the heat model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeScheme {
+    /// Forward Euler, step limited by stability.
+    Explicit,
+    /// Backward Euler: one linear solve per step, any step size, first order.
+    BackwardEuler,
+    /// Crank–Nicolson: one linear solve per step, second order.
+    CrankNicolson,
+}
+
+impl TimeScheme {
+    /// The name used in case files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeScheme::Explicit => "explicit",
+            TimeScheme::BackwardEuler => "backward_euler",
+            TimeScheme::CrankNicolson => "crank_nicolson",
+        }
+    }
+
+    /// True for the schemes that solve a linear system each step.
+    pub fn implicit(self) -> bool {
+        self != TimeScheme::Explicit
+    }
+}
+
 /// The process grid requested by the case.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ranks {
@@ -234,6 +262,8 @@ pub struct Case {
     pub coefficient: Option<Expr>,
     /// Linear solver options (`[numerics.solver]`).
     pub solver: SolverOptions,
+    /// Time integration of the heat model.
+    pub time_scheme: TimeScheme,
     /// Volumetric source term.
     pub source: Expr,
     /// Boundary conditions, `[axis][side]` with side 0 = low, 1 = high.
@@ -507,7 +537,7 @@ const SCHEMA: [(&str, &[&str]); 11] = [
     ("physics", &["diffusivity", "coefficient", "source"]),
     ("boundary", &FACES),
     ("initial", &["temperature", "phi"]),
-    ("numerics", &["dt", "dt_max", "stability_factor", "solver"]),
+    ("numerics", &["dt", "dt_max", "stability_factor", "time_scheme", "solver"]),
     ("numerics.solver", &SOLVER_KEYS),
     ("control", &["end_time", "max_steps", "steady_tolerance"]),
     ("output", &["dir", "every", "fields", "checkpoint_every"]),
@@ -556,6 +586,7 @@ fn key_help(path: &str) -> Option<&'static str> {
         "boundary.*.type" => "type = \"dirichlet\", \"neumann\" or \"periodic\"",
         "numerics.dt" | "numerics.dt_max" => "a positive number of time units (no quotes)",
         "numerics.stability_factor" => "stability_factor = 0.9: a number in (0, 1]",
+        "numerics.time_scheme" => "time_scheme = \"explicit\": explicit, backward_euler or crank_nicolson",
         "numerics.solver.method" => "method = \"cg\": cg, cg1, bicgstab or mg",
         "numerics.solver.preconditioner" => "preconditioner = \"mg\": mg, jacobi or none",
         "numerics.solver.rtol" | "numerics.solver.atol" => "a number in [0, 1) (no quotes), e.g. rtol = 1e-8",
@@ -1540,11 +1571,39 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             ));
         }
     }
-    if !poisson && raw.numerics.solver.is_some() {
+    let schemes = ["explicit", "backward_euler", "crank_nicolson"];
+    let time_scheme = match raw.numerics.time_scheme.as_deref() {
+        None | Some("explicit") => TimeScheme::Explicit,
+        Some("backward_euler") => TimeScheme::BackwardEuler,
+        Some("crank_nicolson") => TimeScheme::CrankNicolson,
+        Some(other) => {
+            let hint = suggest(other, &schemes).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
+            return Err(err(
+                "numerics.time_scheme",
+                format!("unknown time scheme \"{other}\""),
+                &format!("{hint}schemes: {}", schemes.join(", ")),
+            ));
+        }
+    };
+    if poisson && raw.numerics.time_scheme.is_some() {
+        return Err(map.error_at_key(
+            "numerics.time_scheme",
+            "model poisson is steady (one linear solve): `time_scheme` does not apply".into(),
+            Some("remove it".into()),
+        ));
+    }
+    if !poisson && !time_scheme.implicit() && raw.numerics.solver.is_some() {
         return Err(map.error_at_key(
             "numerics.solver",
-            "model heat steps explicitly and has no linear solver".into(),
-            Some("remove [numerics.solver]; it configures the solver of model poisson".into()),
+            "the explicit heat scheme has no linear solver".into(),
+            Some("remove [numerics.solver], or set numerics.time_scheme = \"backward_euler\" or \"crank_nicolson\"".into()),
+        ));
+    }
+    if time_scheme.implicit() && raw.numerics.dt.is_none() {
+        return Err(err(
+            "numerics",
+            format!("time_scheme \"{}\" needs a time step", time_scheme.name()),
+            "set numerics.dt: an implicit scheme is stable for any step, so tessera does not choose one",
         ));
     }
     if poisson {
@@ -1606,6 +1665,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         diffusivity,
         coefficient,
         solver,
+        time_scheme,
         source,
         boundary,
         initial,
@@ -1624,7 +1684,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         resolved: String::new(),
         sources: map,
     };
-    if let (Some(dt), false) = (case.dt, poisson) {
+    if let (Some(dt), false, false) = (case.dt, poisson, time_scheme.implicit()) {
         let limit = case.stable_dt();
         if dt > limit {
             return Err(case.error_at(
@@ -1825,7 +1885,11 @@ fn resolved_toml(c: &Case) -> String {
     let mut num = Vec::new();
     if c.model == "poisson" {
         num.push(("solver", V::Table(solver_table(&c.solver))));
+    } else if c.time_scheme.implicit() {
+        num.push(("time_scheme", V::String(c.time_scheme.name().into())));
+        num.push(("solver", V::Table(solver_table(&c.solver))));
     } else {
+        num.push(("time_scheme", V::String(c.time_scheme.name().into())));
         num.push(("stability_factor", V::Float(c.stability_factor)));
     }
     if let Some(x) = c.dt {

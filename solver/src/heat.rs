@@ -3,8 +3,9 @@
 //!
 //! Every cell is updated by the same floating-point expression in the same order
 //! whatever the decomposition, so results are bit-identical on any rank count.
-use crate::case::{Bc, Case};
+use crate::case::{Bc, Case, TimeScheme};
 use crate::expr::Expr;
+use crate::linsolve::{BcKind, LinearSolver, Multigrid, OperatorSpec, Reason, SolveReport};
 use decomp::{BlockLayout, Comm, Field, HaloPlan, Stencil};
 
 /// Statistics of one sweep over this rank's cells, reduced later across ranks.
@@ -314,6 +315,33 @@ pub struct HeatSolver {
     diffusivity: f64,
     /// Time spent in each phase (seconds): halo wait, compute, boundary conditions.
     pub timings: PhaseTimes,
+    /// Linear solver and totals of an implicit scheme.
+    pub implicit: Option<Implicit>,
+}
+
+/// The linear solve of an implicit time scheme and what it has done so far.
+pub struct Implicit {
+    scheme: TimeScheme,
+    solver: LinearSolver,
+    rhs: Field,
+    x: Field,
+    /// β of `u/dt - β ∇²u`: D (backward Euler) or D/2 (Crank–Nicolson).
+    beta: f64,
+    error_if_not_converged: bool,
+    /// Solves done.
+    pub solves: u64,
+    /// Iterations over all solves.
+    pub iterations: u64,
+    /// Most iterations in one solve.
+    pub max_iterations: usize,
+    /// Solves that stopped without converging.
+    pub not_converged: u64,
+    /// Seconds in solves.
+    pub seconds: f64,
+    /// The latest report.
+    pub last: Option<SolveReport>,
+    /// Set when a solve failed and the case asks to stop on it.
+    pub failure: Option<String>,
 }
 
 /// Accumulated wall time per phase of the time step.
@@ -375,7 +403,41 @@ impl HeatSolver {
             slabs,
             diffusivity: case.diffusivity,
             timings: PhaseTimes::default(),
+            implicit: None,
         };
+        if case.time_scheme.implicit() {
+            let dt = case.dt.expect("validated: implicit schemes have a dt");
+            let beta = if case.time_scheme == TimeScheme::CrankNicolson { 0.5 * case.diffusivity } else { case.diffusivity };
+            let mut bc = [[BcKind::Neumann; 2]; 3];
+            for a in 0..dims {
+                for side in 0..2 {
+                    bc[a][side] = match case.boundary[a][side] {
+                        Bc::Dirichlet(_) => BcKind::Dirichlet,
+                        Bc::Neumann(_) => BcKind::Neumann,
+                        Bc::Periodic => BcKind::Periodic,
+                    };
+                }
+            }
+            let spec = OperatorSpec { alpha: 1.0 / dt, beta, coefficient: None, bc };
+            let mg = Multigrid::new(comm, &s.layout, &spec, case.solver.mg)?;
+            let solver = LinearSolver::new(mg, case.solver);
+            let (rhs, x) = (solver.new_field(), solver.new_field());
+            s.implicit = Some(Implicit {
+                scheme: case.time_scheme,
+                solver,
+                rhs,
+                x,
+                beta,
+                error_if_not_converged: case.solver.error_if_not_converged,
+                solves: 0,
+                iterations: 0,
+                max_iterations: 0,
+                not_converged: 0,
+                seconds: 0.0,
+                last: None,
+                failure: None,
+            });
+        }
         if s.source_expr.as_constant() != Some(0.0) {
             s.source = Some(Field::zeros(block, dims, 1));
             s.eval_source(0.0);
@@ -442,8 +504,115 @@ impl HeatSolver {
         }
     }
 
-    /// Advances from time `t` by `dt`, overlapping the halo exchange with the inner sweep.
+    /// Advances from time `t` by `dt`: one explicit sweep, or one linear solve.
     pub fn step(&mut self, comm: &dyn Comm, t: f64, dt: f64) -> SweepStats {
+        if self.implicit.is_some() {
+            return self.step_implicit(comm, t, dt);
+        }
+        self.step_explicit(comm, t, dt, 1.0)
+    }
+
+    /// `u/dt - β∇²u = rhs` for the new `u`: backward Euler (`rhs = uⁿ/dt + sⁿ⁺¹`) or
+    /// Crank–Nicolson (`rhs = uⁿ/dt + (D∇²uⁿ + sⁿ + sⁿ⁺¹)/2`), boundary values at
+    /// `t + dt` folded into the right-hand side.
+    fn step_implicit(&mut self, comm: &dyn Comm, t: f64, dt: f64) -> SweepStats {
+        let old = self.u.clone();
+        let scheme = self.implicit.as_ref().expect("implicit").scheme;
+        // The explicit part: a half step (CN) into `u`, or nothing (BE).
+        if scheme == TimeScheme::CrankNicolson {
+            self.step_explicit(comm, t, dt, 0.5);
+        }
+        let t0 = std::time::Instant::now();
+        let t1 = t + dt;
+        if self.source_expr.depends_on_time() {
+            self.eval_source(t1);
+        }
+        let w_src = if scheme == TimeScheme::CrankNicolson { 0.5 } else { 1.0 };
+        let h = self.layout.grid.spacing();
+        let imp = self.implicit.as_mut().expect("implicit");
+        if imp.solver.mg.alpha() != 1.0 / dt {
+            imp.solver.mg.set_alpha(1.0 / dt);
+        }
+        {
+            let n = self.u.shape();
+            let mut rhs = imp.rhs.interior_mut();
+            let u = self.u.interior();
+            for ((kji, r), v) in rhs.indexed_iter_mut().zip(u.iter()) {
+                let s = self.source.as_ref().map_or(0.0, |s| s.data[[kji.0 + s.ghost[2], kji.1 + s.ghost[1], kji.2 + s.ghost[0]]]);
+                *r = v / dt + w_src * s;
+            }
+            let _ = n;
+        }
+        // Boundary values at t + dt: the ghost each condition implies (Dirichlet
+        // 2g - u_b, Neumann u_b + h q) contributes β/h² times its known part.
+        let n = self.u.shape();
+        for f in &mut self.faces {
+            let time_dependent = match &f.bc {
+                Bc::Dirichlet(e) | Bc::Neumann(e) => e.depends_on_time(),
+                Bc::Periodic => false,
+            };
+            if time_dependent {
+                Self::eval_face(f, t1);
+            }
+            let a = f.axis;
+            let (b, c) = ((a + 1) % 3, (a + 2) % 3);
+            let inner = if f.side == 0 { 0 } else { n[a] - 1 };
+            let mut idx = 0;
+            for jc in 0..n[c] {
+                for jb in 0..n[b] {
+                    let mut l = [0usize; 3];
+                    l[a] = inner;
+                    l[b] = jb;
+                    l[c] = jc;
+                    let v = f.values[idx];
+                    idx += 1;
+                    let add = match f.bc {
+                        Bc::Dirichlet(_) => imp.beta * 2.0 * v / (h[a] * h[a]),
+                        Bc::Neumann(_) => imp.beta * v / h[a],
+                        Bc::Periodic => 0.0,
+                    };
+                    let at = imp.rhs.idx(l[0], l[1], l[2]);
+                    imp.rhs.as_slice_mut()[at] += add;
+                }
+            }
+        }
+        imp.x.interior_mut().assign(&old.interior());
+        let report = imp.solver.solve(comm, &imp.rhs, &mut imp.x);
+        self.u.interior_mut().assign(&imp.x.interior());
+        imp.solves += 1;
+        imp.iterations += report.iterations as u64;
+        imp.max_iterations = imp.max_iterations.max(report.iterations);
+        imp.seconds += report.seconds;
+        if !report.reason.converged() {
+            imp.not_converged += 1;
+            if imp.error_if_not_converged && report.reason != Reason::DivergedNan && imp.failure.is_none() {
+                imp.failure = Some(format!(
+                    "the linear solve of the step from t={t:.6e} did not converge ({} after {} iterations, |r|/|b| = {:.3e}) and numerics.solver.error_if_not_converged is set",
+                    report.reason,
+                    report.iterations,
+                    report.relative_residual()
+                ));
+            }
+        }
+        imp.last = Some(report);
+        // Statistics of the new field, as the explicit sweep reports them.
+        let mut lanes = Lanes::<1>::new();
+        for (v, o) in self.u.interior().iter().zip(old.interior().iter()) {
+            lanes.add(0, *v, *o);
+        }
+        self.timings.compute += t0.elapsed().as_secs_f64();
+        lanes.total()
+    }
+
+    /// The message of a linear solve that failed with `error_if_not_converged` set.
+    pub fn solve_failure(&self) -> Option<&str> {
+        self.implicit.as_ref().and_then(|i| i.failure.as_deref())
+    }
+
+    /// One explicit sweep from `t` over `frac·dt` (the source weighted alike),
+    /// overlapping the halo exchange with the inner sweep.
+    fn step_explicit(&mut self, comm: &dyn Comm, t: f64, dt: f64, frac: f64) -> SweepStats {
+        let dt = dt * frac;
         let dims = self.layout.grid.dims;
         let h = self.layout.grid.spacing();
         let mut c = [0.0; 3];

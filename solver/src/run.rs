@@ -293,6 +293,11 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     columns.extend(case.norms.iter().map(|n| format!("temperature_{n}")));
     columns.extend((0..case.probes.len()).map(|i| format!("probe{i}_temperature")));
     columns.push("change_rate".into());
+    let implicit = case.time_scheme.implicit();
+    if implicit {
+        columns.push("solver_iterations".into());
+        columns.push("solver_residual".into());
+    }
     let mut monitor = Monitor::open(comm, &dir.join("monitor.csv"), &columns, opts.restart.as_ref().map(|_| step))?;
 
     // Probe owners: the cell containing each probe point.
@@ -363,6 +368,11 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
             }
         }
         let st = solver.step(comm, t, this_dt);
+        if let Some(m) = solver.solve_failure() {
+            status = "failed".into();
+            message = m.to_string();
+            break;
+        }
         // The last step lands exactly on end_time, whatever the rounding of t + dt.
         t = lands_on_end.unwrap_or(t + this_dt);
         step += 1;
@@ -398,6 +408,10 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
         row.extend_from_slice(&probe_buf[2..]);
         let rate = change / this_dt;
         row.push(rate);
+        if let Some(r) = solver.implicit.as_ref().and_then(|i| i.last.as_ref()) {
+            row.push(r.iterations as f64);
+            row.push(r.relative_residual());
+        }
         monitor.row(&row, step);
         t_monitor += tm.elapsed().as_secs_f64();
 
@@ -458,6 +472,23 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     let mut cs = [stats.messages, stats.bytes, stats.reductions];
     comm.allreduce_u64(&mut cs, ReduceOp::Sum);
     let steps_run = step - first_step;
+    let linear_solves: Vec<serde_json::Value> = solver
+        .implicit
+        .as_ref()
+        .map(|i| {
+            serde_json::json!({
+                "name": "temperature",
+                "scheme": case.time_scheme.name(),
+                "solves": i.solves,
+                "iterations_total": i.iterations,
+                "iterations_max": i.max_iterations,
+                "not_converged": i.not_converged,
+                "seconds": i.seconds,
+                "last": i.last,
+            })
+        })
+        .into_iter()
+        .collect();
     let summary_text = || {
         let summary = serde_json::json!({
             "status": status,
@@ -477,7 +508,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
             "last_checkpoint": last_checkpoint.as_ref().map(|p| p.display().to_string()),
             "checkpoints_written": checkpoints_written,
             "snapshots": snapshots.len(),
-            "linear_solves": [],
+            "linear_solves": linear_solves,
             "timings": {
                 "compute": ph[0], "halo": ph[1], "boundary": ph[2], "monitor": ph[3], "output": ph[4], "total": wall
             },

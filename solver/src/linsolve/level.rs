@@ -205,6 +205,12 @@ impl Level {
         self.compute_diagonal();
     }
 
+    /// Changes the mass coefficient α (a new time step) and recomputes the diagonal.
+    pub fn set_alpha(&mut self, alpha: f64) {
+        self.alpha = alpha;
+        self.compute_diagonal();
+    }
+
     /// This rank's block.
     pub fn block(&self) -> IndexBox {
         self.u.block

@@ -544,6 +544,21 @@ impl Multigrid {
         self.cycle(comm, 0, kind, zero);
     }
 
+    /// Changes the mass coefficient α on every level (a new time step) and refactors
+    /// the coarsest level.
+    pub fn set_alpha(&mut self, alpha: f64) {
+        for l in &mut self.levels {
+            l.set_alpha(alpha);
+        }
+        self.singular = self.singular && alpha == 0.0;
+        self.coarse = Self::factor_coarsest(self.levels.last_mut().expect("a level"), &self.serial, self.singular);
+    }
+
+    /// The mass coefficient α of the operator.
+    pub fn alpha(&self) -> f64 {
+        self.levels[0].alpha
+    }
+
     /// Sizes of every level (global cells per axis) and whether it is replicated.
     pub fn describe(&self) -> Vec<(Vec<usize>, bool)> {
         let multi = self.levels[0].layout.nranks() > 1;
