@@ -5,6 +5,7 @@ pub mod expr;
 pub mod heat;
 pub mod linsolve;
 pub mod output;
+pub mod perf;
 pub mod poisson;
 pub mod run;
 

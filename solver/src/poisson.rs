@@ -293,6 +293,14 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let stats = comm.stats();
     let mut cs = [stats.messages, stats.bytes, stats.reductions];
     comm.allreduce_u64(&mut cs, ReduceOp::Sum);
+    let mut perf = crate::perf::PhaseLog::new();
+    perf.add_seconds("setup (hierarchy, rhs)", setup);
+    perf.merge_prefixed("", &prob.solver.phase_log());
+    perf.add_seconds("output", t_output);
+    let perf = perf.reduce(comm);
+    if opts.progress && comm.rank() == 0 {
+        eprint!("{}", perf.table(start.elapsed().as_secs_f64()));
+    }
     let levels_json: Vec<serde_json::Value> = levels.iter().map(|(n, rep)| serde_json::json!({ "cells": n, "gathered": rep })).collect();
     let text = || {
         let s = serde_json::json!({
@@ -312,6 +320,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
             "snapshots": snapshots.len(),
             "linear_solves": [ { "name": "phi", "report": &report, "multigrid_levels": levels_json } ],
             "timings": { "setup": ph[0], "solve": ph[1], "output": ph[2], "total": wall },
+            "performance": perf.to_json(),
             "communication": { "messages": cs[0], "bytes": cs[1], "reductions": cs[2] },
             "format_version": output::FORMAT_VERSION,
         });

@@ -9,6 +9,7 @@ use super::level::Slot;
 use super::mg::Multigrid;
 use super::options::{Method, Precond, SolverOptions};
 use super::report::{Reason, SolveReport};
+use crate::perf::{Mark, PhaseLog};
 use decomp::reduce::{exact_allreduce, ExactSum};
 use decomp::{Comm, Field, ReduceOp};
 use std::time::Instant;
@@ -31,16 +32,25 @@ pub struct Dots<'c> {
     reproducible: bool,
     /// Reductions done so far.
     pub count: u64,
+    /// Seconds in dot products and their reductions.
+    pub seconds: f64,
 }
 
 impl<'c> Dots<'c> {
     /// A reducer on `comm`.
     pub fn new(comm: &'c dyn Comm, reproducible: bool) -> Self {
-        Dots { comm, reproducible, count: 0 }
+        Dots { comm, reproducible, count: 0, seconds: 0.0 }
     }
 
     /// `pairs[i].0 · pairs[i].1` for every pair, globally.
     pub fn dots(&mut self, pairs: &[(&Field, &Field)]) -> Vec<f64> {
+        let t = std::time::Instant::now();
+        let v = self.dots_inner(pairs);
+        self.seconds += t.elapsed().as_secs_f64();
+        v
+    }
+
+    fn dots_inner(&mut self, pairs: &[(&Field, &Field)]) -> Vec<f64> {
         self.count += 1;
         if self.reproducible {
             let mut acc: Vec<ExactSum> = pairs.iter().map(|_| ExactSum::new()).collect();
@@ -124,6 +134,8 @@ pub struct LinearSolver {
     /// Options.
     pub opts: SolverOptions,
     work: Vec<Field>,
+    /// Time and communication per Krylov phase (multigrid's own phases in `mg.log`).
+    pub log: PhaseLog,
 }
 
 impl LinearSolver {
@@ -131,7 +143,7 @@ impl LinearSolver {
     pub fn new(mg: Multigrid, opts: SolverOptions) -> Self {
         let l0 = &mg.levels[0];
         let work = (0..8).map(|_| Field::zeros(l0.block(), l0.dims, l0.ghost)).collect();
-        LinearSolver { mg, opts, work }
+        LinearSolver { mg, opts, work, log: PhaseLog::new() }
     }
 
     /// A zero field of the operator's shape (for right-hand sides and solutions).
@@ -142,15 +154,23 @@ impl LinearSolver {
 
     /// `dst = A src` (ghosts of `src` exchanged, overlapped with the interior).
     pub fn apply(&mut self, comm: &dyn Comm, src: &mut Field, dst: &mut Field) {
+        let m = Mark::now(comm);
         let lv = &mut self.mg.levels[0];
         std::mem::swap(&mut lv.t, src);
         std::mem::swap(&mut lv.r, dst);
         lv.apply_overlapped(comm, Slot::T, Slot::R);
         std::mem::swap(&mut lv.t, src);
         std::mem::swap(&mut lv.r, dst);
+        self.log.add("operator apply", comm, m);
     }
 
     fn precondition(&mut self, comm: &dyn Comm, r: &mut Field, z: &mut Field) {
+        let m = Mark::now(comm);
+        self.precondition_inner(comm, r, z);
+        self.log.add("preconditioner", comm, m);
+    }
+
+    fn precondition_inner(&mut self, comm: &dyn Comm, r: &mut Field, z: &mut Field) {
         match self.opts.precond {
             Precond::Mg => self.mg.precondition(comm, r, z),
             Precond::Jacobi => {
@@ -202,7 +222,17 @@ impl LinearSolver {
         report.messages = s.messages - stats0.messages;
         report.bytes = s.bytes - stats0.bytes;
         report.seconds = t0.elapsed().as_secs_f64();
+        let p = &mut self.log;
+        p.add_seconds("dot products", dots.seconds);
+        p.add_seconds("solve (total)", report.seconds);
         report
+    }
+
+    /// Every phase so far: the Krylov ones, then multigrid's (prefixed `mg `).
+    pub fn phase_log(&self) -> PhaseLog {
+        let mut l = self.log.clone();
+        l.merge_prefixed("  mg ", &self.mg.log);
+        l
     }
 
     /// Removes the volume-weighted mean (the null space of a singular operator);

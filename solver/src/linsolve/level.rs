@@ -395,18 +395,26 @@ impl Level {
     /// One Gauss–Seidel half sweep over the cells of colour `colour` (parity of the
     /// global `i + j + k`): `u ← D⁻¹ (f + off-diagonal part · u)`. Needs `u`'s ghosts.
     pub fn gs_colour(&mut self, colour: usize) {
+        let all = self.all();
+        self.gs_span(colour, all);
+    }
+
+    /// [`Level::gs_colour`] restricted to the cells of `span`.
+    pub fn gs_span(&mut self, colour: usize, span: Span) {
         match (self.dims == 3, self.kf.is_some()) {
-            (false, false) => self.gs_kernel::<false, false>(colour),
-            (false, true) => self.gs_kernel::<false, true>(colour),
-            (true, false) => self.gs_kernel::<true, false>(colour),
-            (true, true) => self.gs_kernel::<true, true>(colour),
+            (false, false) => self.gs_kernel::<false, false>(colour, span),
+            (false, true) => self.gs_kernel::<false, true>(colour, span),
+            (true, false) => self.gs_kernel::<true, false>(colour, span),
+            (true, true) => self.gs_kernel::<true, true>(colour, span),
         }
     }
 
     #[inline(always)]
-    fn gs_kernel<const D3: bool, const VAR: bool>(&mut self, colour: usize) {
+    fn gs_kernel<const D3: bool, const VAR: bool>(&mut self, colour: usize, span: Span) {
+        if (0..3).any(|a| span.hi[a] <= span.lo[a]) {
+            return;
+        }
         let s = self.u.strides();
-        let n = self.shape();
         let b = self.block();
         let (cx, cy, cz) = (&self.coefs[0], &self.coefs[1], &self.coefs[2]);
         let f = self.f.data.as_slice().expect("contiguous");
@@ -414,20 +422,21 @@ impl Level {
         let kf = self.kf.as_ref();
         let (g, p) = (self.u.ghost, self.u.padded_shape());
         let u = self.u.data.as_slice_mut().expect("contiguous");
-        for k in 0..n[2] {
-            for j in 0..n[1] {
-                // First local i whose global i + j + k has parity `colour`.
-                let start = (colour + b.lo[0] + b.lo[1] + j + b.lo[2] + k) & 1;
+        let (owx, oex) = (&cx.ow[..], &cx.oe[..]);
+        for k in span.lo[2]..span.hi[2] {
+            for j in span.lo[1]..span.hi[1] {
+                // First i in the span whose global i + j + k has parity `colour`.
+                let start = span.lo[0] + ((colour + b.lo[0] + span.lo[0] + b.lo[1] + j + b.lo[2] + k) & 1);
                 let c0 = ((k + g[2]) * p[1] + j + g[1]) * p[0] + g[0];
                 let (owy, oey) = (cy.ow[j], cy.oe[j]);
                 let (owz, oez) = if D3 { (cz.ow[k], cz.oe[k]) } else { (0.0, 0.0) };
                 let mut i = start;
-                while i < n[0] {
+                while i < span.hi[0] {
                     let c = c0 + i;
                     let o = if VAR {
                         let kf = kf.expect("variable coefficients");
-                        let mut o = cx.ow[i] * kf[0][c] * u[c - 1]
-                            + cx.oe[i] * kf[0][c + 1] * u[c + 1]
+                        let mut o = owx[i] * kf[0][c] * u[c - 1]
+                            + oex[i] * kf[0][c + 1] * u[c + 1]
                             + owy * kf[1][c] * u[c - s[1]]
                             + oey * kf[1][c + s[1]] * u[c + s[1]];
                         if D3 {
@@ -435,7 +444,7 @@ impl Level {
                         }
                         o
                     } else {
-                        let mut o = cx.ow[i] * u[c - 1] + cx.oe[i] * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
+                        let mut o = owx[i] * u[c - 1] + oex[i] * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
                         if D3 {
                             o += owz * u[c - s[2]] + oez * u[c + s[2]];
                         }
@@ -445,6 +454,46 @@ impl Level {
                     i += 2;
                 }
             }
+        }
+    }
+
+    /// One red-black sweep (`first` colour, then the other) in a single pass over
+    /// memory: the second colour trails the first by one row (2D) or plane (3D), so
+    /// every update sees exactly the values the two separate half sweeps would give;
+    /// cells whose stencil reads ghosts get their second-colour update after the
+    /// exchange of the first colour's new values. Bit-identical to two half sweeps
+    /// with an exchange in between, for any decomposition.
+    pub fn gs_fused(&mut self, comm: &dyn Comm, first: usize, exchange_first: bool) {
+        if exchange_first {
+            self.exchange(comm, Slot::U);
+        }
+        let n = self.shape();
+        let second = 1 - first;
+        let lag = if self.dims == 3 { 2 } else { 1 };
+        // Cells of the second colour that read no ghost.
+        let inner = |a: usize| if a < self.dims { (1.min(n[a]), n[a].saturating_sub(1)) } else { (0, n[a]) };
+        let (ix, iy, iz) = (inner(0), inner(1), inner(2));
+        let units = n[lag];
+        for q in 0..units {
+            let mut red = self.all();
+            red.lo[lag] = q;
+            red.hi[lag] = q + 1;
+            self.gs_span(first, red);
+            if q >= 1 {
+                let t = q - 1;
+                let (lo_t, hi_t) = if lag == 2 { iz } else { iy };
+                if t >= lo_t && t < hi_t {
+                    let mut blk = Span { lo: [ix.0, iy.0, iz.0], hi: [ix.1, iy.1, iz.1] };
+                    blk.lo[lag] = t;
+                    blk.hi[lag] = t + 1;
+                    self.gs_span(second, blk);
+                }
+            }
+        }
+        self.exchange(comm, Slot::U);
+        let (_, shell) = split_spans(n, self.dims);
+        for sp in shell {
+            self.gs_span(second, sp);
         }
     }
 
@@ -504,6 +553,14 @@ impl Level {
     /// or black then red (the adjoint, for post-smoothing). `zero_start` skips the
     /// first exchange when `u` is known to be zero (ghosts included).
     pub fn smooth_rbgs(&mut self, comm: &dyn Comm, sweeps: usize, forward: bool, zero_start: bool) {
+        for s in 0..sweeps {
+            self.gs_fused(comm, if forward { 0 } else { 1 }, !(zero_start && s == 0));
+        }
+    }
+
+    /// [`Level::smooth_rbgs`] as two separate half sweeps per sweep (the reference
+    /// the fused sweep is tested against).
+    pub fn smooth_rbgs_unfused(&mut self, comm: &dyn Comm, sweeps: usize, forward: bool, zero_start: bool) {
         for s in 0..sweeps {
             for half in 0..2 {
                 let colour = if forward { half } else { 1 - half };

@@ -12,6 +12,7 @@
 use super::axis::{Axis, BcKind};
 use super::level::{Level, Slot};
 use super::options::{Cycle, MgOptions, Smoother};
+use crate::perf::{Mark, PhaseLog};
 use decomp::comm::SerialComm;
 use decomp::{BlockLayout, Comm, Field, Grid, IndexBox};
 
@@ -115,6 +116,8 @@ pub struct Multigrid {
     pub opts: MgOptions,
     /// The operator has constants in its null space (no Dirichlet face, α = 0).
     pub singular: bool,
+    /// Time and communication per multigrid phase.
+    pub log: PhaseLog,
 }
 
 /// True when some block boundary between ranks falls on an odd global index along an
@@ -380,7 +383,7 @@ impl Multigrid {
             axes = caxes;
         }
         let coarse = Self::factor_coarsest(levels.last_mut().expect("a level"), &serial, singular);
-        Ok(Multigrid { levels, transfers, serial, coarse, opts, singular })
+        Ok(Multigrid { levels, transfers, serial, coarse, opts, singular, log: PhaseLog::new() })
     }
 
     fn factor_coarsest(lv: &mut Level, serial: &SerialComm, singular: bool) -> DenseLu {
@@ -421,19 +424,28 @@ impl Multigrid {
 
     /// One cycle on level `l` for `A u = f` from the current `u` (`zero`: u is zero).
     fn cycle(&mut self, comm: &dyn Comm, l: usize, kind: Cycle, zero: bool) {
+        let which = if l == 0 { "finest" } else { "coarse" };
         if l == self.levels.len() - 1 {
+            let m = Mark::now(comm);
             self.coarse_solve();
+            self.log.add("coarsest solve", comm, m);
             return;
         }
+        let m = Mark::now(comm);
         self.smooth(comm, l, true, zero);
+        self.log.add(&format!("smooth ({which})"), comm, m);
+        let m = Mark::now(comm);
         {
             let lv = &mut self.levels[l];
             let c: &dyn Comm = if lv.replicated { &self.serial } else { comm };
             lv.residual(c);
             lv.exchange_residual_full(c);
         }
+        self.log.add(&format!("residual ({which})"), comm, m);
+        let m = Mark::now(comm);
         self.restrict(comm, l);
         self.levels[l + 1].u.data.fill(0.0);
+        self.log.add("restrict", comm, m);
         match kind {
             Cycle::V => self.cycle(comm, l + 1, Cycle::V, true),
             Cycle::W => {
@@ -445,8 +457,12 @@ impl Multigrid {
                 self.cycle(comm, l + 1, Cycle::V, false);
             }
         }
+        let m = Mark::now(comm);
         self.prolong(comm, l);
+        self.log.add("prolong", comm, m);
+        let m = Mark::now(comm);
         self.smooth(comm, l, false, false);
+        self.log.add(&format!("smooth ({which})"), comm, m);
     }
 
     fn coarse_solve(&mut self) {
