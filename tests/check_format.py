@@ -476,7 +476,27 @@ def check_xdmf(c, run_dir, out):
 
 POISSON_SUMMARY_KEYS = ["status", "message", "case", "model", "steps", "final_time", "wall_seconds", "ranks",
                         "process_grid", "cells", "restart_from", "last_checkpoint", "checkpoints_written",
-                        "snapshots", "linear_solves", "timings", "communication", "format_version"]
+                        "snapshots", "linear_solves", "timings", "communication", "performance", "format_version"]
+
+PERF_KEYS = ["phase", "seconds", "calls", "messages", "bytes", "reductions"]
+
+
+def check_performance(c, sp, summary):
+    """summary.json performance: the per-phase table, a list of phase rows."""
+    perf = summary.get("performance")
+    if not c.check(isinstance(perf, list) and perf, sp, "performance must be a non-empty list of phases"):
+        return
+    names = []
+    for i, row in enumerate(perf):
+        w = f"{sp}: performance[{i}]"
+        if not c.check(isinstance(row, dict) and sorted(row) == sorted(PERF_KEYS), w, f"keys must be exactly {PERF_KEYS}"):
+            continue
+        c.check(isinstance(row["phase"], str) and row["phase"].strip(), w, "phase must be a non-empty name")
+        names.append(row["phase"])
+        c.check(is_real(row["seconds"]) and row["seconds"] >= 0, w, f"seconds {row['seconds']!r} must be >= 0")
+        for k in ["calls", "messages", "bytes", "reductions"]:
+            c.check(is_int(row[k]) and row[k] >= 0, w, f"{k} {row[k]!r} must be a whole number >= 0")
+    c.check(len(set(names)) == len(names), sp, "performance phase names must be unique")
 
 
 def is_int(v):
@@ -493,6 +513,7 @@ def check_summary_poisson(c, sp, summary):
     missing = [k for k in POISSON_SUMMARY_KEYS if k not in summary]
     extra = sorted(set(summary) - set(POISSON_SUMMARY_KEYS))
     c.check(not missing, sp, f"missing key(s) {missing}")
+    check_performance(c, sp, summary)
     c.check(not extra, sp, f"unexpected key(s) {extra} for model poisson (not in format 1.0)")
     c.check(summary.get("status") == "completed", sp, f"status is {summary.get('status')!r}, expected 'completed' (message: {summary.get('message')!r})")
     c.check(isinstance(summary.get("message"), str), sp, f"message {summary.get('message')!r} must be a string")
@@ -804,12 +825,13 @@ def check_run_dir(run_dir):
 
     keys = ["status", "message", "case", "model", "steps", "steps_this_run", "final_time", "dt", "wall_seconds", "ranks",
             "process_grid", "cells", "cell_updates_per_second", "restart_from", "last_checkpoint", "checkpoints_written",
-            "snapshots", "linear_solves", "timings", "communication", "format_version"]
+            "snapshots", "linear_solves", "timings", "communication", "performance", "format_version"]
     if summary and poisson:
         check_summary_poisson(c, sp, summary)
     elif summary:
         missing = [k for k in keys if k not in summary]
         c.check(not missing, sp, f"missing key(s) {missing}")
+        check_performance(c, sp, summary)
         c.check(summary.get("status") == "completed", sp, f"status is {summary.get('status')!r}, expected 'completed' (message: {summary.get('message')!r})")
         tk = summary.get("timings", {})
         c.check(isinstance(tk, dict) and all(k in tk for k in ["compute", "halo", "boundary", "monitor", "output", "total"]), sp, "timings must have compute, halo, boundary, monitor, output, total")

@@ -355,6 +355,13 @@ pub struct PhaseTimes {
     pub boundary: f64,
 }
 
+impl Implicit {
+    /// The linear solver's phases (Krylov and multigrid).
+    pub fn phase_log(&self) -> crate::perf::PhaseLog {
+        self.solver.phase_log()
+    }
+}
+
 impl HeatSolver {
     /// Sets up the model for `comm.rank()` of `layout` with the initial condition of `case`.
     pub fn new(case: &Case, layout: BlockLayout, comm: &dyn Comm) -> decomp::Result<Self> {
@@ -600,7 +607,7 @@ impl HeatSolver {
         for (v, o) in self.u.interior().iter().zip(old.interior().iter()) {
             lanes.add(0, *v, *o);
         }
-        self.timings.compute += t0.elapsed().as_secs_f64();
+        let _ = t0;
         lanes.total()
     }
 

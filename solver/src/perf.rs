@@ -70,6 +70,11 @@ impl PhaseLog {
         p.reductions += s.reductions - mark.stats.reductions;
     }
 
+    /// Creates phase `name` (empty) so that it is listed in this position.
+    pub fn declare(&mut self, name: &str) {
+        self.slot(name);
+    }
+
     /// Adds a measured duration with no communication.
     pub fn add_seconds(&mut self, name: &str, seconds: f64) {
         let p = self.slot(name);
@@ -113,12 +118,12 @@ impl PhaseLog {
     /// A `-log_view`-like table (after [`PhaseLog::reduce`]), `total` the run's wall time.
     pub fn table(&self, total: f64) -> String {
         let mut out = format!(
-            "{:<28} {:>10} {:>6} {:>9} {:>11} {:>12} {:>10}\n",
+            "{:<38} {:>10} {:>6} {:>9} {:>11} {:>12} {:>10}\n",
             "phase (max over ranks)", "seconds", "%", "calls", "messages", "MiB sent", "reductions"
         );
         for (n, s) in &self.phases {
             out += &format!(
-                "{:<28} {:>10.4} {:>6.1} {:>9} {:>11} {:>12.2} {:>10}\n",
+                "{:<38} {:>10.4} {:>6.1} {:>9} {:>11} {:>12.2} {:>10}\n",
                 n,
                 s.seconds,
                 if total > 0.0 { 100.0 * s.seconds / total } else { 0.0 },

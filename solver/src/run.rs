@@ -351,6 +351,10 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     let end_tol = |end: f64| 1e-12 * end.abs().max(dt);
     let mut checkpoints_written = 0;
     let mut row: Vec<f64> = Vec::with_capacity(columns.len());
+    let mut perf = crate::perf::PhaseLog::new();
+    for name in ["time step", "  stencil sweep", "  halo exchange", "  boundary values"] {
+        perf.declare(name);
+    }
     loop {
         if case.max_steps.is_some_and(|m| step >= m) {
             break;
@@ -367,7 +371,9 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
                 lands_on_end = Some(end);
             }
         }
+        let mark = crate::perf::Mark::now(comm);
         let st = solver.step(comm, t, this_dt);
+        perf.add("time step", comm, mark);
         if let Some(m) = solver.solve_failure() {
             status = "failed".into();
             message = m.to_string();
@@ -380,6 +386,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
 
         // Monitors: one sum and one max reduction per step.
         let tm = Instant::now();
+        let monitor_mark = crate::perf::Mark::now(comm);
         probe_buf[0] = st.sum;
         probe_buf[1] = st.sumsq;
         for (i, pc) in probe_cells.iter().enumerate() {
@@ -414,6 +421,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
         }
         monitor.row(&row, step);
         t_monitor += tm.elapsed().as_secs_f64();
+        perf.add("monitor", comm, monitor_mark);
 
         let blown = !sum.is_finite() || !sumsq.is_finite() || !gmax.is_finite() || gmax.abs() > 1e150 || gmin.abs() > 1e150;
         if blown {
@@ -467,6 +475,32 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     let wall = start.elapsed().as_secs_f64();
     let stats = comm.stats();
     // Phase times: the maximum over ranks is what bounds the run.
+    // The per-phase table: the step and its parts, the linear solves of an implicit
+    // scheme, monitors and output.
+    for (name, secs) in [
+        ("  stencil sweep", solver.timings.compute),
+        ("  halo exchange", solver.timings.halo),
+        ("  boundary values", solver.timings.boundary),
+    ] {
+        perf.add_seconds(name, secs);
+    }
+    if let Some(i) = solver.implicit.as_ref() {
+        let mut l = crate::perf::PhaseLog::new();
+        l.merge_prefixed("  solve: ", &i.phase_log());
+        // Keep the solve's rows under the time step, before monitor and output.
+        let mut merged = crate::perf::PhaseLog::new();
+        for (n, _) in perf.phases().iter().take(4) {
+            merged.declare(n);
+        }
+        merged.merge_prefixed("", &l);
+        merged.merge_prefixed("", &perf);
+        perf = merged;
+    }
+    perf.add_seconds("output", t_output);
+    let perf = perf.reduce(comm);
+    if opts.progress && comm.rank() == 0 {
+        eprint!("{}", perf.table(start.elapsed().as_secs_f64()));
+    }
     let mut ph = [solver.timings.compute, solver.timings.halo, solver.timings.boundary, t_monitor, t_output];
     comm.allreduce_f64(&mut ph, ReduceOp::Max);
     let mut cs = [stats.messages, stats.bytes, stats.reductions];
@@ -513,6 +547,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
                 "compute": ph[0], "halo": ph[1], "boundary": ph[2], "monitor": ph[3], "output": ph[4], "total": wall
             },
             "communication": { "messages": cs[0], "bytes": cs[1], "reductions": cs[2] },
+            "performance": perf.to_json(),
             "format_version": output::FORMAT_VERSION,
         });
         serde_json::to_string_pretty(&summary).expect("json serialises").into_bytes()

@@ -231,7 +231,7 @@ impl LinearSolver {
     /// Every phase so far: the Krylov ones, then multigrid's (prefixed `mg `).
     pub fn phase_log(&self) -> PhaseLog {
         let mut l = self.log.clone();
-        l.merge_prefixed("  mg ", &self.mg.log);
+        l.merge_prefixed("  mg: ", &self.mg.log);
         l
     }
 
