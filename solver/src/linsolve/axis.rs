@@ -121,9 +121,10 @@ impl Axis {
     pub fn coef(&self, i: usize) -> Coef1 {
         let n = self.n();
         let w = self.widths[i];
-        let x = self.centre(i as isize);
-        let cw = 1.0 / (w * (x - self.centre(i as isize - 1)));
-        let ce = 1.0 / (w * (self.centre(i as isize + 1) - x));
+        // Centre distances from the widths (the ghost mirrors or wraps), so that equal
+        // widths give bitwise equal coefficients: smoothers use that.
+        let cw = 1.0 / (w * (0.5 * (w + self.width_ext(i as isize - 1))));
+        let ce = 1.0 / (w * (0.5 * (w + self.width_ext(i as isize + 1))));
         let mut c = Coef1 { ow: cw, oe: ce, dw: cw, de: ce };
         if i == 0 && !self.periodic() {
             c.ow = 0.0;
@@ -134,6 +135,19 @@ impl Axis {
             c.de = ce * (1.0 - self.bc[1].mirror());
         }
         c
+    }
+
+    /// Width of cell `i` for `i` in `-1..=n`: a ghost beyond a physical face mirrors the
+    /// boundary cell, beyond a periodic face it is the cell on the other side.
+    pub fn width_ext(&self, i: isize) -> f64 {
+        let n = self.n() as isize;
+        if i < 0 {
+            self.widths[if self.periodic() { (n - 1) as usize } else { 0 }]
+        } else if i >= n {
+            self.widths[if self.periodic() { 0 } else { (n - 1) as usize }]
+        } else {
+            self.widths[i as usize]
+        }
     }
 
     /// Linear interpolation of fine cell `f` (of `self`) from the coarse axis `coarse`:

@@ -5,7 +5,7 @@
 //! Homogeneous physical boundary conditions are folded into the 1D coefficients
 //! (no ghost fill is ever needed for them); ghosts are only filled by halo exchange
 //! across rank boundaries and periodic faces.
-use super::axis::{Axis, BcKind};
+use super::axis::Axis;
 use decomp::{BlockLayout, Comm, Field, Grid, HaloPlan, IndexBox, Stencil};
 
 /// 1D operator coefficients of the local cells of one axis, β folded in.
@@ -75,6 +75,9 @@ pub struct Level {
     boxg: HaloPlan,
     /// Largest eigenvalue bound of D⁻¹A (Gershgorin), for Chebyshev.
     pub lambda_max: f64,
+    /// Local x range whose 1D coefficients are bitwise equal (uniform cells away
+    /// from physical faces): there a row's diagonal is one number.
+    xuni: (usize, usize),
 }
 
 /// Face coefficient between cells of widths `wl`, `wr` and coefficients `kl`, `kr`
@@ -134,8 +137,8 @@ impl Level {
                             let l = [i, j, k];
                             let c = (k + g[2]) * s[2] + (j + g[1]) * s[1] + i + g[0];
                             let gl = block.lo[a] as isize + l[a] as isize;
-                            let wr = width_ext(&axes[a], gl);
-                            let wl = width_ext(&axes[a], gl - 1);
+                            let wr = axes[a].width_ext(gl);
+                            let wl = axes[a].width_ext(gl - 1);
                             kfa[c] = face_coefficient(wl, kcs[c - s[a]], wr, kcs[c]);
                         }
                     }
@@ -166,7 +169,9 @@ impl Level {
             box1,
             boxg,
             lambda_max: 2.0,
+            xuni: (0, 0),
         };
+        lv.xuni = uniform_run(&lv.coefs[0]);
         lv.compute_diagonal();
         Ok(lv)
     }
@@ -431,6 +436,33 @@ impl Level {
                 let (owy, oey) = (cy.ow[j], cy.oe[j]);
                 let (owz, oez) = if D3 { (cz.ow[k], cz.oe[k]) } else { (0.0, 0.0) };
                 let mut i = start;
+                if !VAR {
+                    // Uniform stretch: one diagonal per row, scalar coefficients; the
+                    // same arithmetic as below, without the inverse-diagonal stream.
+                    let (u0, u1) = (self.xuni.0.max(span.lo[0]), self.xuni.1.min(span.hi[0]));
+                    while i < u0 && i < span.hi[0] {
+                        let c = c0 + i;
+                        let mut o = owx[i] * u[c - 1] + oex[i] * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
+                        if D3 {
+                            o += owz * u[c - s[2]] + oez * u[c + s[2]];
+                        }
+                        u[c] = (f[c] + o) * invd[c];
+                        i += 2;
+                    }
+                    if i < u1 {
+                        let inv = invd[c0 + i];
+                        let (ow, oe) = (owx[i], oex[i]);
+                        while i < u1 {
+                            let c = c0 + i;
+                            let mut o = ow * u[c - 1] + oe * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
+                            if D3 {
+                                o += owz * u[c - s[2]] + oez * u[c + s[2]];
+                            }
+                            u[c] = (f[c] + o) * inv;
+                            i += 2;
+                        }
+                    }
+                }
                 while i < span.hi[0] {
                     let c = c0 + i;
                     let o = if VAR {
@@ -606,25 +638,29 @@ impl Level {
     }
 }
 
-/// Width of global cell `i` of `axis`, for `i` in `-1..=n` (ghosts mirror or wrap).
-fn width_ext(axis: &Axis, i: isize) -> f64 {
-    let n = axis.n() as isize;
-    let w = &axis.widths;
-    if i < 0 {
-        if axis.bc[0] == BcKind::Periodic {
-            w[(n - 1) as usize]
-        } else {
-            w[0]
-        }
-    } else if i >= n {
-        if axis.bc[1] == BcKind::Periodic {
-            w[0]
-        } else {
-            w[(n - 1) as usize]
-        }
-    } else {
-        w[i as usize]
+/// The contiguous run of local x cells around the middle whose coefficients equal the
+/// middle cell's bit for bit.
+fn uniform_run(c: &Coefs) -> (usize, usize) {
+    let n = c.ow.len();
+    if n == 0 {
+        return (0, 0);
     }
+    let m = n / 2;
+    let same = |i: usize| {
+        c.ow[i].to_bits() == c.ow[m].to_bits()
+            && c.oe[i].to_bits() == c.oe[m].to_bits()
+            && c.dw[i].to_bits() == c.dw[m].to_bits()
+            && c.de[i].to_bits() == c.de[m].to_bits()
+    };
+    let mut lo = m;
+    while lo > 0 && same(lo - 1) {
+        lo -= 1;
+    }
+    let mut hi = m + 1;
+    while hi < n && same(hi) {
+        hi += 1;
+    }
+    (lo, hi)
 }
 
 /// Splits a block of extent `n` into the cells whose stencil reads no ghost and the
