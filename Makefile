@@ -11,7 +11,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 # Quieter Open MPI in containers without a high-speed fabric.
 export OMPI_MCA_btl_vader_single_copy_mechanism := none
 
-.PHONY: setup build demo test bench clean
+.PHONY: setup build demo test bench bench-petsc clean
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,13 @@ bench: setup
 	$(CARGO) bench --locked -p solver --bench stencil
 	$(CARGO) build --release --locked -p decomp --example halo_bench
 	mpirun -n 2 --bind-to core target/release/examples/halo_bench
+	$(MAKE) bench-petsc
+
+# Multigrid-CG against PETSc KSP CG + PCMG (installs petsc-dev and python3-petsc4py).
+bench-petsc: setup
+	@bash scripts/setup_petsc.sh
+	$(CARGO) build --release --locked -p solver --example poisson_bench
+	/usr/bin/python3 benches/poisson_vs_petsc.py --json target/poisson_vs_petsc.json
 
 clean:
 	$(CARGO) clean
