@@ -86,6 +86,50 @@ impl<'c> Dots<'c> {
         v
     }
 
+    /// `r += a·q` and then `‖r‖²` globally, in one pass over memory.
+    pub fn update_norm2(&mut self, a: f64, q: &Field, r: &mut Field) -> f64 {
+        let t = std::time::Instant::now();
+        self.count += 1;
+        let n = r.shape();
+        let qs = q.as_slice();
+        let mut exact = ExactSum::new();
+        let mut s = [0.0; 4];
+        for k in 0..n[2] {
+            for j in 0..n[1] {
+                let c = r.idx(0, j, k);
+                let row = &mut r.as_slice_mut()[c..c + n[0]];
+                let src = &qs[c..c + n[0]];
+                for (d, v) in row.iter_mut().zip(src) {
+                    *d += a * v;
+                }
+                if self.reproducible {
+                    exact.add_products(row, row);
+                } else {
+                    let mut it = row.chunks_exact(4);
+                    for p in &mut it {
+                        for l in 0..4 {
+                            s[l] += p[l] * p[l];
+                        }
+                    }
+                    for v in it.remainder() {
+                        s[0] += v * v;
+                    }
+                }
+            }
+        }
+        let v = if self.reproducible {
+            let mut e = [exact];
+            exact_allreduce(self.comm, &mut e);
+            e[0].to_f64()
+        } else {
+            let mut v = [(s[0] + s[1]) + (s[2] + s[3])];
+            self.comm.allreduce_f64(&mut v, ReduceOp::Sum);
+            v[0]
+        };
+        self.seconds += t.elapsed().as_secs_f64();
+        v
+    }
+
     /// Global sum of interior values of `a`.
     pub fn sum(&mut self, a: &Field) -> f64 {
         self.count += 1;
@@ -300,8 +344,7 @@ impl LinearSolver {
             }
             let alpha = rz / pq;
             axpby(alpha, p, 1.0, x);
-            axpby(-alpha, q, 1.0, r);
-            rnorm = dots.dots(&[(r, r)])[0].sqrt();
+            rnorm = dots.update_norm2(-alpha, q, r).sqrt();
             rep.push(rnorm, bnorm);
             if rnorm <= target || !rnorm.is_finite() {
                 return self.finish(rep, rnorm, bnorm, it);

@@ -496,7 +496,34 @@ impl Level {
     /// exchange of the first colour's new values. Bit-identical to two half sweeps
     /// with an exchange in between, for any decomposition.
     pub fn gs_fused(&mut self, comm: &dyn Comm, first: usize, exchange_first: bool) {
-        if exchange_first {
+        self.gs_fused_from(comm, first, exchange_first, false)
+    }
+
+    /// The first colour of a fused sweep from `u = 0`, whatever `u` holds: the first
+    /// colour's cells get `D⁻¹ f`, the others 0 (no read of `u`, so no zero fill).
+    fn gs_zero_rows(&mut self, colour: usize, span: Span) {
+        let b = self.block();
+        let (g, p) = (self.u.ghost, self.u.padded_shape());
+        let f = self.f.data.as_slice().expect("contiguous");
+        let invd = &self.invd[..];
+        let u = self.u.data.as_slice_mut().expect("contiguous");
+        for k in span.lo[2]..span.hi[2] {
+            for j in span.lo[1]..span.hi[1] {
+                let c0 = ((k + g[2]) * p[1] + j + g[1]) * p[0] + g[0];
+                let first = (colour + b.lo[0] + b.lo[1] + j + b.lo[2] + k) & 1;
+                for i in span.lo[0]..span.hi[0] {
+                    let c = c0 + i;
+                    // (f + 0) D⁻¹: the arithmetic of a sweep over zero neighbours.
+                    u[c] = if (i & 1) == first { (f[c] + 0.0) * invd[c] } else { 0.0 };
+                }
+            }
+        }
+    }
+
+    /// [`Level::gs_fused`]; `from_zero`: `u` is taken as zero (ghosts included) and
+    /// is not read or cleared first.
+    pub fn gs_fused_from(&mut self, comm: &dyn Comm, first: usize, exchange_first: bool, from_zero: bool) {
+        if exchange_first && !from_zero {
             self.exchange(comm, Slot::U);
         }
         let n = self.shape();
@@ -510,7 +537,11 @@ impl Level {
             let mut red = self.all();
             red.lo[lag] = q;
             red.hi[lag] = q + 1;
-            self.gs_span(first, red);
+            if from_zero {
+                self.gs_zero_rows(first, red);
+            } else {
+                self.gs_span(first, red);
+            }
             if q >= 1 {
                 let t = q - 1;
                 let (lo_t, hi_t) = if lag == 2 { iz } else { iy };
@@ -587,6 +618,13 @@ impl Level {
     pub fn smooth_rbgs(&mut self, comm: &dyn Comm, sweeps: usize, forward: bool, zero_start: bool) {
         for s in 0..sweeps {
             self.gs_fused(comm, if forward { 0 } else { 1 }, !(zero_start && s == 0));
+        }
+    }
+
+    /// [`Level::smooth_rbgs`] from `u = 0` without clearing `u` first (`sweeps >= 1`).
+    pub fn smooth_rbgs_from_zero(&mut self, comm: &dyn Comm, sweeps: usize) {
+        for s in 0..sweeps {
+            self.gs_fused_from(comm, 0, s > 0, s == 0);
         }
     }
 

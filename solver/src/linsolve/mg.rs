@@ -413,16 +413,28 @@ impl Multigrid {
     /// Smooths level `l` (`pre`: before the coarse correction).
     fn smooth(&mut self, comm: &dyn Comm, l: usize, pre: bool, zero: bool) {
         let o = self.opts;
+        let skip = self.skips_zero_fill();
         let lv = &mut self.levels[l];
         let c: &dyn Comm = if lv.replicated { &self.serial } else { comm };
         let sweeps = if pre { o.pre_smooth } else { o.post_smooth };
+        if zero && pre && !skip {
+            lv.u.data.fill(0.0);
+        }
         match o.smoother {
+            Smoother::Rbgs if zero && pre && sweeps > 0 => lv.smooth_rbgs_from_zero(c, sweeps),
             Smoother::Rbgs => lv.smooth_rbgs(c, sweeps, pre, zero && pre),
             Smoother::Chebyshev => lv.smooth_chebyshev(c, sweeps, o.chebyshev_ratio),
         }
     }
 
-    /// One cycle on level `l` for `A u = f` from the current `u` (`zero`: u is zero).
+    /// Whether a cycle started from zero needs no cleared `u` (the first
+    /// Gauss–Seidel sweep writes every cell without reading any).
+    fn skips_zero_fill(&self) -> bool {
+        self.opts.smoother == Smoother::Rbgs && self.opts.pre_smooth > 0
+    }
+
+    /// One cycle on level `l` for `A u = f` from the current `u` (`zero`: u is zero,
+    /// or stands for zero when [`Multigrid::skips_zero_fill`]).
     fn cycle(&mut self, comm: &dyn Comm, l: usize, kind: Cycle, zero: bool) {
         let which = if l == 0 { "finest" } else { "coarse" };
         if l == self.levels.len() - 1 {
@@ -444,7 +456,9 @@ impl Multigrid {
         self.log.add(&format!("residual ({which})"), comm, m);
         let m = Mark::now(comm);
         self.restrict(comm, l);
-        self.levels[l + 1].u.data.fill(0.0);
+        if l + 1 == self.levels.len() - 1 || !self.skips_zero_fill() {
+            self.levels[l + 1].u.data.fill(0.0);
+        }
         self.log.add("restrict", comm, m);
         match kind {
             Cycle::V => self.cycle(comm, l + 1, Cycle::V, true),
@@ -547,7 +561,9 @@ impl Multigrid {
     pub fn precondition(&mut self, comm: &dyn Comm, rhs: &mut Field, z: &mut Field) {
         let lv = &mut self.levels[0];
         std::mem::swap(&mut lv.f, rhs);
-        lv.u.data.fill(0.0);
+        if !self.skips_zero_fill() || self.levels.len() == 1 {
+            self.levels[0].u.data.fill(0.0);
+        }
         self.cycle(comm, 0, self.opts.cycle, true);
         let lv = &mut self.levels[0];
         std::mem::swap(&mut lv.f, rhs);

@@ -155,3 +155,27 @@ fn fused_gauss_seidel_matches_two_half_sweeps_bit_for_bit() {
         }
     }
 }
+
+/// Every cycle shape with both smoothers, as a CG preconditioner and alone.
+#[test]
+fn cycles_and_smoothers_converge() {
+    for cycle in [Cycle::V, Cycle::W, Cycle::F] {
+        for smoother in [Smoother::Rbgs, Smoother::Chebyshev] {
+            for (method, limit) in [(Method::Cg, 10), (Method::Mg, 25)] {
+                let mut opts = SolverOptions { method, ..Default::default() };
+                opts.mg.cycle = cycle;
+                opts.mg.smoother = smoother;
+                opts.mg.agglomerate_below = 64;
+                for (r, _, _, _) in run_ranks(2, &[129, 65], BcKind::Dirichlet, opts) {
+                    assert!(r.reason.converged() && r.iterations <= limit, "{cycle:?} {smoother:?} {method:?}: {r:?}");
+                }
+                let one = run_ranks(1, &[16, 16, 16], BcKind::Periodic, opts);
+                assert!(
+                    one[0].0.reason.converged() && one[0].0.iterations <= limit,
+                    "3D {cycle:?} {smoother:?} {method:?}: {:?}",
+                    one[0].0
+                );
+            }
+        }
+    }
+}
