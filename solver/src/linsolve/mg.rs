@@ -651,14 +651,53 @@ fn restrict_separable(
 ) {
     let nc = [rtab[0].len(), rtab[1].len(), rtab[2].len()];
     t1.resize(fp[2] * fp[1] * nc[0], 0.0);
+    // x: up to four fine cells per coarse cell in fixed slots (no inner loop).
+    let slots: Option<Vec<([usize; 4], [f64; 4])>> = rtab[0]
+        .iter()
+        .map(|tab| {
+            (tab.len() <= 4 && !tab.is_empty()).then(|| {
+                let mut i = [tab[0].0; 4];
+                let mut w = [0.0; 4];
+                for (e, &(f, x)) in tab.iter().enumerate() {
+                    i[e] = f;
+                    w[e] = x;
+                }
+                (i, w)
+            })
+        })
+        .collect();
     for k in 0..fp[2] {
         for j in 0..fp[1] {
             let row = &src[(k * fp[1] + j) * fp[0]..(k * fp[1] + j + 1) * fp[0]];
             let out = &mut t1[(k * fp[1] + j) * nc[0]..(k * fp[1] + j + 1) * nc[0]];
-            for (o, tab) in out.iter_mut().zip(&rtab[0]) {
-                *o = tab.iter().map(|&(f, w)| w * row[f]).sum();
+            match &slots {
+                Some(sl) => {
+                    for (o, (i, w)) in out.iter_mut().zip(sl) {
+                        *o = w[0] * row[i[0]] + w[1] * row[i[1]] + w[2] * row[i[2]] + w[3] * row[i[3]];
+                    }
+                }
+                None => {
+                    for (o, tab) in out.iter_mut().zip(&rtab[0]) {
+                        *o = tab.iter().map(|&(f, w)| w * row[f]).sum();
+                    }
+                }
             }
         }
+    }
+    // 2D: the y pass writes the coarse field directly.
+    if fp[2] == 1 && nc[2] == 1 {
+        for (jc, tab) in rtab[1].iter().enumerate() {
+            let c0 = dst.idx(0, jc, 0);
+            let out = &mut dst.as_slice_mut()[c0..c0 + nc[0]];
+            out.fill(0.0);
+            for &(f, w) in tab {
+                let inp = &t1[f * nc[0]..(f + 1) * nc[0]];
+                for (o, v) in out.iter_mut().zip(inp) {
+                    *o += w * v;
+                }
+            }
+        }
+        return;
     }
     t2.resize(fp[2] * nc[1] * nc[0], 0.0);
     for k in 0..fp[2] {
@@ -702,6 +741,19 @@ fn prolong_separable(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut 
                 *o = p[0].1 * row[p[0].0] + p[1].1 * row[p[1].0];
             }
         }
+    }
+    // 2D: the y pass adds into the fine field directly.
+    if cp[2] == 1 && nf[2] == 1 {
+        for (j, p) in ptab[1].iter().enumerate() {
+            let a = &t1[p[0].0 * nf[0]..(p[0].0 + 1) * nf[0]];
+            let b = &t1[p[1].0 * nf[0]..(p[1].0 + 1) * nf[0]];
+            let c0 = dst.idx(0, j, 0);
+            let out = &mut dst.as_slice_mut()[c0..c0 + nf[0]];
+            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+                *o += p[0].1 * x + p[1].1 * y;
+            }
+        }
+        return;
     }
     t2.resize(cp[2] * nf[1] * nf[0], 0.0);
     for k in 0..cp[2] {
