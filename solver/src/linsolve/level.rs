@@ -452,13 +452,22 @@ impl Level {
                     if i < u1 {
                         let inv = invd[c0 + i];
                         let (ow, oe) = (owx[i], oex[i]);
+                        // Every index below lies in [c0 + i - reach, c0 + u1 + reach): check
+                        // that range once instead of each access.
+                        let reach = if D3 { s[2] } else { s[1] };
+                        assert!(c0 + i >= reach && c0 + u1 + reach <= u.len() && c0 + u1 <= f.len());
+                        let up = u.as_mut_ptr();
                         while i < u1 {
                             let c = c0 + i;
-                            let mut o = ow * u[c - 1] + oe * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
-                            if D3 {
-                                o += owz * u[c - s[2]] + oez * u[c + s[2]];
+                            // SAFETY: c - reach >= 0 and c + reach < u.len() by the assert above
+                            // (c < c0 + u1), and s[1] <= reach; f has the same length as u.
+                            unsafe {
+                                let mut o = ow * *up.add(c - 1) + oe * *up.add(c + 1) + owy * *up.add(c - s[1]) + oey * *up.add(c + s[1]);
+                                if D3 {
+                                    o += owz * *up.add(c - s[2]) + oez * *up.add(c + s[2]);
+                                }
+                                *up.add(c) = (*f.get_unchecked(c) + o) * inv;
                             }
-                            u[c] = (f[c] + o) * inv;
                             i += 2;
                         }
                     }
@@ -528,28 +537,24 @@ impl Level {
         }
         let n = self.shape();
         let second = 1 - first;
-        let lag = if self.dims == 3 { 2 } else { 1 };
         // Cells of the second colour that read no ghost.
         let inner = |a: usize| if a < self.dims { (1.min(n[a]), n[a].saturating_sub(1)) } else { (0, n[a]) };
         let (ix, iy, iz) = (inner(0), inner(1), inner(2));
-        let units = n[lag];
-        for q in 0..units {
-            let mut red = self.all();
-            red.lo[lag] = q;
-            red.hi[lag] = q + 1;
-            if from_zero {
-                self.gs_zero_rows(first, red);
-            } else {
-                self.gs_span(first, red);
-            }
-            if q >= 1 {
-                let t = q - 1;
-                let (lo_t, hi_t) = if lag == 2 { iz } else { iy };
-                if t >= lo_t && t < hi_t {
-                    let mut blk = Span { lo: [ix.0, iy.0, iz.0], hi: [ix.1, iy.1, iz.1] };
-                    blk.lo[lag] = t;
-                    blk.hi[lag] = t + 1;
-                    self.gs_span(second, blk);
+        // Row by row, k-major. After the first colour of row (j, k), the second colour
+        // of the row whose neighbours are now all final: (j - 1, k) in 2D, (j, k - 1)
+        // in 3D (its neighbours in plane k - 1 and k - 2 were done one plane ago).
+        let d3 = self.dims == 3;
+        for k in 0..n[2] {
+            for j in 0..n[1] {
+                let row = Span { lo: [0, j, k], hi: [n[0], j + 1, k + 1] };
+                if from_zero {
+                    self.gs_zero_rows(first, row);
+                } else {
+                    self.gs_span(first, row);
+                }
+                let (tj, tk) = if d3 { (j, k.wrapping_sub(1)) } else { (j.wrapping_sub(1), k) };
+                if tj >= iy.0 && tj < iy.1 && tk >= iz.0 && tk < iz.1 {
+                    self.gs_span(second, Span { lo: [ix.0, tj, tk], hi: [ix.1, tj + 1, tk + 1] });
                 }
             }
         }
