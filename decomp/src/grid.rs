@@ -62,6 +62,22 @@ impl Grid {
     }
 }
 
+/// Calls `f([i, j, k])` for every cell of the layer `layer` along `axis` of a box of
+/// `extent` cells: the other two axes `b = axis + 1`, `c = axis + 2` (mod 3) run with
+/// `c` outer and `b` inner (the order face values are stored in).
+pub fn for_each_in_layer(extent: [usize; 3], axis: usize, layer: usize, mut f: impl FnMut([usize; 3])) {
+    let (b, c) = ((axis + 1) % 3, (axis + 2) % 3);
+    for jc in 0..extent[c] {
+        for jb in 0..extent[b] {
+            let mut l = [0usize; 3];
+            l[axis] = layer;
+            l[b] = jb;
+            l[c] = jc;
+            f(l);
+        }
+    }
+}
+
 /// A half-open box of cell indices `[lo, hi)` per axis (x, y, z).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IndexBox {

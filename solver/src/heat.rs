@@ -562,26 +562,18 @@ impl HeatSolver {
                 Self::eval_face(f, t1);
             }
             let a = f.axis;
-            let (b, c) = ((a + 1) % 3, (a + 2) % 3);
             let inner = if f.side == 0 { 0 } else { n[a] - 1 };
-            let mut idx = 0;
-            for jc in 0..n[c] {
-                for jb in 0..n[b] {
-                    let mut l = [0usize; 3];
-                    l[a] = inner;
-                    l[b] = jb;
-                    l[c] = jc;
-                    let v = f.values[idx];
-                    idx += 1;
-                    let add = match f.bc {
-                        Bc::Dirichlet(_) => imp.beta * 2.0 * v / (h[a] * h[a]),
-                        Bc::Neumann(_) => imp.beta * v / h[a],
-                        Bc::Periodic => 0.0,
-                    };
-                    let at = imp.rhs.idx(l[0], l[1], l[2]);
-                    imp.rhs.as_slice_mut()[at] += add;
-                }
-            }
+            let mut values = f.values.iter();
+            decomp::grid::for_each_in_layer(n, a, inner, |l| {
+                let v = *values.next().expect("one value per face cell");
+                let add = match f.bc {
+                    Bc::Dirichlet(_) => imp.beta * 2.0 * v / (h[a] * h[a]),
+                    Bc::Neumann(_) => imp.beta * v / h[a],
+                    Bc::Periodic => 0.0,
+                };
+                let at = imp.rhs.idx(l[0], l[1], l[2]);
+                imp.rhs.as_slice_mut()[at] += add;
+            });
         }
         imp.x.interior_mut().assign(&old.interior());
         let report = imp.solver.solve(comm, &imp.rhs, &mut imp.x);

@@ -108,26 +108,19 @@ impl PoissonProblem {
                 };
                 let face = if side == 0 { grid.lower[a] } else { grid.upper[a] };
                 let li = if side == 0 { 0 } else { n[a] - 1 };
-                let (o1, o2) = [(1, 2), (0, 2), (0, 1)][a];
-                for x2 in 0..n[o2] {
-                    for x1 in 0..n[o1] {
-                        let mut l = [0usize; 3];
-                        l[a] = li;
-                        l[o1] = x1;
-                        l[o2] = x2;
-                        let g = [block.lo[0] + l[0], block.lo[1] + l[1], block.lo[2] + l[2]];
-                        let mut p = centre(g[0], g[1], g[2]);
-                        p[a] = face;
-                        let v = e.eval(p[0], p[1], p[2], 0.0);
-                        let kb = if kfield.is_some() { face_k(a, side, l) } else { 1.0 };
-                        let add = match &case.boundary[a][side] {
-                            Bc::Dirichlet(_) => beta * kb * 2.0 * v / (h[a] * h[a]),
-                            _ => beta * kb * v / h[a],
-                        };
-                        let c = rhs.idx(l[0], l[1], l[2]);
-                        rhs.as_slice_mut()[c] += add;
-                    }
-                }
+                decomp::grid::for_each_in_layer(n, a, li, |l| {
+                    let g = [block.lo[0] + l[0], block.lo[1] + l[1], block.lo[2] + l[2]];
+                    let mut p = centre(g[0], g[1], g[2]);
+                    p[a] = face;
+                    let v = e.eval(p[0], p[1], p[2], 0.0);
+                    let kb = if kfield.is_some() { face_k(a, side, l) } else { 1.0 };
+                    let add = match &case.boundary[a][side] {
+                        Bc::Dirichlet(_) => beta * kb * 2.0 * v / (h[a] * h[a]),
+                        _ => beta * kb * v / h[a],
+                    };
+                    let c = rhs.idx(l[0], l[1], l[2]);
+                    rhs.as_slice_mut()[c] += add;
+                });
             }
         }
         let mut phi = solver.new_field();

@@ -194,17 +194,12 @@ impl Level {
                 if !at_face {
                     continue;
                 }
-                let (o1, o2) = [(1, 2), (0, 2), (0, 1)][a];
-                for x2 in 0..n[o2] {
-                    for x1 in 0..n[o1] {
-                        let mut l = [0usize; 3];
-                        l[a] = if side == 0 { 0 } else { n[a] - 1 };
-                        l[o1] = x1;
-                        l[o2] = x2;
-                        let c = self.u.idx(l[0], l[1], l[2]) + if side == 1 { s[a] } else { 0 };
-                        kf[a][c] = k(a, side, l);
-                    }
-                }
+                let layer = if side == 0 { 0 } else { n[a] - 1 };
+                let u = &self.u;
+                decomp::grid::for_each_in_layer(n, a, layer, |l| {
+                    let c = u.idx(l[0], l[1], l[2]) + if side == 1 { s[a] } else { 0 };
+                    kf[a][c] = k(a, side, l);
+                });
             }
         }
         self.compute_diagonal();

@@ -163,23 +163,10 @@ fn mirror_ghosts(k: &mut Field, axes: &[Axis; 3], dims: usize) {
                 continue;
             }
             let (src, dst) = if side == 0 { (g[a], g[a] - 1) } else { (g[a] + n[a] - 1, g[a] + n[a]) };
-            let (o1, o2) = match a {
-                0 => (1, 2),
-                1 => (0, 2),
-                _ => (0, 1),
-            };
-            for x2 in 0..p[o2] {
-                for x1 in 0..p[o1] {
-                    let mut l = [0usize; 3];
-                    l[o1] = x1;
-                    l[o2] = x2;
-                    l[a] = src;
-                    let cs = l[0] * s[0] + l[1] * s[1] + l[2] * s[2];
-                    l[a] = dst;
-                    let cd = l[0] * s[0] + l[1] * s[1] + l[2] * s[2];
-                    data[cd] = data[cs];
-                }
-            }
+            decomp::grid::for_each_in_layer(p, a, src, |l| {
+                let cs = l[0] * s[0] + l[1] * s[1] + l[2] * s[2];
+                data[cs + dst * s[a] - src * s[a]] = data[cs];
+            });
         }
     }
 }
