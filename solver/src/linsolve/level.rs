@@ -437,7 +437,7 @@ impl Level {
                     let (u0, u1) = (self.xuni.0.max(span.lo[0]), self.xuni.1.min(span.hi[0]));
                     while i < u0 && i < span.hi[0] {
                         let c = c0 + i;
-                        let mut o = owx[i] * u[c - 1] + oex[i] * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
+                        let mut o = (owx[i] * u[c - 1] + oex[i] * u[c + 1]) + (owy * u[c - s[1]] + oey * u[c + s[1]]);
                         if D3 {
                             o += owz * u[c - s[2]] + oez * u[c + s[2]];
                         }
@@ -457,9 +457,11 @@ impl Level {
                             // SAFETY: c - reach >= 0 and c + reach < u.len() by the assert above
                             // (c < c0 + u1), and s[1] <= reach; f has the same length as u.
                             unsafe {
-                                let mut o = ow * *up.add(c - 1) + oe * *up.add(c + 1) + owy * *up.add(c - s[1]) + oey * *up.add(c + s[1]);
+                                let mut o =
+                                    (ow * *up.add(c - 1) + oe * *up.add(c + 1)) + (owy * *up.add(c - s[1]) + oey * *up.add(c + s[1]));
                                 if D3 {
                                     o += owz * *up.add(c - s[2]) + oez * *up.add(c + s[2]);
+                                    // paired, like x and y
                                 }
                                 *up.add(c) = (*f.get_unchecked(c) + o) * inv;
                             }
@@ -480,7 +482,7 @@ impl Level {
                         }
                         o
                     } else {
-                        let mut o = owx[i] * u[c - 1] + oex[i] * u[c + 1] + owy * u[c - s[1]] + oey * u[c + s[1]];
+                        let mut o = (owx[i] * u[c - 1] + oex[i] * u[c + 1]) + (owy * u[c - s[1]] + oey * u[c + s[1]]);
                         if D3 {
                             o += owz * u[c - s[2]] + oez * u[c + s[2]];
                         }
