@@ -226,6 +226,15 @@ fn set_with_a_bad_value_points_at_the_value() {
     );
     let out = tessera(&["check", GOOD, "--set", "physics.diffusivity"]);
     assert_user_error("no =", &out, &["error: --set physics.diffusivity:1:1: ", "expected KEY=VALUE"]);
+    // Solver options of a poisson case, overridden on the command line.
+    let out = tessera(&["check", "cases/poisson2d.toml", "--set", "numerics.solver.method=gmres"]);
+    assert_user_error(
+        "solver method",
+        &out,
+        &["error: --set numerics.solver.method=gmres:1:24: ", "unknown method \"gmres\"", "method: cg, cg1, bicgstab, mg"],
+    );
+    let out = tessera(&["check", "cases/poisson2d.toml", "--set", "numerics.solver.cycle=\"X\""]);
+    assert_user_error("solver cycle", &out, &["--set numerics.solver.cycle=\"X\":1:23: ", "unknown cycle \"X\"", "cycle: V, W, F"]);
 }
 
 #[test]
