@@ -144,7 +144,6 @@ impl Level {
                     }
                 }
             }
-            let _ = p;
             kf
         });
         let star = HaloPlan::with_width(&layout, rank, ghost, 1, Stencil::Star, tag)?;
@@ -278,13 +277,8 @@ impl Level {
 
     /// Fills `slot`'s ghosts across rank boundaries and periodic faces (width 1, faces only).
     pub fn exchange(&mut self, comm: &dyn Comm, slot: Slot) {
-        let (plan, field) = match slot {
-            Slot::U => (&mut self.star, &mut self.u),
-            Slot::F => (&mut self.star, &mut self.f),
-            Slot::R => (&mut self.star, &mut self.r),
-            Slot::T => (&mut self.star, &mut self.t),
-        };
-        plan.exchange(comm, field);
+        self.begin_exchange(comm, slot);
+        self.finish_exchange(comm, slot);
     }
 
     /// Starts a face exchange of `slot` (finish with [`Level::finish_exchange`]).
@@ -375,7 +369,6 @@ impl Level {
                         };
                     }
                 } else {
-                    let _ = (dwy, dey, dwz, dez, dwx, dex);
                     for i in 0..nrow {
                         let mut o = owx[i] * um[i] + oex[i] * um[i + 2] + owy * us[i] + oey * un[i];
                         if D3 {
@@ -394,7 +387,8 @@ impl Level {
 
     /// One Gauss–Seidel half sweep over the cells of colour `colour` (parity of the
     /// global `i + j + k`): `u ← D⁻¹ (f + off-diagonal part · u)`. Needs `u`'s ghosts.
-    pub fn gs_colour(&mut self, colour: usize) {
+    #[cfg(test)]
+    pub(crate) fn gs_colour(&mut self, colour: usize) {
         let all = self.all();
         self.gs_span(colour, all);
     }
@@ -632,7 +626,8 @@ impl Level {
 
     /// [`Level::smooth_rbgs`] as two separate half sweeps per sweep (the reference
     /// the fused sweep is tested against).
-    pub fn smooth_rbgs_unfused(&mut self, comm: &dyn Comm, sweeps: usize, forward: bool, zero_start: bool) {
+    #[cfg(test)]
+    pub(crate) fn smooth_rbgs_unfused(&mut self, comm: &dyn Comm, sweeps: usize, forward: bool, zero_start: bool) {
         for s in 0..sweeps {
             for half in 0..2 {
                 let colour = if forward { half } else { 1 - half };

@@ -25,6 +25,8 @@ struct Transfer {
     /// The coarse level is replicated: this rank's coarse block, gathered after
     /// restriction and read (with a ghost ring) before prolongation.
     stage: Option<Field>,
+    /// Every rank's stage block (the fine layout coarsened), for that gather.
+    stage_blocks: Vec<IndexBox>,
     tmp1: Vec<f64>,
     tmp2: Vec<f64>,
 }
@@ -206,17 +208,55 @@ fn with_ghost(f: &Field, dims: usize, ghost: usize) -> Field {
     out
 }
 
+/// How one level is built: whether it is the last, whether a gathered copy follows
+/// it, the axes it coarsens along and the ghost width of its fields.
+struct LevelPlan {
+    last: bool,
+    copy_below: bool,
+    coarsen: [bool; 3],
+    ghost: usize,
+}
+
+/// The plan of the level over `axes` on `layout` at `depth` (0 = finest).
+fn plan_level(
+    axes: &[Axis; 3],
+    dims: usize,
+    layout: &BlockLayout,
+    replicated: bool,
+    force_last: bool,
+    depth: usize,
+    opts: &MgOptions,
+) -> LevelPlan {
+    let can: [bool; 3] = std::array::from_fn(|a| a < dims && axes[a].can_coarsen());
+    let total: usize = axes.iter().take(dims).map(|a| a.n()).product();
+    let last = force_last || total <= opts.coarse_max.max(1) || !can.iter().any(|&c| c) || depth + 1 >= opts.max_levels;
+    // The direct solve needs the whole level: a distributed last level gets a
+    // gathered copy below it.
+    let copy_below = last && !replicated;
+    let coarsen = if copy_below { [false; 3] } else { can };
+    let ghost = if !last && !replicated && straddles(layout, coarsen) { 2 } else { 1 };
+    LevelPlan { last, copy_below, coarsen, ghost }
+}
+
 /// The transfer from `fine` (over `axes`) to the level over `caxes`; `gather`: the
 /// coarse level is replicated and this rank restricts into a stage block first.
-fn build_transfer(fine: &Level, axes: &[Axis; 3], caxes: &[Axis; 3], coarsen: [bool; 3], gather: bool) -> Transfer {
+fn build_transfer(
+    fine: &Level,
+    axes: &[Axis; 3],
+    caxes: &[Axis; 3],
+    coarsen: [bool; 3],
+    gather: bool,
+    cghost: usize,
+    stage_blocks: Vec<IndexBox>,
+) -> Transfer {
     let dims = fine.dims;
     let fb = fine.block();
     let cb = coarse_box(&fb, coarsen);
     // Coarse storage origin: the stage block (gathered levels) or the coarse block of a
-    // distributed or replicated level, both with one ghost layer; a replicated coarse
+    // distributed or replicated level, with `cghost` ghost layers; a replicated coarse
     // level's block is the whole grid, and this rank's part of it is `cb`.
     let coarse_origin: [isize; 3] = std::array::from_fn(|a| {
-        let g = if a < dims { 1 } else { 0 };
+        let g = if a < dims { cghost } else { 0 };
         if fine.replicated {
             -(g as isize)
         } else {
@@ -269,7 +309,8 @@ fn build_transfer(fine: &Level, axes: &[Axis; 3], caxes: &[Axis; 3], coarsen: [b
         }
     }
     let stage = gather.then(|| Field::zeros(cb, dims, 1));
-    Transfer { rtab, ptab, stage, tmp1: Vec::new(), tmp2: Vec::new() }
+    let stage_blocks = if gather { stage_blocks } else { Vec::new() };
+    Transfer { rtab, ptab, stage, stage_blocks, tmp1: Vec::new(), tmp2: Vec::new() }
 }
 
 impl Multigrid {
@@ -296,14 +337,8 @@ impl Multigrid {
         let mut kc: Option<Field> = spec.coefficient.map(|k| with_ghost(k, dims, 1));
         let mut tag = 4096;
         loop {
-            let can: [bool; 3] = std::array::from_fn(|a| a < dims && axes[a].can_coarsen());
-            let total: usize = axes.iter().take(dims).map(|a| a.n()).product();
-            let last = force_last || total <= opts.coarse_max.max(1) || !can.iter().any(|&c| c) || levels.len() + 1 >= opts.max_levels;
-            // The direct solve needs the whole level: a distributed last level gets a
-            // gathered copy below it.
-            let copy_below = last && !replicated;
-            let coarsen = if copy_below { [false; 3] } else { can };
-            let ghost = if !last && !replicated && straddles(&cur_layout, coarsen) { 2 } else { 1 };
+            let LevelPlan { last, copy_below, coarsen, ghost } =
+                plan_level(&axes, dims, &cur_layout, replicated, force_last, levels.len(), &opts);
             let c: &dyn Comm = if replicated { &serial } else { comm };
             let kc_level = kc.take().map(|k| {
                 let mut k = with_ghost(&k, dims, ghost);
@@ -326,15 +361,6 @@ impl Multigrid {
                 tag,
             )?;
             tag += 128;
-            // The transfer into this level addressed its storage assuming one ghost layer.
-            if let Some(t) = transfers.last_mut().filter(|t| t.stage.is_none() && ghost > 1) {
-                for tab in t.ptab.iter_mut().take(dims) {
-                    for pair in tab.iter_mut() {
-                        pair[0].0 += ghost - 1;
-                        pair[1].0 += ghost - 1;
-                    }
-                }
-            }
             if last && !copy_below {
                 levels.push(lv);
                 break;
@@ -344,7 +370,17 @@ impl Multigrid {
             let stage_layout = coarse_layout(&cur_layout, &caxes, coarsen, dims);
             let thin = stage_layout.blocks.iter().any(|b| (0..dims).any(|a| cur_layout.procs[a] > 1 && b.hi[a] - b.lo[a] < 2));
             let gather = !replicated && (copy_below || ctotal <= opts.agglomerate_below || ctotal <= opts.coarse_max || thin);
-            let t = build_transfer(&lv, &axes, &caxes, coarsen, gather);
+            let next_layout = if gather || replicated {
+                let cgrid = grid_of(dims, &caxes);
+                BlockLayout { grid: cgrid.clone(), procs: [1, 1, 1], blocks: vec![cgrid.index_box()] }
+            } else {
+                stage_layout.clone()
+            };
+            // The coarse storage the transfer addresses: the stage block (one ghost
+            // layer) when gathering, else the next level's own fields.
+            let next = plan_level(&caxes, dims, &next_layout, gather || replicated, copy_below, levels.len() + 1, &opts);
+            let cghost = if gather { 1 } else { next.ghost };
+            let t = build_transfer(&lv, &axes, &caxes, coarsen, gather, cghost, stage_layout.blocks.clone());
             if let Some(k) = kc_level.as_ref() {
                 let mine = stage_layout.blocks[cur_rank];
                 let ck = restrict_coefficient(k, &axes, coarsen, mine, dims);
@@ -357,13 +393,10 @@ impl Multigrid {
                 });
             }
             if gather || replicated {
-                let cgrid = grid_of(dims, &caxes);
-                cur_layout = BlockLayout { grid: cgrid.clone(), procs: [1, 1, 1], blocks: vec![cgrid.index_box()] };
                 cur_rank = 0;
                 replicated = true;
-            } else {
-                cur_layout = stage_layout;
             }
+            cur_layout = next_layout;
             force_last = copy_below;
             levels.push(lv);
             transfers.push(t);
@@ -388,10 +421,8 @@ impl Multigrid {
         }
         lv.u.data.fill(0.0);
         if singular {
-            for (col, &c) in idx.iter().enumerate() {
-                let (i, j, k) = (col % n[0], (col / n[0]) % n[1], col / (n[0] * n[1]));
-                let _ = c;
-                a[col] = lv.volume(i, j, k);
+            for (col, w) in a.iter_mut().take(cells).enumerate() {
+                *w = lv.volume(col % n[0], (col / n[0]) % n[1], col / (n[0] * n[1]));
             }
         }
         DenseLu::factor(a, cells, singular)
@@ -423,7 +454,7 @@ impl Multigrid {
     /// One cycle on level `l` for `A u = f` from the current `u` (`zero`: u is zero,
     /// or stands for zero when [`Multigrid::skips_zero_fill`]).
     fn cycle(&mut self, comm: &dyn Comm, l: usize, kind: Cycle, zero: bool) {
-        let which = if l == 0 { "finest" } else { "coarse" };
+        let (smooth, residual) = if l == 0 { ("smooth (finest)", "residual (finest)") } else { ("smooth (coarse)", "residual (coarse)") };
         if l == self.levels.len() - 1 {
             let m = Mark::now(comm);
             self.coarse_solve();
@@ -432,7 +463,7 @@ impl Multigrid {
         }
         let m = Mark::now(comm);
         self.smooth(comm, l, true, zero);
-        self.log.add(&format!("smooth ({which})"), comm, m);
+        self.log.add(smooth, comm, m);
         let m = Mark::now(comm);
         {
             let lv = &mut self.levels[l];
@@ -440,7 +471,7 @@ impl Multigrid {
             lv.residual(c);
             lv.exchange_residual_full(c);
         }
-        self.log.add(&format!("residual ({which})"), comm, m);
+        self.log.add(residual, comm, m);
         let m = Mark::now(comm);
         self.restrict(comm, l);
         if l + 1 == self.levels.len() - 1 || !self.skips_zero_fill() {
@@ -463,7 +494,7 @@ impl Multigrid {
         self.log.add("prolong", comm, m);
         let m = Mark::now(comm);
         self.smooth(comm, l, false, false);
-        self.log.add(&format!("smooth ({which})"), comm, m);
+        self.log.add(smooth, comm, m);
     }
 
     fn coarse_solve(&mut self) {
@@ -500,8 +531,7 @@ impl Multigrid {
             restrict_separable(fine.r.as_slice(), fine.r.padded_shape(), &t.rtab, dst, &mut t.tmp1, &mut t.tmp2);
         }
         if let Some(st) = stage.as_ref() {
-            let sl = coarse_layout(&fine.layout, &coarse.axes, coarsen_flags(fine, coarse), fine.dims);
-            allgather_into(comm, &sl.blocks, st, &mut coarse.f);
+            allgather_into(comm, &t.stage_blocks, st, &mut coarse.f);
         }
         t.stage = stage;
     }
@@ -583,10 +613,6 @@ impl Multigrid {
         let multi = self.levels[0].layout.nranks() > 1;
         self.levels.iter().map(|l| (l.axes.iter().take(l.dims).map(|a| a.n()).collect(), l.replicated && multi)).collect()
     }
-}
-
-fn coarsen_flags(fine: &Level, coarse: &Level) -> [bool; 3] {
-    std::array::from_fn(|a| a < fine.dims && coarse.axes[a].n() < fine.axes[a].n())
 }
 
 /// The distributed layout of the coarse level: every fine block coarsened.
