@@ -186,7 +186,14 @@ impl LinearSolver {
     /// A solver over `mg` with `opts`.
     pub fn new(mg: Multigrid, opts: SolverOptions) -> Self {
         let l0 = &mg.levels[0];
-        let work = (0..8).map(|_| Field::zeros(l0.block(), l0.dims, l0.ghost)).collect();
+        // The method's vectors and, last, the right-hand side copy: no more than it uses.
+        let vectors = match opts.method {
+            Method::Cg => 4,
+            Method::Cg1 => 5,
+            Method::BiCgStab => 7,
+            Method::Mg => 2,
+        };
+        let work = (0..=vectors).map(|_| Field::zeros(l0.block(), l0.dims, l0.ghost)).collect();
         LinearSolver { mg, opts, work, log: PhaseLog::new() }
     }
 
@@ -241,7 +248,8 @@ impl LinearSolver {
         let stats0 = comm.stats();
         let mut dots = Dots::new(comm, self.opts.reproducible);
         let mut w = std::mem::take(&mut self.work);
-        let mut rhs = std::mem::replace(&mut w[7], Field::zeros(b.block, self.mg.levels[0].dims, 0));
+        let last = w.len() - 1;
+        let mut rhs = std::mem::replace(&mut w[last], Field::zeros(b.block, self.mg.levels[0].dims, 0));
         copy(b, &mut rhs);
         let mut projected = 0.0;
         if self.mg.singular {
@@ -257,7 +265,7 @@ impl LinearSolver {
         if self.mg.singular {
             self.remove_mean(&mut dots, x);
         }
-        w[7] = rhs;
+        w[last] = rhs;
         self.work = w;
         report.rhs_norm = bnorm;
         report.projected_mean = projected;
