@@ -97,6 +97,8 @@ struct RawPhysics {
     diffusivity: Option<f64>,
     coefficient: Option<RawExpr>,
     source: Option<RawExpr>,
+    viscosity: Option<f64>,
+    body_force: Option<Vec<RawExpr>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -117,6 +119,8 @@ struct RawFace {
     kind: Option<String>,
     value: Option<RawExpr>,
     gradient: Option<RawExpr>,
+    velocity: Option<Vec<RawExpr>>,
+    pressure: Option<RawExpr>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -124,6 +128,10 @@ struct RawFace {
 struct RawInitial {
     temperature: Option<RawExpr>,
     phi: Option<RawExpr>,
+    velocity_x: Option<RawExpr>,
+    velocity_y: Option<RawExpr>,
+    velocity_z: Option<RawExpr>,
+    pressure: Option<RawExpr>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -132,6 +140,7 @@ struct RawNumerics {
     dt: Option<f64>,
     dt_max: Option<f64>,
     stability_factor: Option<f64>,
+    cfl: Option<f64>,
     time_scheme: Option<String>,
     solver: Option<RawSolver>,
 }
@@ -181,22 +190,33 @@ struct RawMonitor {
 // ---------------------------------------------------------------- resolved case
 
 /// Models tessera knows.
-pub const MODELS: [&str; 2] = ["heat", "poisson"];
+pub const MODELS: [&str; 3] = ["heat", "poisson", "incompressible"];
 /// Fields the heat model writes.
 pub const HEAT_FIELDS: [&str; 1] = ["temperature"];
 /// Fields the poisson model writes.
 pub const POISSON_FIELDS: [&str; 1] = ["phi"];
 
-/// The fields model `model` writes.
-pub fn model_fields(model: &str) -> &'static [&'static str] {
-    match model {
-        "poisson" => &POISSON_FIELDS,
+/// Fields the incompressible model writes in 2D (vorticity is the z component).
+pub const FLOW_FIELDS_2D: [&str; 4] = ["velocity_x", "velocity_y", "pressure", "vorticity"];
+/// Fields the incompressible model writes in 3D (vorticity is the magnitude).
+pub const FLOW_FIELDS_3D: [&str; 8] =
+    ["velocity_x", "velocity_y", "velocity_z", "pressure", "vorticity", "vorticity_x", "vorticity_y", "vorticity_z"];
+
+/// The fields model `model` can write on a `dims`-dimensional mesh; the first is the
+/// scalar models' unknown.
+pub fn model_fields(model: &str, dims: usize) -> &'static [&'static str] {
+    match (model, dims) {
+        ("poisson", _) => &POISSON_FIELDS,
+        ("incompressible", 3) => &FLOW_FIELDS_3D,
+        ("incompressible", _) => &FLOW_FIELDS_2D,
         _ => &HEAT_FIELDS,
     }
 }
 /// Norms a monitor can record.
 pub const NORMS: [&str; 5] = ["l2", "max", "min", "mean", "integral"];
 const FACES: [&str; 6] = ["xlo", "xhi", "ylo", "yhi", "zlo", "zhi"];
+/// Boundary types of model incompressible (besides periodic).
+const FLOW_FACE_KINDS: [&str; 4] = ["wall", "moving_wall", "inlet", "outlet"];
 
 /// A boundary condition on one face.
 #[derive(Clone, Debug)]
@@ -206,6 +226,25 @@ pub enum Bc {
     /// Fixed outward normal derivative `du/dn = q(x, t)`.
     Neumann(Expr),
     /// Periodic axis: filled by halo exchange.
+    Periodic,
+}
+
+/// A boundary condition of model incompressible on one face.
+#[derive(Clone, Debug)]
+pub enum FlowBc {
+    /// No-slip wall moving tangentially with `velocity` (one expression per axis;
+    /// zeros for a stationary wall).
+    Wall {
+        /// Wall velocity, one component per axis.
+        velocity: Vec<Expr>,
+        /// Written as `moving_wall` (velocity given) rather than `wall`.
+        moving: bool,
+    },
+    /// Velocity inlet: the velocity on the face, one expression per axis.
+    Inlet(Vec<Expr>),
+    /// Pressure outlet: `p = value`, zero normal gradient of the velocity.
+    Outlet(Expr),
+    /// Periodic axis.
     Periodic,
 }
 
@@ -258,6 +297,15 @@ pub struct Case {
     pub ranks: Ranks,
     /// Diffusivity (m²/s) of the heat model.
     pub diffusivity: f64,
+    /// Kinematic viscosity ν of the incompressible model.
+    pub viscosity: f64,
+    /// Body force per unit mass of the incompressible model, one expression per axis.
+    pub body_force: Vec<Expr>,
+    /// Initial velocity of the incompressible model, one expression per axis.
+    pub initial_velocity: Vec<Expr>,
+    /// Courant number of the automatic time step of the incompressible model:
+    /// dt · Σ_d max|u_d| / h_d.
+    pub cfl: f64,
     /// Coefficient `k(x, y, z)` of the poisson model's `-∇·(k ∇φ) = source`.
     pub coefficient: Option<Expr>,
     /// Linear solver options (`[numerics.solver]`).
@@ -266,9 +314,13 @@ pub struct Case {
     pub time_scheme: TimeScheme,
     /// Volumetric source term.
     pub source: Expr,
-    /// Boundary conditions, `[axis][side]` with side 0 = low, 1 = high.
+    /// Boundary conditions, `[axis][side]` with side 0 = low, 1 = high. For model
+    /// incompressible, the pressure's: neumann 0 on walls and inlets, dirichlet on outlets.
     pub boundary: Vec<[Bc; 2]>,
-    /// Initial temperature (heat) or initial guess for φ (poisson).
+    /// Boundary conditions of model incompressible, `[axis][side]` (empty otherwise).
+    pub flow_boundary: Vec<[FlowBc; 2]>,
+    /// Initial temperature (heat), initial guess for φ (poisson) or initial pressure
+    /// (incompressible; the projection's first guess).
     pub initial: Expr,
     /// Fixed time step, if set.
     pub dt: Option<f64>,
@@ -318,8 +370,24 @@ impl Case {
         match &self.boundary[axis][side] {
             Bc::Dirichlet(e) => format!("dirichlet {}", e.source()),
             Bc::Neumann(e) => format!("neumann {}", e.source()),
+            _ if !self.flow_boundary.is_empty() => match &self.flow_boundary[axis][side] {
+                FlowBc::Wall { velocity, moving: true } => format!("moving wall, velocity ({})", sources(velocity)),
+                FlowBc::Wall { .. } => "no-slip wall".into(),
+                FlowBc::Inlet(v) => format!("inlet, velocity ({})", sources(v)),
+                FlowBc::Outlet(p) => format!("outlet, pressure {}", p.source()),
+                FlowBc::Periodic => "periodic".into(),
+            },
             Bc::Periodic => "periodic".into(),
         }
+    }
+
+    /// The explicit stability limit of the viscous term of the incompressible model
+    /// under three-stage Runge–Kutta: its real stability interval reaches 2.51 and the
+    /// largest eigenvalue of ν∇² is ν Σ 4/h².
+    pub fn viscous_dt(&self) -> f64 {
+        let h = self.grid.spacing();
+        let s: f64 = (0..self.grid.dims).map(|a| 4.0 / (h[a] * h[a])).sum();
+        2.5 / (self.viscosity * s)
     }
 
     /// The stable explicit time-step limit for the heat equation.
@@ -328,6 +396,10 @@ impl Case {
         let s: f64 = (0..self.grid.dims).map(|a| 1.0 / (h[a] * h[a])).sum();
         1.0 / (2.0 * self.diffusivity * s)
     }
+}
+
+fn sources(v: &[Expr]) -> String {
+    v.iter().map(|e| e.source().to_string()).collect::<Vec<_>>().join(", ")
 }
 
 // ---------------------------------------------------------------- sources and spans
@@ -534,10 +606,10 @@ const SCHEMA: [(&str, &[&str]); 11] = [
     ("case", &["name", "model"]),
     ("mesh", &["cells", "lower", "upper", "periodic"]),
     ("decomposition", &["ranks"]),
-    ("physics", &["diffusivity", "coefficient", "source"]),
+    ("physics", &["diffusivity", "coefficient", "source", "viscosity", "body_force"]),
     ("boundary", &FACES),
-    ("initial", &["temperature", "phi"]),
-    ("numerics", &["dt", "dt_max", "stability_factor", "time_scheme", "solver"]),
+    ("initial", &["temperature", "phi", "velocity_x", "velocity_y", "velocity_z", "pressure"]),
+    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "solver"]),
     ("numerics.solver", &SOLVER_KEYS),
     ("control", &["end_time", "max_steps", "steady_tolerance"]),
     ("output", &["dir", "every", "fields", "checkpoint_every"]),
@@ -572,18 +644,33 @@ fn key_help(path: &str) -> Option<&'static str> {
     Some(match p.as_str() {
         "extends" => "extends = \"base.toml\": a path relative to this file",
         "case.name" => "name = \"heat2d\": a string",
-        "case.model" => "model = \"heat\": a string; models: heat, poisson",
+        "case.model" => "model = \"heat\": a string; models: heat, poisson, incompressible",
         "mesh.cells" => "cells = [64, 64] (2D) or [32, 32, 32] (3D): whole numbers, one per axis",
         "mesh.lower" => "lower = [0.0, 0.0]: one number per axis",
         "mesh.upper" => "upper = [1.0, 1.0]: one number per axis",
         "mesh.periodic" => "periodic = [false, true]: true or false (no quotes), one per axis",
         "decomposition.ranks" => "ranks = \"auto\", or process counts per axis such as [2, 2]",
         "physics.diffusivity" => "diffusivity = 0.1: a positive number (no quotes)",
-        "physics.source" | "physics.coefficient" | "initial.temperature" | "initial.phi" | "boundary.*.value" | "boundary.*.gradient" => {
+        "physics.viscosity" => "viscosity = 0.01: the kinematic viscosity, a positive number (no quotes)",
+        "physics.body_force" | "boundary.*.velocity" => {
+            "a list with one number or expression per axis, e.g. [1.0, 0.0] or [\"4*y*(1-y)\", 0]"
+        }
+        "numerics.cfl" => "cfl = 0.5: the Courant number of the automatic step, in (0, 1]",
+        "physics.source"
+        | "physics.coefficient"
+        | "initial.temperature"
+        | "initial.phi"
+        | "initial.velocity_x"
+        | "initial.velocity_y"
+        | "initial.velocity_z"
+        | "initial.pressure"
+        | "boundary.*.value"
+        | "boundary.*.gradient"
+        | "boundary.*.pressure" => {
             "a number, or an expression string in x, y, z, t such as \"sin(pi*x)\""
         }
         "boundary.*" => "{ type = \"dirichlet\", value = \"0\" }, { type = \"neumann\", gradient = \"0\" } or { type = \"periodic\" }",
-        "boundary.*.type" => "type = \"dirichlet\", \"neumann\" or \"periodic\"",
+        "boundary.*.type" => "type = \"dirichlet\", \"neumann\" or \"periodic\" (model incompressible: wall, moving_wall, inlet, outlet, periodic)",
         "numerics.dt" | "numerics.dt_max" => "a positive number of time units (no quotes)",
         "numerics.stability_factor" => "stability_factor = 0.9: a number in (0, 1]",
         "numerics.time_scheme" => "time_scheme = \"explicit\": explicit, backward_euler or crank_nicolson",
@@ -1338,7 +1425,56 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
 
     // [physics]
     let poisson = model == "poisson";
-    let (diffusivity, coefficient) = if poisson {
+    let flow = model == "incompressible";
+    let vector = |key: &str, v: &Option<Vec<RawExpr>>| -> Result<Vec<Expr>, CaseError> {
+        match v {
+            None => (0..dims).map(|_| Ok(Expr::constant(0.0))).collect(),
+            Some(list) if list.len() != dims => Err(err(
+                key,
+                format!("{} components for a {dims}D mesh", list.len()),
+                &format!("one component per axis, e.g. {}", if dims == 2 { "[1.0, 0.0]" } else { "[1.0, 0.0, 0.0]" }),
+            )),
+            Some(list) => list.iter().enumerate().map(|(i, c)| expr(&format!("{key}[{i}]"), &Some(c.clone()), "0")).collect(),
+        }
+    };
+    let flow_only = [("physics.viscosity", raw.physics.viscosity.is_some()), ("physics.body_force", raw.physics.body_force.is_some())];
+    if !flow {
+        if let Some((key, _)) = flow_only.iter().find(|(_, set)| *set) {
+            return Err(map.error_at_key(
+                key,
+                format!("model {model} has no `{}`", key.rsplit('.').next().unwrap_or(key)),
+                Some("it belongs to model incompressible".into()),
+            ));
+        }
+    }
+    let (viscosity, body_force) = if flow {
+        for (key, set) in [
+            ("physics.diffusivity", raw.physics.diffusivity.is_some()),
+            ("physics.coefficient", raw.physics.coefficient.is_some()),
+            ("physics.source", raw.physics.source.is_some()),
+        ] {
+            if set {
+                return Err(map.error_at_key(
+                    key,
+                    format!("model incompressible has no `{}`", key.rsplit('.').next().unwrap_or(key)),
+                    Some("its physics keys are viscosity (kinematic, a positive number) and body_force (one expression per axis)".into()),
+                ));
+            }
+        }
+        let nu = raw
+            .physics
+            .viscosity
+            .ok_or_else(|| err("physics", "missing `viscosity`".into(), "e.g. viscosity = 0.01 (kinematic viscosity, a positive number)"))?;
+        if !(nu > 0.0 && nu.is_finite()) {
+            return Err(err("physics.viscosity", format!("must be positive, got {nu}"), "a positive finite kinematic viscosity"));
+        }
+        (nu, vector("physics.body_force", &raw.physics.body_force)?)
+    } else {
+        (0.0, Vec::new())
+    };
+    let (diffusivity, coefficient) = if flow {
+        (0.0, None)
+    } else if poisson {
         if raw.physics.diffusivity.is_some() {
             return Err(map.error_at_key(
                 "physics.diffusivity",
@@ -1392,10 +1528,85 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     let source = expr("physics.source", &raw.physics.source, "0")?;
 
     // [boundary]
+    // One face of model incompressible.
+    let flow_face = |f: &RawFace, key: &str, a: usize, kind: &str| -> Result<FlowBc, CaseError> {
+        let fname = key.rsplit('.').next().unwrap_or(key);
+        let allowed: &[&str] = match kind {
+            "wall" => &[],
+            "moving_wall" | "inlet" => &["velocity"],
+            "outlet" => &["pressure"],
+            _ => &["velocity", "pressure"],
+        };
+        for (k, set) in [
+            ("value", f.value.is_some()),
+            ("gradient", f.gradient.is_some()),
+            ("velocity", f.velocity.is_some()),
+            ("pressure", f.pressure.is_some()),
+        ] {
+            if set && !allowed.contains(&k) && FLOW_FACE_KINDS.contains(&kind) {
+                let help = match (kind, k) {
+                    ("wall", "velocity") => "use type = \"moving_wall\" for a wall that moves (a lid), or remove velocity".to_string(),
+                    ("outlet", "velocity") => "an outlet fixes the pressure; the velocity leaves with zero normal gradient. Use type = \"inlet\" to fix the velocity".to_string(),
+                    (_, "pressure") => "only an outlet fixes the pressure".to_string(),
+                    _ => format!(
+                        "faces of model incompressible: {{ type = \"wall\" }}, {{ type = \"moving_wall\", velocity = [...] }}, \
+                         {{ type = \"inlet\", velocity = [...] }}, {{ type = \"outlet\", pressure = 0 }}; \"{kind}\" takes {}",
+                        if allowed.is_empty() { "no other key".to_string() } else { allowed.join(", ") }
+                    ),
+                };
+                return Err(map.error_at_key(&format!("{key}.{k}"), format!("a {kind} face takes no `{k}`"), Some(help)));
+            }
+        }
+        let velocity = |what: &str| -> Result<Vec<Expr>, CaseError> {
+            if f.velocity.is_none() {
+                let example = if dims == 2 { "[1.0, 0.0]" } else { "[1.0, 0.0, 0.0]" };
+                return Err(err(
+                    key,
+                    format!("{kind} face {fname} needs `velocity` ({what})"),
+                    &format!("e.g. {fname} = {{ type = \"{kind}\", velocity = {example} }}: one number or expression per axis"),
+                ));
+            }
+            vector(&format!("{key}.velocity"), &f.velocity)
+        };
+        match kind {
+            "wall" => Ok(FlowBc::Wall { velocity: (0..dims).map(|_| Expr::constant(0.0)).collect(), moving: false }),
+            "moving_wall" => {
+                let v = velocity("the wall's tangential velocity, e.g. the lid speed")?;
+                if v[a].as_constant() != Some(0.0) {
+                    return Err(err(
+                        &format!("{key}.velocity[{a}]"),
+                        format!(
+                            "the velocity of wall {fname} has a normal ({}) component \"{}\"; a wall moves along itself",
+                            ["x", "y", "z"][a],
+                            v[a].source()
+                        ),
+                        "set the normal component to 0, or use type = \"inlet\" for flow through the face",
+                    ));
+                }
+                Ok(FlowBc::Wall { velocity: v, moving: true })
+            }
+            "inlet" => Ok(FlowBc::Inlet(velocity("the inflow velocity")?)),
+            "outlet" => Ok(FlowBc::Outlet(expr(&format!("{key}.pressure"), &f.pressure, "0")?)),
+            "" => Err(err(key, format!("face {fname} has no `type`"), "type = \"wall\", \"moving_wall\", \"inlet\", \"outlet\" or \"periodic\"")),
+            "periodic" => Err(err(
+                &format!("{key}.type"),
+                format!("{fname} is periodic but the {} axis is not", ["x", "y", "z"][a]),
+                &format!("set mesh.periodic[{a}] = true (and make both faces periodic)"),
+            )),
+            other => {
+                let kinds = ["wall", "moving_wall", "inlet", "outlet", "periodic"];
+                let hint = suggest(other, &kinds).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
+                let heat = if ["dirichlet", "neumann"].contains(&other) { "model incompressible sets velocity and pressure together; " } else { "" };
+                Err(err(&format!("{key}.type"), format!("unknown boundary type \"{other}\" for model incompressible"), &format!("{hint}{heat}types: {}", kinds.join(", "))))
+            }
+        }
+    };
     let faces = [&raw.boundary.xlo, &raw.boundary.xhi, &raw.boundary.ylo, &raw.boundary.yhi, &raw.boundary.zlo, &raw.boundary.zhi];
     let mut boundary = Vec::new();
+    let mut flow_boundary = Vec::new();
     for a in 0..dims {
         let mut pair: Vec<Bc> = Vec::new();
+        let mut flow_pair: Vec<FlowBc> = Vec::new();
         for side in 0..2 {
             let fname = FACES[2 * a + side];
             let key = format!("boundary.{fname}");
@@ -1404,7 +1615,12 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             if grid.periodic[a] {
                 match face {
                     None => {}
-                    Some(f) if f.kind.as_deref() == Some("periodic") && f.value.is_none() && f.gradient.is_none() => {}
+                    Some(f)
+                        if f.kind.as_deref() == Some("periodic")
+                            && f.value.is_none()
+                            && f.gradient.is_none()
+                            && f.velocity.is_none()
+                            && f.pressure.is_none() => {}
                     Some(f) => {
                         return Err(err(
                             &format!("{key}.type"),
@@ -1421,16 +1637,47 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                     }
                 }
                 pair.push(Bc::Periodic);
+                flow_pair.push(FlowBc::Periodic);
                 continue;
             }
             let Some(f) = face else {
+                let example = if flow {
+                    format!("{fname} = {{ type = \"wall\" }}")
+                } else {
+                    format!("{fname} = {{ type = \"dirichlet\", value = \"0\" }} or {{ type = \"neumann\", gradient = \"0\" }}")
+                };
                 return Err(err(
                     "boundary",
                     format!("no condition for face {fname}"),
-                    &format!("add {fname} = {{ type = \"dirichlet\", value = \"0\" }} or {{ type = \"neumann\", gradient = \"0\" }}, or make the {axis} axis periodic"),
+                    &format!("add {example}, or make the {axis} axis periodic"),
                 ));
             };
             let kind = f.kind.clone().unwrap_or_default();
+            if flow {
+                let fb = flow_face(f, &key, a, &kind)?;
+                pair.push(match &fb {
+                    FlowBc::Outlet(p) => Bc::Dirichlet(p.clone()),
+                    _ => Bc::Neumann(Expr::constant(0.0)),
+                });
+                flow_pair.push(fb);
+                continue;
+            }
+            for (k, set) in [("velocity", f.velocity.is_some()), ("pressure", f.pressure.is_some())] {
+                if set {
+                    return Err(map.error_at_key(
+                        &format!("{key}.{k}"),
+                        format!("model {model} faces take no `{k}`"),
+                        Some("velocity and pressure belong to the faces of model incompressible".into()),
+                    ));
+                }
+            }
+            if FLOW_FACE_KINDS.contains(&kind.as_str()) {
+                return Err(err(
+                    &format!("{key}.type"),
+                    format!("\"{kind}\" is a boundary type of model incompressible, not of model {model}"),
+                    "types: dirichlet, neumann, periodic",
+                ));
+            }
             let bc = match kind.as_str() {
                 "dirichlet" => {
                     if f.gradient.is_some() {
@@ -1490,6 +1737,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         let hi = pair.pop().expect("two sides");
         let lo = pair.pop().expect("two sides");
         boundary.push([lo, hi]);
+        if flow {
+            let hi = flow_pair.pop().expect("two sides");
+            let lo = flow_pair.pop().expect("two sides");
+            flow_boundary.push([lo, hi]);
+        }
     }
     if dims == 2 {
         for (i, f) in [&raw.boundary.zlo, &raw.boundary.zhi].iter().enumerate() {
@@ -1503,20 +1755,40 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         }
     }
 
+    if flow {
+        check_mass_balance(&grid, &flow_boundary, &map)?;
+    }
+
     // [initial]
-    let (own, other, own_name, other_name) = if poisson {
-        (&raw.initial.phi, &raw.initial.temperature, "phi", "temperature")
-    } else {
-        (&raw.initial.temperature, &raw.initial.phi, "temperature", "phi")
+    let initial_keys = [
+        ("temperature", &raw.initial.temperature),
+        ("phi", &raw.initial.phi),
+        ("velocity_x", &raw.initial.velocity_x),
+        ("velocity_y", &raw.initial.velocity_y),
+        ("velocity_z", &raw.initial.velocity_z),
+        ("pressure", &raw.initial.pressure),
+    ];
+    let own: &[&str] = match (model.as_str(), dims) {
+        ("poisson", _) => &["phi"],
+        ("incompressible", 2) => &["velocity_x", "velocity_y", "pressure"],
+        ("incompressible", _) => &["velocity_x", "velocity_y", "velocity_z", "pressure"],
+        _ => &["temperature"],
     };
-    if other.is_some() {
+    if let Some((name, _)) = initial_keys.iter().find(|(n, v)| v.is_some() && !own.contains(n)) {
+        let why = if *name == "velocity_z" && flow { " on a 2D mesh".to_string() } else { String::new() };
         return Err(map.error_at_key(
-            &format!("initial.{other_name}"),
-            format!("model {model} has no field \"{other_name}\""),
-            Some(format!("its field is \"{own_name}\": write initial.{own_name} = ...")),
+            &format!("initial.{name}"),
+            format!("model {model} has no field \"{name}\"{why}"),
+            Some(format!("its initial values: {}", own.iter().map(|n| format!("initial.{n}")).collect::<Vec<_>>().join(", "))),
         ));
     }
-    let initial = expr(&format!("initial.{own_name}"), own, "0")?;
+    let initial_of = |name: &str| initial_keys.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).expect("known key");
+    let initial = expr(&format!("initial.{}", own[own.len() - 1]), initial_of(own[own.len() - 1]), "0")?;
+    let initial_velocity = if flow {
+        own[..dims].iter().map(|n| expr(&format!("initial.{n}"), initial_of(n), "0")).collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
 
     // [numerics]
     let pos = |key: &str, v: Option<f64>| -> Result<Option<f64>, CaseError> {
@@ -1533,6 +1805,23 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             "numerics.stability_factor",
             format!("must be in (0, 1], got {stability_factor}"),
             "a fraction of the explicit stability limit",
+        ));
+    }
+
+    let cfl = raw.numerics.cfl.unwrap_or(0.5);
+    if raw.numerics.cfl.is_some() && !flow {
+        return Err(map.error_at_key(
+            "numerics.cfl",
+            format!("model {model} has no advection: `cfl` does not apply"),
+            Some(if poisson { "remove it".into() } else { "the heat step is set by numerics.stability_factor or numerics.dt".into() }),
+        ));
+    }
+    if !(cfl > 0.0 && cfl <= 1.0) {
+        return Err(err(
+            "numerics.cfl",
+            format!("must be in (0, 1], got {cfl}"),
+            "the Courant number dt·Σ|u|/h of the automatic step; the central advection with RK3 is unstable above √3 ≈ 1.7 and \
+             inaccurate near it, so at most 1 (default 0.5)",
         ));
     }
 
@@ -1559,8 +1848,9 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     };
     let output_every = nonneg("output.every", raw.output.every)?;
     let checkpoint_every = nonneg("output.checkpoint_every", raw.output.checkpoint_every)?;
-    let fields = model_fields(&model);
-    let output_fields = raw.output.fields.clone().unwrap_or_else(|| fields.iter().map(|s| s.to_string()).collect());
+    let fields = model_fields(&model, dims);
+    let default_fields = if flow && dims == 3 { &fields[..5] } else { fields };
+    let output_fields = raw.output.fields.clone().unwrap_or_else(|| default_fields.iter().map(|s| s.to_string()).collect());
     for (i, f) in output_fields.iter().enumerate() {
         if !fields.contains(&f.as_str()) {
             let hint = suggest(f, fields).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
@@ -1585,6 +1875,13 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             ));
         }
     };
+    if flow && raw.numerics.time_scheme.is_some() {
+        return Err(map.error_at_key(
+            "numerics.time_scheme",
+            "model incompressible has one time scheme (three-stage Runge–Kutta with a projection per stage): `time_scheme` does not apply".into(),
+            Some("remove it; the step follows numerics.cfl, numerics.stability_factor, numerics.dt and numerics.dt_max".into()),
+        ));
+    }
     if poisson && raw.numerics.time_scheme.is_some() {
         return Err(map.error_at_key(
             "numerics.time_scheme",
@@ -1592,7 +1889,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             Some("remove it".into()),
         ));
     }
-    if !poisson && !time_scheme.implicit() && raw.numerics.solver.is_some() {
+    if !poisson && !flow && !time_scheme.implicit() && raw.numerics.solver.is_some() {
         return Err(map.error_at_key(
             "numerics.solver",
             "the explicit heat scheme has no linear solver".into(),
@@ -1645,7 +1942,18 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         }
         probes.push(q);
     }
-    let norms = raw.monitor.norms.clone().unwrap_or_else(|| vec!["l2".into(), "max".into(), "min".into()]);
+    if flow && raw.monitor.norms.is_some() {
+        return Err(map.error_at_key(
+            "monitor.norms",
+            "model incompressible records its own monitors: kinetic energy, max |u|, max divergence, CFL, pressure iterations".into(),
+            Some("remove monitor.norms; probes record velocity and pressure at points".into()),
+        ));
+    }
+    let norms = if flow {
+        Vec::new()
+    } else {
+        raw.monitor.norms.clone().unwrap_or_else(|| vec!["l2".into(), "max".into(), "min".into()])
+    };
     for (i, n) in norms.iter().enumerate() {
         if !NORMS.contains(&n.as_str()) {
             let hint = suggest(n, &NORMS).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
@@ -1663,11 +1971,16 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         grid,
         ranks,
         diffusivity,
+        viscosity,
+        body_force,
+        initial_velocity,
+        cfl,
         coefficient,
         solver,
         time_scheme,
         source,
         boundary,
+        flow_boundary,
         initial,
         dt,
         dt_max,
@@ -1684,7 +1997,19 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         resolved: String::new(),
         sources: map,
     };
-    if let (Some(dt), false, false) = (case.dt, poisson, time_scheme.implicit()) {
+    if let (Some(dt), true) = (case.dt, flow) {
+        let limit = case.viscous_dt();
+        if dt > limit {
+            return Err(case.error_at(
+                "numerics.dt",
+                format!(
+                    "dt = {dt} is above the explicit viscous stability limit {limit:.4e} = 2.5/(viscosity·Σ 4/h²) of this mesh; the run would blow up"
+                ),
+                format!("use dt <= {limit:.4e}, or remove dt to let tessera choose the step from numerics.cfl and stability_factor"),
+            ));
+        }
+    }
+    if let (Some(dt), false, false, false) = (case.dt, poisson, flow, time_scheme.implicit()) {
         let limit = case.stable_dt();
         if dt > limit {
             return Err(case.error_at(
@@ -1696,6 +2021,50 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     }
     case.resolved = resolved_toml(&case);
     Ok(case)
+}
+
+/// Model incompressible without an outlet: what enters through inlets must leave
+/// through inlets, or no velocity field satisfies continuity (the pressure equation
+/// would have no solution). Checked at t = 0 with the midpoint rule on the face cells.
+fn check_mass_balance(grid: &Grid, boundary: &[[FlowBc; 2]], map: &SourceMap) -> Result<(), CaseError> {
+    if boundary.iter().flatten().any(|b| matches!(b, FlowBc::Outlet(_))) {
+        return Ok(());
+    }
+    let dims = grid.dims;
+    let h = grid.spacing();
+    let (mut net, mut gross, mut first) = (0.0f64, 0.0f64, None);
+    for a in 0..dims {
+        let others: Vec<usize> = (0..dims).filter(|&b| b != a).collect();
+        let area: f64 = others.iter().map(|&b| h[b]).product();
+        let n1 = grid.cells[others[0]];
+        let n2 = others.get(1).map_or(1, |&b| grid.cells[b]);
+        for side in 0..2 {
+            let FlowBc::Inlet(v) = &boundary[a][side] else { continue };
+            first.get_or_insert(FACES[2 * a + side]);
+            let inward = if side == 0 { 1.0 } else { -1.0 };
+            for j in 0..n1 {
+                for k in 0..n2 {
+                    let mut p = [0.0; 3];
+                    p[a] = if side == 0 { grid.lower[a] } else { grid.upper[a] };
+                    p[others[0]] = grid.centre(others[0], j);
+                    if let Some(&b) = others.get(1) {
+                        p[b] = grid.centre(b, k);
+                    }
+                    let q = inward * v[a].eval(p[0], p[1], p[2], 0.0) * area;
+                    net += q;
+                    gross += q.abs();
+                }
+            }
+        }
+    }
+    match first {
+        Some(face) if net.abs() > 1e-9 * gross => Err(map.error(
+            &format!("boundary.{face}"),
+            format!("the inlets bring in a net volume flux of {net:.4e} per unit time at t = 0 and no face lets it out"),
+            Some("an incompressible flow needs somewhere to go: make a face type = \"outlet\" (fixed pressure), or balance the inlets".into()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `[numerics.solver]` validated into solver options.
@@ -1856,7 +2225,10 @@ fn resolved_toml(c: &Case) -> String {
             },
         )],
     );
+    let exprs = |v: &[Expr]| V::Array(v.iter().map(|e| s(e.source())).collect());
+    let flow = c.model == "incompressible";
     match &c.coefficient {
+        _ if flow => t("physics", vec![("viscosity", V::Float(c.viscosity)), ("body_force", exprs(&c.body_force))]),
         Some(k) => t("physics", vec![("coefficient", s(k.source())), ("source", s(c.source.source()))]),
         None => t("physics", vec![("diffusivity", V::Float(c.diffusivity)), ("source", s(c.source.source()))]),
     }
@@ -1877,13 +2249,49 @@ fn resolved_toml(c: &Case) -> String {
                     f.insert("type".into(), s("periodic"));
                 }
             }
+            if flow {
+                f.clear();
+                match &c.flow_boundary[a][side] {
+                    FlowBc::Periodic => {
+                        f.insert("type".into(), s("periodic"));
+                    }
+                    FlowBc::Wall { velocity, moving } => {
+                        f.insert("type".into(), s(if *moving { "moving_wall" } else { "wall" }));
+                        if *moving {
+                            f.insert("velocity".into(), exprs(velocity));
+                        }
+                    }
+                    FlowBc::Inlet(v) => {
+                        f.insert("type".into(), s("inlet"));
+                        f.insert("velocity".into(), exprs(v));
+                    }
+                    FlowBc::Outlet(p) => {
+                        f.insert("type".into(), s("outlet"));
+                        f.insert("pressure".into(), s(p.source()));
+                    }
+                }
+            }
             faces.push((FACES[2 * a + side], V::Table(f)));
         }
     }
     t("boundary", faces);
-    t("initial", vec![(model_fields(&c.model)[0], s(c.initial.source()))]);
+    if flow {
+        let mut init: Vec<(&str, V)> = ["velocity_x", "velocity_y", "velocity_z"][..d]
+            .iter()
+            .zip(&c.initial_velocity)
+            .map(|(n, e)| (*n, s(e.source())))
+            .collect();
+        init.push(("pressure", s(c.initial.source())));
+        t("initial", init);
+    } else {
+        t("initial", vec![(model_fields(&c.model, d)[0], s(c.initial.source()))]);
+    }
     let mut num = Vec::new();
-    if c.model == "poisson" {
+    if flow {
+        num.push(("cfl", V::Float(c.cfl)));
+        num.push(("stability_factor", V::Float(c.stability_factor)));
+        num.push(("solver", V::Table(solver_table(&c.solver))));
+    } else if c.model == "poisson" {
         num.push(("solver", V::Table(solver_table(&c.solver))));
     } else if c.time_scheme.implicit() {
         num.push(("time_scheme", V::String(c.time_scheme.name().into())));
@@ -1926,7 +2334,10 @@ fn resolved_toml(c: &Case) -> String {
         vec![
             ("probes", V::Array(c.probes.iter().map(|p| floats(&p[..d])).collect())),
             ("norms", V::Array(c.norms.iter().map(|n| s(n)).collect())),
-        ],
+        ]
+        .into_iter()
+        .filter(|(k, _)| !(flow && *k == "norms"))
+        .collect(),
     );
     toml::to_string(&doc).expect("a table serialises")
 }

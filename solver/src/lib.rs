@@ -2,6 +2,8 @@
 pub mod case;
 pub mod error;
 pub mod expr;
+pub mod flow;
+pub mod flow_run;
 pub mod heat;
 pub mod linsolve;
 pub mod output;

@@ -224,13 +224,13 @@ pub fn write_checkpoint(
     step: u64,
     time: f64,
     dt: f64,
-    u: &Field,
+    fields: &[(&str, &Field)],
 ) -> Result<PathBuf> {
     let path = checkpoint_path(run_dir, step);
     let tmp = path.with_extension("h5.tmp");
     let h5 = H5File::create(comm, &tmp)?;
     write_header(&h5, comm, case, layout, "checkpoint")?;
-    write_snapshot(&h5, comm, layout, step, time, &[(crate::case::model_fields(&case.model)[0], u)])?;
+    write_snapshot(&h5, comm, layout, step, time, fields)?;
     h5.create_group(comm, "state")?;
     h5.set_attr_u64(comm, "/state", "step", &[step])?;
     h5.set_attr_f64(comm, "/state", "time", &[time])?;
@@ -328,9 +328,10 @@ pub struct Restart {
     pub time: f64,
 }
 
-/// Reads a checkpoint into `u` (this rank's block, any layout). Errors that come from
-/// the user's choice of file (missing, not a checkpoint, other mesh) exit with 2.
-pub fn read_checkpoint(comm: &dyn Comm, case: &Case, path: &Path, u: &mut Field) -> Result<Restart> {
+/// Reads a checkpoint's `fields` (by dataset name, into this rank's block, any layout).
+/// Errors that come from the user's choice of file (missing, not a checkpoint, other
+/// mesh, another model's state) exit with 2.
+pub fn read_checkpoint(comm: &dyn Comm, case: &Case, path: &Path, fields: &mut [(&str, &mut Field)]) -> Result<Restart> {
     let h5 = H5File::open(comm, path).map_err(|e| RunError::Usage(format!("--restart: {e}")))?;
     let bad = |m: String| RunError::Usage(format!("--restart {}: {m}", path.display()));
     let format = h5.attr_str(comm, "/", "format").map_err(|_| bad("not a tessera file (no `format` attribute)".into()))?;
@@ -354,7 +355,17 @@ pub fn read_checkpoint(comm: &dyn Comm, case: &Case, path: &Path, u: &mut Field)
     }
     let step = h5.attr_u64(comm, "/state", "step")?[0];
     let time = h5.attr_f64(comm, "/state", "time")?[0];
-    h5.read_field(comm, &format!("{}/temperature", snapshot_group(step)), u)?;
+    let have = h5.members(comm, &snapshot_group(step))?;
+    if let Some((missing, _)) = fields.iter().find(|(n, _)| !have.iter().any(|h| h == n)) {
+        return Err(bad(format!(
+            "it holds {} but a {} run needs {missing} (a checkpoint of another model?)",
+            if have.is_empty() { "no fields".to_string() } else { have.join(", ") },
+            case.model
+        )));
+    }
+    for (name, f) in fields.iter_mut() {
+        h5.read_field(comm, &format!("{}/{name}", snapshot_group(step)), f)?;
+    }
     h5.close(comm)?;
     Ok(Restart { step, time })
 }

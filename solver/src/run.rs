@@ -151,10 +151,9 @@ pub(crate) fn prepare_run_dir(comm: &dyn Comm, case: &Case, opts: &RunOptions) -
 /// Refuses (exit 2) a run whose fields cannot fit in this node's available memory,
 /// instead of aborting in the allocator. Counts the model's fields on this rank's
 /// padded block times the ranks sharing the node. Agreed across ranks.
-pub(crate) fn check_memory(comm: &dyn Comm, case: &Case, layout: &BlockLayout) -> Result<()> {
+pub(crate) fn check_memory(comm: &dyn Comm, layout: &BlockLayout, fields: u128) -> Result<()> {
     let b = layout.blocks[comm.rank()].shape();
     let padded: u128 = (0..3).map(|a| if a < layout.grid.dims { b[a] as u128 + 2 } else { 1 }).product();
-    let fields = 2 + u128::from(case.source.as_constant() != Some(0.0));
     let need = padded * 8 * fields;
     let local_ranks: u128 = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
@@ -177,14 +176,21 @@ pub(crate) fn check_memory(comm: &dyn Comm, case: &Case, layout: &BlockLayout) -
 }
 
 /// Progress reporting on rank 0: at most one line a second.
-struct Progress {
+pub(crate) struct Progress {
     enabled: bool,
     start: Instant,
     last: Instant,
 }
 
 impl Progress {
-    fn line(&mut self, force: bool, step: u64, t: f64, dt: f64, l2: f64, max: f64, frac: Option<f64>) {
+    /// Reports on rank 0 when `opts.progress` is set.
+    pub(crate) fn new(comm: &dyn Comm, opts: &RunOptions) -> Self {
+        Progress { enabled: opts.progress && comm.rank() == 0, start: Instant::now(), last: Instant::now() }
+    }
+
+    /// Prints `text()` followed by the fraction done and the ETA, unless a line was
+    /// printed less than a second ago (`force` prints anyway).
+    pub(crate) fn emit(&mut self, force: bool, frac: Option<f64>, text: impl FnOnce() -> String) {
         if !self.enabled || (!force && self.last.elapsed().as_secs_f64() < 1.0) {
             return;
         }
@@ -195,7 +201,11 @@ impl Progress {
             Some(_) => "100.0%".to_string(),
             None => String::new(),
         };
-        eprintln!("step {step:>8}  t={t:.6e}  dt={dt:.3e}  |T|_2={l2:.6e}  max(T)={max:.6e}  {eta}");
+        eprintln!("{}  {eta}", text());
+    }
+
+    fn line(&mut self, force: bool, step: u64, t: f64, dt: f64, l2: f64, max: f64, frac: Option<f64>) {
+        self.emit(force, frac, || format!("step {step:>8}  t={t:.6e}  dt={dt:.3e}  |T|_2={l2:.6e}  max(T)={max:.6e}"));
     }
 }
 
@@ -205,6 +215,8 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
     let mut state = RunState::default();
     let res = if case.model == "poisson" {
         crate::poisson::run_inner(comm, case, opts, &mut state)
+    } else if case.model == "incompressible" {
+        crate::flow_run::run_inner(comm, case, opts, &mut state)
     } else {
         run_inner(comm, case, opts, &mut state)
     };
@@ -242,14 +254,14 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     let start = Instant::now();
     let layout = layout_for(case, comm.size())?;
     let dir = case.output_dir.clone();
-    check_memory(comm, case, &layout)?;
+    check_memory(comm, &layout, 2 + u128::from(case.source.as_constant() != Some(0.0)))?;
     // Read the checkpoint before touching RUN_DIR, so a refused --restart leaves
     // nothing behind.
     let mut solver = HeatSolver::new(case, layout.clone(), comm)?;
     let (mut step, mut t) = (0u64, 0.0f64);
     let restart_from = opts.restart.clone();
     if let Some(path) = &opts.restart {
-        let r = output::read_checkpoint(comm, case, path, &mut solver.u)?;
+        let r = output::read_checkpoint(comm, case, path, &mut [("temperature", &mut solver.u)])?;
         step = r.step;
         t = r.time;
     }
@@ -337,7 +349,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     }
     t_output += to.elapsed().as_secs_f64();
 
-    let mut progress = Progress { enabled: opts.progress && comm.rank() == 0, start: Instant::now(), last: Instant::now() };
+    let mut progress = Progress::new(comm, opts);
     let mut status = "completed".to_string();
     let mut message = String::new();
     // After a restart, the checkpoint it started from is the newest one until this run
@@ -443,7 +455,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
             last_snapshot_step = step;
         }
         if case.checkpoint_every > 0 && step % case.checkpoint_every == 0 {
-            last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &solver.u)?);
+            last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &[("temperature", &solver.u)])?);
             checkpoints_written += 1;
             // Rows up to the checkpoint reach the disk with it: a hard kill after this
             // point leaves no gap for a restart from it.
@@ -465,7 +477,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
             write_snap(&solver, step, t, &mut snapshots)?;
         }
         if last_checkpoint.as_ref().is_none_or(|p| *p != output::checkpoint_path(&dir, step)) {
-            last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, last_dt, &solver.u)?);
+            last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, last_dt, &[("temperature", &solver.u)])?);
             checkpoints_written += 1;
         }
         progress.line(true, step, t, last_dt, l2, maxv, fraction_done(case, step, t));
@@ -565,7 +577,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
 }
 
 /// Fraction of the run done, for the ETA (None when only a steady tolerance stops it).
-fn fraction_done(case: &Case, step: u64, t: f64) -> Option<f64> {
+pub(crate) fn fraction_done(case: &Case, step: u64, t: f64) -> Option<f64> {
     match (case.end_time, case.max_steps) {
         (Some(e), Some(m)) => Some((t / e).max(step as f64 / m as f64)),
         (Some(e), None) => Some(t / e),
