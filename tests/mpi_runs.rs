@@ -1,14 +1,11 @@
 //! End-to-end runs of the binary under real MPI: the same case on 1..4 ranks gives
 //! bit-identical fields, restarts on another rank count continue bit for bit, and
 //! `tessera run --np N` launches mpirun itself.
-use decomp::comm::SerialComm;
-use decomp::io::H5File;
-use decomp::{Field, IndexBox};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
-use common::{assert_valid_run_dir as validate, scratch, tessera_on, with_mpi_env};
+use common::{assert_bitwise, assert_valid_run_dir as validate, read_file, run, scratch, snapshots, tessera_on, with_mpi_env};
 
 const CASE_2D: &str = r#"
 [case]
@@ -60,47 +57,6 @@ checkpoint_every = 20
 
 fn tmp(tag: &str) -> PathBuf {
     scratch("mpi", tag)
-}
-
-/// Runs `tessera run CASE --out OUT extra...` on `ranks` (0 = plain singleton).
-fn run(ranks: usize, case: &Path, out: &Path, extra: &[&str]) {
-    let mut c = tessera_on(ranks);
-    c.arg("run").arg(case).arg("--out").arg(out).arg("--quiet").args(extra);
-    let o = c.output().expect("runs");
-    assert!(o.status.success(), "{ranks} ranks failed: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-}
-
-/// Every snapshot of RUN_DIR/output.h5 as (name, values in file order).
-fn snapshots(run_dir: &Path) -> Vec<(String, Vec<f64>)> {
-    read_file(&run_dir.join("output.h5"))
-}
-
-fn read_file(path: &Path) -> Vec<(String, Vec<f64>)> {
-    let c = SerialComm::new();
-    let h5 = H5File::open(&c, path).unwrap();
-    let cells = h5.attr_u64(&c, "/mesh", "cells").unwrap();
-    let dims = cells.len();
-    let mut hi = [1usize; 3];
-    for a in 0..dims {
-        hi[a] = cells[a] as usize;
-    }
-    let mut out = Vec::new();
-    for s in h5.members(&c, "/snapshots").unwrap() {
-        for name in h5.members(&c, &format!("/snapshots/{s}")).unwrap() {
-            let mut f = Field::zeros(IndexBox { lo: [0; 3], hi }, dims, 0);
-            h5.read_field(&c, &format!("/snapshots/{s}/{name}"), &mut f).unwrap();
-            out.push((format!("{s}/{name}"), f.as_slice().to_vec()));
-        }
-    }
-    out
-}
-
-fn assert_bitwise(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)], what: &str) {
-    assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>(), "{what}: snapshot lists differ");
-    for ((name, x), (_, y)) in a.iter().zip(b) {
-        let same = x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
-        assert!(same, "{what}: snapshot {name} differs");
-    }
 }
 
 fn invariance(text: &str, tag: &str) {
