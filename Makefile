@@ -1,4 +1,5 @@
-# tessera: `make demo` runs a real case on 2 ranks and post-processes it;
+# tessera: `make demo` runs the lid-driven cavity on 2 ranks and compares it with
+# Ghia et al. (1982);
 # `make test` runs every test (unit, ThreadComm multi-rank, real mpirun, h5py).
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -20,10 +21,10 @@ build: setup
 	$(CARGO) build --release --locked
 
 demo: build
-	./target/release/tessera check cases/heat2d.toml --np 2 | tail -n 12
-	./target/release/tessera run --np 2 cases/heat2d.toml --overwrite
-	/usr/bin/python3 scripts/heat_report.py runs/heat2d
-	@echo "demo: output in runs/heat2d (open runs/heat2d/output.xdmf in ParaView; report: runs/heat2d/report.png)"
+	./target/release/tessera check cases/cavity.toml --np 2 | tail -n 12
+	./target/release/tessera run --np 2 cases/cavity.toml --overwrite
+	/usr/bin/python3 scripts/cavity_report.py runs/cavity
+	@echo "demo: output in runs/cavity (open runs/cavity/output.xdmf in ParaView; centrelines vs Ghia et al.: runs/cavity/cavity.png)"
 
 test: setup
 	$(CARGO) build --locked --workspace --bins --examples

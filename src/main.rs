@@ -116,7 +116,22 @@ fn check(path: &PathBuf, set: &[String], np: Option<usize>) -> ExitCode {
     let stable = case.stable_dt();
     println!("imbalance     {:.4} (largest block / average)", layout.imbalance());
     println!("halo total    {halo_total} cells per exchange ({:.2}% of the mesh)", 100.0 * halo_total as f64 / g.total_cells() as f64);
-    if case.model == "poisson" {
+    if case.model == "incompressible" {
+        let h = g.spacing();
+        let hmin = h[..d].iter().cloned().fold(f64::INFINITY, f64::min);
+        match case.dt {
+            Some(dt) => println!("time step     fixed dt {dt:.6e} (viscous limit {:.6e})", case.viscous_dt()),
+            None => println!(
+                "time step     automatic: Courant number {} and {} x the viscous limit {:.6e}{}",
+                case.cfl,
+                case.stability_factor,
+                case.viscous_dt(),
+                case.dt_max.map(|m| format!(", at most {m:e}")).unwrap_or_default()
+            ),
+        }
+        println!("viscosity     {:e}; cell Reynolds number |u| h / nu = {:.3} per unit speed", case.viscosity, hmin / case.viscosity);
+    }
+    if case.model == "poisson" || case.model == "incompressible" {
         let o = &case.solver;
         println!(
             "solver        {:?} + {:?} preconditioner; multigrid {:?}({},{}) {:?}; rtol {:e}, atol {:e}, at most {} iterations{}",
@@ -131,7 +146,8 @@ fn check(path: &PathBuf, set: &[String], np: Option<usize>) -> ExitCode {
             o.max_iterations,
             if o.reproducible { "; reproducible reductions" } else { "" }
         );
-    } else {
+    }
+    if case.model == "heat" {
         println!(
             "stable dt     {stable:.6e} (explicit limit); step used {:.6e}",
             case.dt.unwrap_or((case.stability_factor * stable).min(case.dt_max.unwrap_or(f64::INFINITY)))

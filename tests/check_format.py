@@ -29,8 +29,30 @@ import numpy as np
 KNOWN_MAJOR = 1
 MAX_REPORTED = 60
 
-# The field(s) of each model: the first one is what a checkpoint holds.
-MODEL_FIELDS = {"heat": ["temperature"], "poisson": ["phi"]}
+# The snapshot fields each model may write (its `[output] fields`), in the order of
+# its default; the names in FIELDS_3D_ONLY exist only on a 3D mesh.
+MODEL_FIELDS = {
+    "heat": ["temperature"],
+    "poisson": ["phi"],
+    "incompressible": ["velocity_x", "velocity_y", "velocity_z", "pressure", "vorticity",
+                       "vorticity_x", "vorticity_y", "vorticity_z"],
+}
+# `[output] fields` when the case does not set it.
+DEFAULT_FIELDS = {
+    "heat": ["temperature"],
+    "poisson": ["phi"],
+    "incompressible": ["velocity_x", "velocity_y", "velocity_z", "pressure", "vorticity"],
+}
+# What a checkpoint's snapshot holds: the solver's state, whatever `[output] fields` says.
+CHECKPOINT_FIELDS = {
+    "heat": ["temperature"],
+    "poisson": ["phi"],
+    "incompressible": ["velocity_x_face", "velocity_y_face", "velocity_z_face", "pressure"],
+}
+FIELDS_3D_ONLY = {"velocity_z", "vorticity_x", "vorticity_y", "vorticity_z", "velocity_z_face"}
+# monitor.csv columns of model incompressible after step, time, dt (then the probes, then nothing).
+FLOW_MONITOR = ["cfl", "kinetic_energy", "max_velocity", "max_divergence", "pressure_iterations",
+                "pressure_residual", "change_rate"]
 # linear_solves[].report of a poisson summary.json (docs/FORMAT.md).
 REPORT_KEYS = ["method", "precond", "reason", "iterations", "rhs_norm", "final_residual", "history",
                "reductions", "messages", "bytes", "seconds", "projected_mean"]
@@ -39,9 +61,27 @@ METHODS = ["cg", "cg1", "bicgstab", "mg"]
 PRECONDS = ["mg", "jacobi", "none"]
 
 
-def model_fields(model):
-    """The fields of `model` (heat's for an unknown model: that is reported elsewhere)."""
-    return MODEL_FIELDS.get(model, MODEL_FIELDS["heat"])
+def for_dims(names, dims):
+    return [n for n in names if dims == 3 or n not in FIELDS_3D_ONLY]
+
+
+def known(model):
+    """`model`, or heat for an unknown model (that is reported elsewhere)."""
+    return model if model in MODEL_FIELDS else "heat"
+
+
+def model_fields(model, dims):
+    """The snapshot fields `model` may write on a `dims`-D mesh."""
+    return for_dims(MODEL_FIELDS[known(model)], dims)
+
+
+def default_fields(model, dims):
+    return for_dims(DEFAULT_FIELDS[known(model)], dims)
+
+
+def checkpoint_fields(model, dims):
+    """The datasets of a checkpoint's snapshot group for `model` on a `dims`-D mesh."""
+    return for_dims(CHECKPOINT_FIELDS[known(model)], dims)
 
 
 class Checker:
@@ -134,6 +174,7 @@ class H5Info:
         self.nranks = None
         self.process_grid = None
         self.model = None
+        self.periodic = None  # x first, bools
 
 
 def check_h5(c, path, kind, expect_fields=None, model_hint=None):
@@ -200,6 +241,7 @@ def check_h5(c, path, kind, expect_fields=None, model_hint=None):
             return None
         cells = [int(x) for x in cells]
         info.cells, info.lower, info.upper, info.spacing = cells, lower, upper, spacing
+        info.periodic = [bool(x) for x in periodic]
         c.check(all(n >= 1 for n in cells), mw, f"cells {cells} must all be >= 1")
         c.check(bool(np.all(upper > lower)), mw, f"upper {upper} must exceed lower {lower}")
         want_h = (upper - lower) / np.array(cells, dtype=np.float64)
@@ -272,9 +314,16 @@ def check_h5(c, path, kind, expect_fields=None, model_hint=None):
         c.check(len(names) >= 1, sw, "no snapshot")
         if kind == "checkpoint":
             c.check(len(names) == 1, sw, f"a checkpoint holds exactly one snapshot, found {names}")
-        if expect_fields is None:
-            mf = model_fields(info.model)
-            expect_fields = mf[:1] if kind == "checkpoint" else list(case.get("output", {}).get("fields", mf))
+        if expect_fields is None and kind == "checkpoint":
+            expect_fields = checkpoint_fields(info.model, d)
+        elif expect_fields is None:
+            expect_fields = list(case.get("output", {}).get("fields", default_fields(info.model, d)))
+            allowed = model_fields(info.model, d)
+            fw = f"{w}:/@case [output] fields"
+            c.check(len(expect_fields) >= 1, fw, "must name at least one field")
+            c.check(len(set(expect_fields)) == len(expect_fields), fw, f"{expect_fields} names a field twice")
+            bad = [x for x in expect_fields if x not in allowed]
+            c.check(not bad, fw, f"{bad} not among the {d}D fields of model {info.model!r}: {allowed}")
         shape_want = tuple(cells[::-1])
         last_time = None
         for name in names:
@@ -558,21 +607,39 @@ def check_heat_solves(c, sp, summary, case):
         return
     c.check(e["name"] == "temperature", w, f"name {e['name']!r} must be 'temperature'")
     c.check(e["scheme"] == case.get("numerics", {}).get("time_scheme"), w, f"scheme {e['scheme']!r} differs from the case's numerics.time_scheme")
+    if check_solve_totals(c, w, e, summary, 1):
+        last = e["last"]
+        missing = [k for k in REPORT_KEYS if k not in last]
+        c.check(not missing, f"{w}.last", f"missing key(s) {missing}")
+        c.check(last.get("reason") in REASONS, f"{w}.last", f"reason {last.get('reason')!r} is not one of {REASONS}")
+
+
+def check_solve_totals(c, w, e, summary, per_step):
+    """The totals of a time-stepping model's linear_solves entry `e` (`per_step` solves per
+    step of this run). True when `last` is a report to check (an object), False otherwise."""
     for k in ["solves", "iterations_total", "iterations_max", "not_converged"]:
         c.check(is_int(e[k]) and e[k] >= 0, w, f"{k} {e[k]!r} must be a whole number >= 0")
     c.check(is_real(e["seconds"]) and e["seconds"] >= 0, w, f"seconds {e['seconds']!r} must be a finite number >= 0")
     steps = summary.get("steps_this_run")
     if is_int(e["solves"]) and is_int(steps):
-        c.check(e["solves"] == steps, w, f"{e['solves']} solves for {steps} steps (one per step)")
+        c.check(e["solves"] == per_step * steps, w, f"{e['solves']} solves for {steps} steps ({per_step} per step)")
     if all(is_int(e[k]) for k in ["solves", "iterations_total", "iterations_max"]):
         c.check(e["iterations_max"] <= e["iterations_total"] <= e["iterations_max"] * max(e["solves"], 1), w, "iterations_total must lie between iterations_max and solves x iterations_max")
+    if is_int(e["solves"]) and is_int(e["not_converged"]):
+        c.check(e["not_converged"] <= e["solves"], w, f"not_converged {e['not_converged']} exceeds solves {e['solves']}")
     last = e["last"]
     if e["solves"] == 0:
         c.check(last is None, w, "last must be null when no solve ran")
-    elif c.check(isinstance(last, dict), w, "last must be the report of the latest solve"):
-        missing = [k for k in REPORT_KEYS if k not in last]
-        c.check(not missing, f"{w}.last", f"missing key(s) {missing}")
-        c.check(last.get("reason") in REASONS, f"{w}.last", f"reason {last.get('reason')!r} is not one of {REASONS}")
+        return False
+    return c.check(isinstance(last, dict), w, "last must be the report of the latest solve")
+
+
+def singular(case):
+    """True when the case's linear operator has no dirichlet face: heat and poisson have
+    `dirichlet` faces; the pressure of model incompressible is fixed on `outlet` faces."""
+    fixed = "outlet" if case.get("case", {}).get("model") == "incompressible" else "dirichlet"
+    faces = case.get("boundary", {})
+    return not any(isinstance(f, dict) and f.get("type") == fixed for f in faces.values())
 
 
 def check_report(c, w, rep, case, mon_row):
@@ -601,9 +668,7 @@ def check_report(c, w, rep, case, mon_row):
         pm = rep["projected_mean"]
         if c.check(is_real(pm), w, f"projected_mean {pm!r} must be a finite number"):
             # Only a singular operator (no dirichlet face) has a mean to remove.
-            faces = case.get("boundary", {})
-            dirichlet = any(isinstance(f, dict) and f.get("type") == "dirichlet" for f in faces.values())
-            if dirichlet:
+            if not singular(case):
                 c.check(pm == 0.0, w, f"projected_mean {pm!r} must be 0: the case has a dirichlet face (not singular)")
     hist = rep.get("history")
     if not c.check(isinstance(hist, list) and len(hist) >= 1, w, f"history must be a non-empty list (the initial residual first), is {hist!r}"):
@@ -770,6 +835,339 @@ def detect_model(h5path, summary, case_toml):
     return (case_toml.get("case") or {}).get("model", "heat")
 
 
+# ----------------------------------------------------------------- incompressible
+
+FLOW_TIMINGS = ["momentum", "projection", "pressure_solve", "halo", "boundary", "monitor", "output", "total"]
+FLOW_SOLVE_KEYS = ["name", "solves", "iterations_total", "iterations_max", "not_converged", "seconds", "last"]
+AXES = ["x", "y", "z"]
+
+
+def flow_probe_fields(d):
+    """The monitor.csv columns of one probe of model incompressible: probe<i>_<these>."""
+    return [f"velocity_{a}" for a in AXES[:d]] + ["pressure"]
+
+
+def check_summary_flow(c, sp, summary, heat_keys, restart_step):
+    """The keys and plain values of an incompressible summary.json (the heat keys plus cfl and
+    kinetic_energy, other timings; linear_solves and the monitor values: check_flow_solves)."""
+    keys = heat_keys + ["cfl", "kinetic_energy"]
+    missing = [k for k in keys if k not in summary]
+    extra = sorted(set(summary) - set(keys))
+    c.check(not missing, sp, f"missing key(s) {missing}")
+    c.check(not extra, sp, f"unexpected key(s) {extra} for model incompressible (not in format 1.0)")
+    check_performance(c, sp, summary)
+    c.check(summary.get("status") == "completed", sp, f"status is {summary.get('status')!r}, expected 'completed' (message: {summary.get('message')!r})")
+    c.check(isinstance(summary.get("message"), str), sp, f"message {summary.get('message')!r} must be a string")
+    for k in ["steps", "steps_this_run", "checkpoints_written", "snapshots"]:
+        if k in summary:
+            c.check(is_int(summary[k]) and summary[k] >= 0, sp, f"{k} {summary[k]!r} must be a whole number >= 0")
+    steps, this_run = summary.get("steps"), summary.get("steps_this_run")
+    if is_int(steps) and is_int(this_run):
+        first = restart_step or 0
+        c.check(this_run == steps - first, sp, f"steps_this_run {this_run} != steps {steps} - the start step {first}")
+    for k, positive in [("dt", True), ("cfl", False), ("kinetic_energy", False), ("final_time", False), ("wall_seconds", False)]:
+        if k in summary:
+            v = summary[k]
+            c.check(is_real(v) and (v > 0 if positive else v >= 0), sp, f"{k} {v!r} must be a finite number {'>' if positive else '>='} 0")
+    cups, ws, cells = summary.get("cell_updates_per_second"), summary.get("wall_seconds"), summary.get("cells")
+    if is_int(this_run) and is_real(ws) and ws > 0 and isinstance(cells, list) and all(is_int(n) for n in cells):
+        want = this_run * math.prod(cells) / ws
+        c.check(is_real(cups) and abs(cups - want) <= 1e-12 * want, sp, f"cell_updates_per_second {cups!r} != steps_this_run x cells / wall_seconds = {want!r}")
+    tk = summary.get("timings")
+    if c.check(isinstance(tk, dict) and sorted(tk) == sorted(FLOW_TIMINGS), sp, f"timings must have exactly {FLOW_TIMINGS}, has {sorted(tk) if isinstance(tk, dict) else tk!r}"):
+        for k in FLOW_TIMINGS:
+            c.check(is_real(tk[k]) and tk[k] >= 0, sp, f"timings.{k} {tk[k]!r} must be a number >= 0")
+    ck = summary.get("communication")
+    if c.check(isinstance(ck, dict) and all(k in ck for k in ["messages", "bytes", "reductions"]), sp, "communication must have messages, bytes, reductions"):
+        for k in ["messages", "bytes", "reductions"]:
+            c.check(is_int(ck[k]) and ck[k] >= 0, sp, f"communication.{k} {ck[k]!r} must be a whole number >= 0")
+    c.check(isinstance(summary.get("linear_solves"), list), sp, "linear_solves must be a list")
+
+
+def flow_row_check(c, case, header):
+    """The per-row checks of an incompressible monitor.csv (for check_monitor_rows)."""
+    col = {k: header.index(k) - 1 for k in header[1:]}  # index into the row's values
+    fixed = case.get("numerics", {}).get("dt")
+    end = case.get("control", {}).get("end_time")
+
+    def check(lw, vals):
+        c.check(all(math.isfinite(v) for v in vals), lw, "non-finite value")
+        for k in FLOW_MONITOR:
+            c.check(vals[col[k]] >= 0, lw, f"{k} {vals[col[k]]!r} must be >= 0")
+        its = vals[col["pressure_iterations"]]
+        c.check(math.isfinite(its) and float(its).is_integer(), lw, f"pressure_iterations {its!r} must be a whole number")
+        t, dt = vals[col["time"]], vals[col["dt"]]
+        if is_real(fixed) and fixed > 0:
+            # numerics.dt fixes the step; only a step landing on end_time is shorter.
+            c.check(dt == fixed or (t == end and 0 < dt < fixed), lw, f"dt {dt!r} != numerics.dt {fixed!r} (only the step landing on end_time {end!r} may be shorter)")
+    return check
+
+
+def cell_of(out, point):
+    """The 0-based cell (x first) that contains `point` (clamped into the mesh)."""
+    return [min(max(int(math.floor((point[a] - out.lower[a]) / out.spacing[a])), 0), out.cells[a] - 1) for a in range(out.dims)]
+
+
+def interior(shape, d, periodic, axes):
+    """Mask of the cells that are not the first or last one along a non-periodic axis in `axes`."""
+    m = np.ones(shape, dtype=bool)
+    for a in axes:
+        if not periodic[a]:
+            sl = [slice(None)] * d
+            sl[d - 1 - a] = 0
+            m[tuple(sl)] = False
+            sl[d - 1 - a] = -1
+            m[tuple(sl)] = False
+    return m
+
+
+def first_bad(mask_bad):
+    """The cell (x first) of the first True of `mask_bad`."""
+    return list(reversed([int(i) for i in np.argwhere(mask_bad)[0]]))
+
+
+def check_flow_fields(c, ckpath, cpaths, op, paths, step, out):
+    """Snapshot fields of output.h5 at a checkpoint's step, against the checkpoint's face
+    velocities: velocity_<a> is the mean of the cell's two faces along a (not checked in the
+    last cell of a non-periodic axis, whose high face the checkpoint does not hold); the
+    vorticity is the mean of the MAC differences on the four edges around the cell (checked
+    away from non-periodic boundaries, whose edges use boundary values)."""
+    d, per, h = out.dims, out.periodic, out.spacing
+    w = f"{op}:/snapshots/{step:08d}"
+    faces = {}
+    for a in range(d):
+        name = f"velocity_{AXES[a]}_face"
+        if name in cpaths:
+            f = read_field(ckpath, cpaths[name])
+            if f.shape == tuple(out.cells[::-1]) and np.all(np.isfinite(f)):
+                faces[a] = f
+    for a in range(d):
+        fld = f"velocity_{AXES[a]}"
+        if fld not in paths or a not in faces:
+            continue
+        f = faces[a]
+        hi = np.roll(f, -1, axis=d - 1 - a)
+        mean = (f + hi) * 0.5
+        v = read_field(op, paths[fld])
+        if v.shape != mean.shape:
+            continue
+        valid = np.ones(v.shape, dtype=bool)
+        if not per[a]:
+            sl = [slice(None)] * d
+            sl[d - 1 - a] = -1
+            valid[tuple(sl)] = False
+        bad = valid & ~(np.abs(v - mean) <= 1e-15 * (np.abs(f) + np.abs(hi)))
+        if np.any(bad):
+            cell = first_bad(bad)
+            idx = tuple(reversed(cell))
+            c.fail(f"{w}/{fld}", f"{int(bad.sum())} cell(s) are not the mean of their two faces in {ckpath} ({fld}_face), first cell {cell}: {v[idx]!r} vs {mean[idx]!r}")
+    vort = [n for n in ("vorticity", "vorticity_x", "vorticity_y", "vorticity_z") if n in paths]
+    if not vort or len(faces) != d:
+        return
+    scale = 4.0 * max(float(np.abs(f).max()) for f in faces.values()) / float(min(h)) or 1.0
+
+    def diff(f, a):  # f[i] - f[i-1] along axis a (x first)
+        return f - np.roll(f, 1, axis=d - 1 - a)
+
+    def component(n):
+        """Cell means of the vorticity component along axis n, and the cells where they are checked."""
+        p, q = (n + 1) % 3, (n + 2) % 3
+        e = diff(faces[q], p) / h[p] - diff(faces[p], q) / h[q]
+        ep = np.roll(e, -1, axis=d - 1 - p)
+        cell = 0.25 * (e + ep + np.roll(e, -1, axis=d - 1 - q) + np.roll(ep, -1, axis=d - 1 - q))
+        return cell, interior(cell.shape, d, per, [p, q])
+
+    comps = {2: component(2)} if d == 2 else {n: component(n) for n in range(3)}
+    for name in vort:
+        if name == "vorticity" and d == 2:
+            want, valid = comps[2]
+        elif name == "vorticity":
+            want = np.sqrt(sum(comps[n][0] ** 2 for n in range(3)))
+            valid = comps[0][1] & comps[1][1] & comps[2][1]
+        else:
+            want, valid = comps[AXES.index(name[-1])]
+        v = read_field(op, paths[name])
+        if v.shape != want.shape:
+            continue
+        bad = valid & ~(np.abs(v - want) <= 1e-12 * scale)
+        if np.any(bad):
+            cell = first_bad(bad)
+            idx = tuple(reversed(cell))
+            c.fail(f"{w}/{name}", f"{int(bad.sum())} interior cell(s) differ from the mean of the four edge vorticities computed from {ckpath}, first cell {cell}: {v[idx]!r} vs {want[idx]!r} (tolerance {1e-12 * scale:.3e})")
+
+
+def check_flow_pressure(c, op, out, case):
+    """With no outlet the pressure has zero mean (not checked at step 0: the initial condition)."""
+    if not singular(case):
+        return
+    for s, _, paths in out.snapshots:
+        if s == 0 or "pressure" not in paths:
+            continue
+        p = read_field(op, paths["pressure"])
+        if p.size and np.all(np.isfinite(p)):
+            mean, big = float(np.mean(p)), float(np.abs(p).max())
+            c.check(abs(mean) <= 1e-10 * big, f"{op}:/snapshots/{s:08d}/pressure", f"mean {mean!r} is not 0 (max |p| {big!r}): with no outlet the pressure has zero mean")
+
+
+def check_velocity_bounds(c, w, dt, cfl, max_velocity, maxes, spacing, what):
+    """max_velocity and cfl bound what the velocities `maxes` ({axis: max |u_axis|}) imply."""
+    speed = math.sqrt(sum(m * m for m in maxes.values()))
+    c.check(max_velocity >= speed * (1 - 1e-12), w, f"max_velocity {max_velocity!r} < |(max |u_d|)| = {speed!r} of the {what}")
+    courant = dt * sum(m / float(spacing[a]) for a, m in maxes.items())
+    c.check(cfl >= courant * (1 - 1e-12), w, f"cfl {cfl!r} < dt * sum(max |u_d| / h_d) = {courant!r} of the {what}")
+
+
+def check_flow_monitor_h5(c, mp, table, header, case, out, op, ck_files):
+    """monitor.csv rows of snapshot steps against output.h5 (probes exactly, kinetic energy to
+    round-off, max_velocity and cfl at least what the fields show) and checkpoints (face maxima)."""
+    d = out.dims
+    probes = case.get("monitor", {}).get("probes", [])
+    vol = float(np.prod(out.spacing))
+    for s, _, paths in out.snapshots:
+        if s not in table:
+            continue
+        vals = table[s]
+
+        def col(name):
+            return vals[header.index(name) - 1]
+        w = f"{mp}: step {s}"
+        fields = {}
+        for q in flow_probe_fields(d):
+            if q in paths:
+                v = read_field(op, paths[q])
+                if v.shape == tuple(out.cells[::-1]) and np.all(np.isfinite(v)):
+                    fields[q] = v
+        for i, pt in enumerate(probes):
+            if not (isinstance(pt, list) and len(pt) == d):
+                c.fail(w, f"probe {i} {pt!r} is not a point of {d} coordinates")
+                continue
+            cell = cell_of(out, pt)
+            for q, v in fields.items():
+                want = float(v[tuple(reversed(cell))])
+                got = col(f"probe{i}_{q}")
+                c.check(got == want, w, f"probe{i}_{q} {got!r} != {want!r}, the value of cell {cell} in output.h5")
+        vel = {a: fields[f"velocity_{AXES[a]}"] for a in range(d) if f"velocity_{AXES[a]}" in fields}
+        if len(vel) == d:
+            ke = 0.5 * sum(float(np.sum(v * v)) for v in vel.values()) * vol
+            got = col("kinetic_energy")
+            c.check(abs(got - ke) <= 1e-10 * max(ke, 1e-300), w, f"kinetic_energy {got!r} != 1/2 sum |u_C|^2 * cell volume = {ke!r} of output.h5")
+        if vel:
+            check_velocity_bounds(c, w, col("dt"), col("cfl"), col("max_velocity"), {a: float(np.abs(v).max()) for a, v in vel.items()},
+                                  out.spacing, "cell-centred velocity of output.h5")
+    for s, (p, ck) in ck_files.items():
+        if s not in table or not ck.snapshots:
+            continue
+        vals = table[s]
+        cpaths = ck.snapshots[0][2]
+        maxes = {}
+        for a in range(d):
+            name = f"velocity_{AXES[a]}_face"
+            if name in cpaths:
+                f = read_field(p, cpaths[name])
+                if np.all(np.isfinite(f)):
+                    maxes[a] = float(np.abs(f).max())
+        if maxes:
+            i = {k: header.index(k) - 1 for k in ("dt", "cfl", "max_velocity")}
+            check_velocity_bounds(c, f"{mp}: step {s}", vals[i["dt"]], vals[i["cfl"]], vals[i["max_velocity"]], maxes, out.spacing, f"face velocities of {p}")
+        if ck.state:
+            c.check(ck.state[2] == vals[header.index("dt") - 1], p, f"/state dt {ck.state[2]!r} != monitor.csv dt {vals[header.index('dt') - 1]!r} of step {s} (the last step's size)")
+
+
+def check_flow_solves(c, sp, summary, case, table, header, restart_step):
+    """linear_solves of an incompressible run (one entry, three pressure solves per step, the
+    latest solve's report) and the summary's last-step values, against monitor.csv (`table`,
+    or None when it could not be read)."""
+    ls = summary.get("linear_solves")
+    if not isinstance(ls, list):
+        return ""
+    if not c.check(len(ls) == 1, sp, f"linear_solves has {len(ls)} entries, model incompressible has exactly one (pressure)"):
+        return ""
+    e = ls[0]
+    w = f"{sp}: linear_solves[0]"
+    if not c.check(isinstance(e, dict) and sorted(e) == sorted(FLOW_SOLVE_KEYS), w, f"keys must be exactly {FLOW_SOLVE_KEYS}, are {sorted(e) if isinstance(e, dict) else e!r}"):
+        return ""
+    c.check(e["name"] == "pressure", w, f"name {e['name']!r}, expected 'pressure'")
+    last = e["last"] if check_solve_totals(c, w, e, summary, 3) else None
+    if last is not None:
+        check_report(c, f"{w}.last", last, case, None)
+        tk = summary.get("timings")
+        if isinstance(tk, dict) and is_real(tk.get("pressure_solve")) and is_real(last.get("seconds")):
+            c.check(tk["pressure_solve"] >= last["seconds"], sp, f"timings.pressure_solve {tk['pressure_solve']!r} (max over ranks) < the last report's seconds {last['seconds']!r}")
+    if table is None:
+        return ""
+    ix = {k: header.index(k) - 1 for k in header[1:]}
+    first = restart_step or 0
+    steps, this_run = summary.get("steps"), summary.get("steps_this_run")
+    rows = {s: v for s, v in table.items() if s > first}
+    its = [rows[s][ix["pressure_iterations"]] for s in sorted(rows)]
+    if its and is_int(this_run) and len(rows) == this_run:
+        if is_int(e["iterations_total"]):
+            c.check(sum(its) == e["iterations_total"], w, f"iterations_total {e['iterations_total']} != {sum(its):g}, the sum of monitor.csv pressure_iterations over this run's steps")
+        if is_int(e["iterations_max"]):
+            c.check(max(its) / 3 <= e["iterations_max"] <= max(its), w, f"iterations_max {e['iterations_max']} does not fit monitor.csv: the largest step total of three solves is {max(its):g}")
+    lr = table.get(steps) if is_int(steps) else None
+    if lr is None:
+        return ""
+    mw = f"{sp} vs monitor.csv step {steps}"
+    for k in ["dt", "cfl", "kinetic_energy"]:
+        if k in summary:
+            c.check(summary[k] == lr[ix[k]], mw, f"{k} {summary[k]!r} != the last row's {lr[ix[k]]!r}")
+    if isinstance(last, dict) and all(is_real(last.get(k)) for k in ["final_residual", "rhs_norm"]) and is_int(last.get("iterations")):
+        rel = last["final_residual"] / last["rhs_norm"] if last["rhs_norm"] > 0 else last["final_residual"]
+        c.check(lr[ix["pressure_residual"]] >= rel * (1 - 1e-12), mw, f"pressure_residual {lr[ix['pressure_residual']]!r} < the last solve's final_residual / rhs_norm {rel!r} (it is the largest of the step's solves)")
+        c.check(lr[ix["pressure_iterations"]] >= last["iterations"], mw, f"pressure_iterations {lr[ix['pressure_iterations']]:g} < the last solve's iterations {last['iterations']}")
+    if isinstance(last, dict):
+        return f", {e['solves']} pressure solve(s) ({last.get('method')}+{last.get('precond')}, {e['iterations_total']} iterations)"
+    return ""
+
+
+# ----------------------------------------------------------------- monitor.csv of time-stepping models
+
+def check_monitor_rows(c, mp, rows, header, steps, restart_from, restart_step, out, row_check):
+    """monitor.csv of a time-stepping model (heat, incompressible): `header`, then one row
+    per step, in step order, ending at the summary's last step; `row_check(where, values)`
+    adds the model's checks of one row (values: the columns after `step`, as floats).
+
+    Returns (number of data rows, {step: values} of the rows that parsed)."""
+    c.check(rows[0] == header, f"{mp}:1", f"header {rows[0]} != expected {header}")
+    data = rows[1:]
+    nrows = len(data)
+    prev_step = prev_time = None
+    table = {}
+    for ln, r in enumerate(data, start=2):
+        lw = f"{mp}:{ln}"
+        if not c.check(len(r) == len(header), lw, f"{len(r)} fields, header has {len(header)}"):
+            continue
+        if not c.check(re.fullmatch(r"\d+", r[0]) is not None, lw, f"step {r[0]!r} is not an integer"):
+            continue
+        try:
+            vals = [float(x) for x in r[1:]]
+        except ValueError:
+            c.fail(lw, "non-numeric value")
+            continue
+        s, t, dt = int(r[0]), vals[0], vals[1]
+        if prev_step is not None:
+            c.check(s == prev_step + 1, lw, f"step {s} does not follow step {prev_step} (one row per step)")
+            c.check(t > prev_time, lw, f"time {t} does not increase")
+        c.check(dt > 0, lw, f"dt {dt} must be > 0")
+        row_check(lw, vals)
+        prev_step, prev_time = s, t
+        table[s] = vals
+    if data and isinstance(steps, int) and prev_step is not None:
+        first_row = int(data[0][0]) if data[0] and data[0][0].isdigit() else None
+        c.check(prev_step == steps, mp, f"last row is step {prev_step}, summary steps is {steps}")
+        if restart_from is None:
+            c.check(first_row == 1 and nrows == steps, mp, f"{nrows} rows starting at step {first_row}, expected one per step 1..{steps}")
+        else:
+            c.check(first_row in (1, (restart_step or 0) + 1), mp, f"first row is step {first_row}, expected 1 or the restart step + 1")
+    elif isinstance(steps, int) and steps > 0:
+        c.fail(mp, "no data rows")
+    for s, t, _ in out.snapshots:
+        if s in table:
+            c.check(abs(table[s][0] - t) <= 1e-9 * max(abs(t), 1e-300), mp, f"time at step {s} is {table[s][0]!r}, snapshot time is {t!r}")
+    return nrows, table
+
+
 # ----------------------------------------------------------------- RUN_DIR
 
 def expected_steps(first, last, every, extra=()):
@@ -822,12 +1220,21 @@ def check_run_dir(run_dir):
     if model not in MODEL_FIELDS:
         c.fail(rd, f"model {model!r} (output.h5 / summary.json / case.toml) is not one of {sorted(MODEL_FIELDS)}; checking it as heat")
     poisson = model == "poisson"
+    flow = model == "incompressible"
+    steps = summary.get("steps")
+    restart_from = summary.get("restart_from")
+    restart_step = None
+    if restart_from:
+        m = re.search(r"step_(\d{8})\.h5$", restart_from)
+        restart_step = int(m.group(1)) if m else None
 
     keys = ["status", "message", "case", "model", "steps", "steps_this_run", "final_time", "dt", "wall_seconds", "ranks",
             "process_grid", "cells", "cell_updates_per_second", "restart_from", "last_checkpoint", "checkpoints_written",
             "snapshots", "linear_solves", "timings", "communication", "performance", "format_version"]
     if summary and poisson:
         check_summary_poisson(c, sp, summary)
+    elif summary and flow:
+        check_summary_flow(c, sp, summary, keys, restart_step)
     elif summary:
         missing = [k for k in keys if k not in summary]
         c.check(not missing, sp, f"missing key(s) {missing}")
@@ -842,12 +1249,6 @@ def check_run_dir(run_dir):
             check_heat_solves(c, sp, summary, case_toml)
         else:
             c.check(summary.get("linear_solves") == [], sp, f"linear_solves must be empty for explicit model {model!r} (no linear solve)")
-    steps = summary.get("steps")
-    restart_from = summary.get("restart_from")
-    restart_step = None
-    if restart_from:
-        m = re.search(r"step_(\d{8})\.h5$", restart_from)
-        restart_step = int(m.group(1)) if m else None
 
     # ---- output.h5
     op = os.path.join(rd, "output.h5")
@@ -890,6 +1291,7 @@ def check_run_dir(run_dir):
     # ---- checkpoints
     ckdir = os.path.join(rd, "checkpoints")
     ck_steps = []
+    ck_files = {}  # step -> (path, H5Info) of the valid checkpoints
     if c.check(os.path.isdir(ckdir), ckdir, "missing directory"):
         for fn in sorted(os.listdir(ckdir)):
             p = os.path.join(ckdir, fn)
@@ -903,16 +1305,21 @@ def check_run_dir(run_dir):
             if ck is None:
                 continue
             ck_steps.append(cs)
+            ck_files[cs] = (p, ck)
             if ck.state:
                 c.check(ck.state[0] == cs, p, f"/state step {ck.state[0]} differs from the file name")
             c.check(ck.cells == out.cells and np.array_equal(ck.lower, out.lower) and np.array_equal(ck.upper, out.upper), p, "mesh differs from output.h5")
             if isinstance(steps, int):
                 c.check(cs <= steps, p, f"checkpoint step {cs} is beyond the run's last step {steps} (left from an abandoned trajectory)")
-            # Same step in output.h5: same time and bit-identical fields.
+            # Same step in output.h5: same time and bit-identical fields (incompressible:
+            # the snapshot fields are computed from the checkpoint's faces).
             for s, t, paths in out.snapshots:
                 if s == cs and ck.snapshots:
                     _, ct, cpaths = ck.snapshots[0]
                     c.check(ct == t, p, f"time {ct!r} differs from output.h5 snapshot {s}'s {t!r}")
+                    if flow:
+                        check_flow_fields(c, p, cpaths, op, paths, s, out)
+                        continue
                     for fld in set(paths) & set(cpaths):
                         a, b = read_field(op, paths[fld]), read_field(p, cpaths[fld])
                         c.check(a.shape == b.shape and np.array_equal(a.view(np.uint64), b.view(np.uint64)), p, f"{fld} differs from output.h5 snapshot {s}")
@@ -931,6 +1338,15 @@ def check_run_dir(run_dir):
                 else:
                     c.check(all(s in ck_steps for s in want), ckdir, f"checkpoint steps {ck_steps} miss some of {want}")
 
+    if flow:
+        check_flow_pressure(c, op, out, case)
+        if isinstance(steps, int) and summary.get("status") == "completed":
+            written = [s for s in ck_steps if s > (restart_step or 0)]
+            c.check(summary.get("checkpoints_written") == len(written), sp, f"checkpoints_written {summary.get('checkpoints_written')!r}, but checkpoints/ holds {len(written)} after the start step: {written}")
+            if steps in ck_files and ck_files[steps][1].state:
+                sdt = ck_files[steps][1].state[2]
+                c.check(summary.get("dt") == sdt, sp, f"dt {summary.get('dt')!r} != /state dt {sdt!r} of the final checkpoint (both the last step's size)")
+
     # ---- output.xdmf
     ngrids = check_xdmf(c, rd, out)
 
@@ -944,54 +1360,32 @@ def check_run_dir(run_dir):
         c.fail(mp, f"cannot read: {e}")
         rows = []
     mon_row = None
+    flow_table = None
+    # model incompressible: its own monitors, then each probe's velocity and pressure (no norms).
+    probes = case.get("monitor", {}).get("probes", [])
+    flow_header = ["step", "time", "dt"] + FLOW_MONITOR + [f"probe{i}_{q}" for i in range(len(probes)) for q in flow_probe_fields(out.dims)]
     if rows and poisson:
         nrows, mon_row = check_monitor_poisson(c, mp, rows, case, out, op)
+    elif rows and flow:
+        header = flow_header
+        row_check = flow_row_check(c, case, header)
+        nrows, table = check_monitor_rows(c, mp, rows, header, steps, restart_from, restart_step, out, row_check)
+        if rows[0] == header:
+            flow_table = table
+            check_flow_monitor_h5(c, mp, table, header, case, out, op, ck_files)
     elif rows:
-        d = out.dims
         mon = case.get("monitor", {})
         header = ["step", "time", "dt"] + [f"temperature_{n}" for n in mon.get("norms", [])] + [f"probe{i}_temperature" for i in range(len(mon.get("probes", [])))] + ["change_rate"]
         implicit = heat_implicit(case)
         if implicit:
             header += ["solver_iterations", "solver_residual"]
-        c.check(rows[0] == header, f"{mp}:1", f"header {rows[0]} != expected {header}")
-        data = rows[1:]
-        nrows = len(data)
-        prev_step = prev_time = None
-        times = {}
-        for ln, r in enumerate(data, start=2):
-            lw = f"{mp}:{ln}"
-            if not c.check(len(r) == len(header), lw, f"{len(r)} fields, header has {len(header)}"):
-                continue
-            if not c.check(re.fullmatch(r"\d+", r[0]) is not None, lw, f"step {r[0]!r} is not an integer"):
-                continue
-            try:
-                vals = [float(x) for x in r[1:]]
-            except ValueError:
-                c.fail(lw, "non-numeric value")
-                continue
-            s, t, dt = int(r[0]), vals[0], vals[1]
-            if prev_step is not None:
-                c.check(s == prev_step + 1, lw, f"step {s} does not follow step {prev_step} (one row per step)")
-                c.check(t > prev_time, lw, f"time {t} does not increase")
-            c.check(dt > 0, lw, f"dt {dt} must be > 0")
+
+        def heat_row(lw, vals):
             if implicit:
                 its, res = vals[-2], vals[-1]
                 c.check(its >= 0 and its == int(its), lw, f"solver_iterations {its} must be a whole number >= 0")
                 c.check(res >= 0, lw, f"solver_residual {res} must be >= 0")
-            prev_step, prev_time = s, t
-            times[s] = t
-        if data and isinstance(steps, int) and prev_step is not None:
-            first_row = int(data[0][0]) if data[0] and data[0][0].isdigit() else None
-            c.check(prev_step == steps, mp, f"last row is step {prev_step}, summary steps is {steps}")
-            if restart_from is None:
-                c.check(first_row == 1 and nrows == steps, mp, f"{nrows} rows starting at step {first_row}, expected one per step 1..{steps}")
-            else:
-                c.check(first_row in (1, (restart_step or 0) + 1), mp, f"first row is step {first_row}, expected 1 or the restart step + 1")
-        elif isinstance(steps, int) and steps > 0:
-            c.fail(mp, "no data rows")
-        for s, t, _ in out.snapshots:
-            if s in times:
-                c.check(abs(times[s] - t) <= 1e-9 * max(abs(t), 1e-300), mp, f"time at step {s} is {times[s]!r}, snapshot time is {t!r}")
+        nrows, _ = check_monitor_rows(c, mp, rows, header, steps, restart_from, restart_step, out, heat_row)
     else:
         c.fail(mp, "empty")
 
@@ -999,6 +1393,8 @@ def check_run_dir(run_dir):
     solve = ""
     if poisson and summary:
         solve = check_linear_solves(c, sp, summary, case, out, mon_row)
+    if flow and summary:
+        solve = check_flow_solves(c, sp, summary, case, flow_table, flow_header, restart_step)
 
     summ = (f"{'x'.join(map(str, out.cells))} {out.dims}D, {out.nranks} rank(s) "
             f"({'x'.join(map(str, out.process_grid or []))}), {len(out.snapshots)} snapshot(s) "
@@ -1047,8 +1443,9 @@ def compare(dir_a, dir_b):
                     c.check(np.array_equal(xa["state"].attrs[k], xb["state"].attrs[k]), f"{ca} vs {cb}", f"/state {k} differs")
                 m = xa.attrs.get("model")
                 m = m.decode("utf-8", "replace") if isinstance(m, bytes) else m
-                g = f"snapshots/{last}/{model_fields(m)[0]}"
-                c.check(np.array_equal(xa[g][()].view(np.uint64), xb[g][()].view(np.uint64)), f"{ca} vs {cb}", f"{g} not bit-identical")
+                for fld in checkpoint_fields(m, int(xa.attrs["dims"][0])):
+                    g = f"snapshots/{last}/{fld}"
+                    c.check(np.array_equal(xa[g][()].view(np.uint64), xb[g][()].view(np.uint64)), f"{ca} vs {cb}", f"{g} not bit-identical")
         except (OSError, KeyError) as e:
             c.fail(f"{ca} vs {cb}", f"cannot compare final checkpoints: {e}")
     return c, f"{len(sa)} snapshot(s), {nfields} field dataset(s) and the final checkpoint bit-identical"

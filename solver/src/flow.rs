@@ -805,21 +805,48 @@ impl FlowSolver {
         m
     }
 
-    /// The cell-centred fields written to snapshots, by name.
-    pub fn output_field(&self, name: &str, out: &mut Field) {
-        let n = out.shape();
+    /// Computes the snapshot fields `names` into `outs`. Collective: the velocity
+    /// ghosts are exchanged first, so values next to a rank boundary that meets a
+    /// physical one (read by the vorticity) are their owner's, then the boundary fill
+    /// restores exactly the state the next step expects.
+    pub fn output_fields(&mut self, comm: &dyn Comm, t: f64, names: &[String], outs: &mut [Field]) {
+        self.exchange_velocity(comm);
+        for (name, f) in names.iter().zip(outs.iter_mut()) {
+            self.output_field(name, f);
+        }
+        self.fill_boundary(t, false);
+    }
+
+    /// The cell-centred field `name` (a snapshot field) into `out`.
+    fn output_field(&self, name: &str, out: &mut Field) {
         let st = self.vel[0].strides();
         let dims = self.dims;
         let h = self.h;
         let comp = |name: &str| ["x", "y", "z"].iter().position(|s| name.ends_with(s));
         // ω_a at the edge along `a` through the low corner of cell c (the other axes'
         // low faces): ∂u_c/∂x_b - ∂u_b/∂x_c.
-        let edge = |a: usize, c: usize| -> f64 {
+        // Edges on an outlet take the value of the edge one cell inside (the outlet's
+        // zero normal gradient): the outlet's normal velocity in a ghost row across a
+        // rank boundary is not known exactly on this rank (its continuity needs the
+        // row beyond), and the answer must not depend on the decomposition.
+        let pad = self.p.padded_shape();
+        let n = out.shape();
+        let outlet: Vec<[bool; 2]> =
+            (0..dims).map(|e| [0, 1].map(|side| matches!(self.faces[e][side], FaceKind::Outlet(_)))).collect();
+        let edge = |a: usize, mut c: usize| -> f64 {
             let (b, cc) = match a {
                 0 => (1, 2),
                 1 => (2, 0),
                 _ => (0, 1),
             };
+            for e in [b, cc].into_iter().filter(|&e| e < dims) {
+                let q = (c / st[e]) % pad[e];
+                if outlet[e][1] && q == n[e] + 1 {
+                    c -= st[e];
+                } else if outlet[e][0] && q == 1 {
+                    c += st[e];
+                }
+            }
             let ub = self.vel[b].as_slice();
             let uc = self.vel[cc].as_slice();
             (uc[c] - uc[c - st[b]]) / h[b] - (ub[c] - ub[c - st[cc]]) / h[cc]

@@ -128,10 +128,8 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let probes = probe_cells(case, &layout, comm.rank());
 
     let mut scratch: Vec<Field> = case.output_fields.iter().map(|_| Field::zeros(layout.blocks[comm.rank()], dims, 1)).collect();
-    let mut write_snap = |solver: &FlowSolver, step: u64, t: f64, snaps: &mut Vec<(u64, f64)>| -> Result<()> {
-        for (name, f) in case.output_fields.iter().zip(scratch.iter_mut()) {
-            solver.output_field(name, f);
-        }
+    let mut write_snap = |solver: &mut FlowSolver, step: u64, t: f64, snaps: &mut Vec<(u64, f64)>| -> Result<()> {
+        solver.output_fields(comm, t, &case.output_fields, &mut scratch);
         let h5 = H5File::open_rw(comm, &h5_path)?;
         let fields: Vec<(&str, &Field)> = case.output_fields.iter().map(|s| s.as_str()).zip(scratch.iter()).collect();
         output::write_snapshot(&h5, comm, &layout, step, t, &fields)?;
@@ -150,7 +148,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let mut t_output = 0.0;
     let to = Instant::now();
     if !appending || snapshots.last().map(|s| s.0) != Some(step) {
-        write_snap(&solver, step, t, &mut snapshots)?;
+        write_snap(&mut solver, step, t, &mut snapshots)?;
     }
     t_output += to.elapsed().as_secs_f64();
 
@@ -225,6 +223,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         row.extend_from_slice(&sums[2..]);
         monitor.row(&row, step);
         last_stats = st;
+        last_stats.kinetic_energy = sums[0];
         last_cfl = cfl;
         perf.add("monitor", comm, mark);
 
@@ -270,7 +269,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         let steady = case.steady_tolerance.is_some_and(|tol| rate < tol);
         let to = Instant::now();
         if case.output_every > 0 && step % case.output_every == 0 {
-            write_snap(&solver, step, t, &mut snapshots)?;
+            write_snap(&mut solver, step, t, &mut snapshots)?;
             monitor.flush(comm)?;
             last_snapshot_step = step;
         }
@@ -293,7 +292,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let to = Instant::now();
     if status == "completed" || status == "stopped" {
         if last_snapshot_step != step {
-            write_snap(&solver, step, t, &mut snapshots)?;
+            write_snap(&mut solver, step, t, &mut snapshots)?;
         }
         if last_checkpoint.as_ref().is_none_or(|p| *p != output::checkpoint_path(&dir, step)) {
             last_checkpoint = Some(checkpoint(&solver, step, t, last_dt)?);
@@ -323,6 +322,8 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     if opts.progress && comm.rank() == 0 {
         eprint!("{}", perf.table(start.elapsed().as_secs_f64()));
     }
+    let mut ph = [tm.momentum, tm.projection, solver.solve_seconds, tm.halo, tm.boundary, perf.phases().iter().find(|(n, _)| n == "monitor").map_or(0.0, |p| p.1.seconds), t_output];
+    comm.allreduce_f64(&mut ph, ReduceOp::Max);
     let stats = comm.stats();
     let mut cs = [stats.messages, stats.bytes, stats.reductions];
     comm.allreduce_u64(&mut cs, ReduceOp::Sum);
@@ -359,6 +360,10 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
             "checkpoints_written": checkpoints_written,
             "snapshots": snapshots.len(),
             "linear_solves": linear_solves,
+            "timings": {
+                "momentum": ph[0], "projection": ph[1], "pressure_solve": ph[2], "halo": ph[3], "boundary": ph[4],
+                "monitor": ph[5], "output": ph[6], "total": wall
+            },
             "communication": { "messages": cs[0], "bytes": cs[1], "reductions": cs[2] },
             "performance": perf.to_json(),
             "format_version": output::FORMAT_VERSION,
