@@ -1,14 +1,14 @@
 //! `tessera run` for model incompressible: the time loop with the adaptive step,
 //! monitors, divergence detection, snapshots, checkpoints and restart.
 use crate::case::Case;
-use crate::error::{Result, RunError};
+use crate::error::Result;
 use crate::flow::{FlowSolver, FlowStats};
 use crate::output::{self, Monitor};
 use crate::perf::{Mark, PhaseLog};
-use crate::run::{check_memory, fraction_done, layout_for, prepare_run_dir, Progress, RunOptions, RunState, RunSummary};
+use crate::run::{check_memory, finish, fraction_done, layout_for, open_run_dir, probe_cells, step_to_end, Progress, RunOptions, RunState, RunSummary};
 use decomp::comm::ReduceOp;
 use decomp::io::H5File;
-use decomp::{BlockLayout, Comm, Field};
+use decomp::{Comm, Field};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -38,23 +38,6 @@ pub fn choose_dt(case: &Case, umax: &[f64; 3]) -> f64 {
 fn courant(case: &Case, umax: &[f64; 3], dt: f64) -> f64 {
     let h = case.grid.spacing();
     dt * (0..case.grid.dims).map(|a| umax[a] / h[a]).sum::<f64>()
-}
-
-/// Local cell of each probe point on this rank (None if another rank owns it).
-fn probe_cells(case: &Case, layout: &BlockLayout, rank: usize) -> Vec<Option<[usize; 3]>> {
-    let grid = &layout.grid;
-    let h = grid.spacing();
-    let block = layout.blocks[rank];
-    case.probes
-        .iter()
-        .map(|p| {
-            let mut c = [0usize; 3];
-            for a in 0..grid.dims {
-                c[a] = (((p[a] - grid.lower[a]) / h[a]).floor().max(0.0) as usize).min(grid.cells[a] - 1);
-            }
-            block.contains(c).then(|| [c[0] - block.lo[0], c[1] - block.lo[1], c[2] - block.lo[2]])
-        })
-        .collect()
 }
 
 pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunState) -> Result<RunSummary> {
@@ -95,22 +78,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     }
 
     let h5_path = dir.join("output.h5");
-    if opts.restart.is_some() && h5_path.exists() {
-        output::check_existing_output(comm, &layout, &h5_path)?;
-    }
-    prepare_run_dir(comm, case, opts)?;
-    state.dir_ready = true;
-    output::write_on_rank0(comm, &dir.join("case.toml"), || case.resolved.as_bytes().to_vec())?;
-    let mut snapshots: Vec<(u64, f64)> = Vec::new();
-    let appending = opts.restart.is_some() && h5_path.exists();
-    if appending {
-        snapshots = output::rebuild_output(comm, case, &layout, &h5_path, step)?;
-        output::remove_checkpoints_after(comm, &dir, step)?;
-    } else {
-        let h5 = H5File::create(comm, &h5_path)?;
-        output::write_header(&h5, comm, case, &layout, "output")?;
-        h5.close(comm)?;
-    }
+    let (mut snapshots, appending) = open_run_dir(comm, case, &layout, opts, state, step)?;
 
     let axes = ["x", "y", "z"];
     let mut columns: Vec<String> =
@@ -171,18 +139,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         if case.max_steps.is_some_and(|m| step >= m) {
             break;
         }
-        let mut this_dt = dt;
-        let mut lands_on_end = None;
-        if let Some(end) = case.end_time {
-            let remaining = end - t;
-            if remaining <= 1e-12 * end.abs().max(dt) {
-                break;
-            }
-            if remaining < dt * (1.0 + 1e-9) {
-                this_dt = remaining;
-                lands_on_end = Some(end);
-            }
-        }
+        let Some((this_dt, lands_on_end)) = step_to_end(case, t, dt) else { break };
         let mark = Mark::now(comm);
         let st = solver.step(comm, t, this_dt);
         perf.add("time step", comm, mark);
@@ -372,14 +329,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     };
     output::write_on_rank0(comm, &dir.join("summary.json"), summary_text)?;
     state.summary_written = true;
-    if status == "stopped" {
-        let ck = last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        return Err(RunError::Failed(format!("stopped by a signal at step {step} (t={t:.6e}); continue with --restart {ck}")));
-    }
-    if status != "completed" {
-        return Err(RunError::Failed(message));
-    }
-    Ok(RunSummary { status, model: case.model.clone(), steps: step, time: t, run_dir: dir, wall_seconds: wall })
+    finish(case, status, message, step, t, last_checkpoint.as_deref(), wall)
 }
 
 /// The message every rank returns for a diverged run: where the velocity is worst

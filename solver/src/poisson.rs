@@ -210,17 +210,8 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
             _ => sum * cell_volume,
         });
     }
-    let block = layout.blocks[comm.rank()];
-    let mut probes = vec![0.0; case.probes.len()];
-    for (i, p) in case.probes.iter().enumerate() {
-        let mut c = [0usize; 3];
-        for a in 0..grid.dims {
-            c[a] = (((p[a] - grid.lower[a]) / h[a]).floor().max(0.0) as usize).min(grid.cells[a] - 1);
-        }
-        if block.contains(c) {
-            probes[i] = prob.phi.as_slice()[prob.phi.idx(c[0] - block.lo[0], c[1] - block.lo[1], c[2] - block.lo[2])];
-        }
-    }
+    let probes_at = crate::run::probe_cells(case, &layout, comm.rank());
+    let mut probes: Vec<f64> = probes_at.iter().map(|c| c.map_or(0.0, |c| prob.phi.as_slice()[prob.phi.idx(c[0], c[1], c[2])])).collect();
     comm.allreduce_f64(&mut probes, ReduceOp::Sum);
     row.extend_from_slice(&probes);
     let mut monitor = Monitor::open(comm, &dir.join("monitor.csv"), &columns, None)?;

@@ -175,6 +175,69 @@ pub(crate) fn check_memory(comm: &dyn Comm, layout: &BlockLayout, fields: u128) 
     agree(comm, res, |m| m).map_err(RunError::Usage)
 }
 
+/// Prepares RUN_DIR for a time-dependent run starting at `step`: checks an existing
+/// output.h5 before a restart touches anything, prepares the directory, writes
+/// case.toml, and creates output.h5 — or, for a restart in place, rebuilds it from the
+/// snapshots up to `step` (so header, case and decomposition describe this run) and
+/// drops later checkpoints. Returns the snapshots kept and whether it appended.
+pub(crate) fn open_run_dir(
+    comm: &dyn Comm,
+    case: &Case,
+    layout: &BlockLayout,
+    opts: &RunOptions,
+    state: &mut RunState,
+    step: u64,
+) -> Result<(Vec<(u64, f64)>, bool)> {
+    let dir = &case.output_dir;
+    let h5_path = dir.join("output.h5");
+    if opts.restart.is_some() && h5_path.exists() {
+        output::check_existing_output(comm, layout, &h5_path)?;
+    }
+    prepare_run_dir(comm, case, opts)?;
+    state.dir_ready = true;
+    output::write_on_rank0(comm, &dir.join("case.toml"), || case.resolved.as_bytes().to_vec())?;
+    let appending = opts.restart.is_some() && h5_path.exists();
+    let mut snapshots = Vec::new();
+    if appending {
+        snapshots = output::rebuild_output(comm, case, layout, &h5_path, step)?;
+        output::remove_checkpoints_after(comm, dir, step)?;
+    } else {
+        let h5 = H5File::create(comm, &h5_path)?;
+        output::write_header(&h5, comm, case, layout, "output")?;
+        h5.close(comm)?;
+    }
+    Ok((snapshots, appending))
+}
+
+/// The next step from `t` with the nominal size `dt`: `None` when `end_time` is
+/// reached; otherwise the size to take and, for the step that lands on `end_time`,
+/// that time exactly (whatever the rounding of t + dt).
+pub(crate) fn step_to_end(case: &Case, t: f64, dt: f64) -> Option<(f64, Option<f64>)> {
+    match case.end_time {
+        Some(end) if end - t <= 1e-12 * end.abs().max(dt) => None,
+        Some(end) if end - t < dt * (1.0 + 1e-9) => Some((end - t, Some(end))),
+        _ => Some((dt, None)),
+    }
+}
+
+/// For each probe point, the local index of the cell holding it on this rank (None
+/// where another rank owns it).
+pub(crate) fn probe_cells(case: &Case, layout: &BlockLayout, rank: usize) -> Vec<Option<[usize; 3]>> {
+    let grid = &layout.grid;
+    let h = grid.spacing();
+    let block = layout.blocks[rank];
+    case.probes
+        .iter()
+        .map(|p| {
+            let mut c = [0usize; 3];
+            for a in 0..grid.dims {
+                c[a] = (((p[a] - grid.lower[a]) / h[a]).floor().max(0.0) as usize).min(grid.cells[a] - 1);
+            }
+            block.contains(c).then(|| [c[0] - block.lo[0], c[1] - block.lo[1], c[2] - block.lo[2]])
+        })
+        .collect()
+}
+
 /// Progress reporting on rank 0: at most one line a second.
 pub(crate) struct Progress {
     enabled: bool,
@@ -267,25 +330,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     }
     let first_step = step;
     let h5_path = dir.join("output.h5");
-    if opts.restart.is_some() && h5_path.exists() {
-        output::check_existing_output(comm, &layout, &h5_path)?;
-    }
-    prepare_run_dir(comm, case, opts)?;
-    state.dir_ready = true;
-    output::write_on_rank0(comm, &dir.join("case.toml"), || case.resolved.as_bytes().to_vec())?;
-
-    // output.h5: new, or (restart in place) rebuilt from the snapshots up to the restart
-    // step, so header, case and decomposition describe this run.
-    let mut snapshots: Vec<(u64, f64)> = Vec::new();
-    let appending = opts.restart.is_some() && h5_path.exists();
-    if appending {
-        snapshots = output::rebuild_output(comm, case, &layout, &h5_path, step)?;
-        output::remove_checkpoints_after(comm, &dir, step)?;
-    } else {
-        let h5 = H5File::create(comm, &h5_path)?;
-        output::write_header(&h5, comm, case, &layout, "output")?;
-        h5.close(comm)?;
-    }
+    let (mut snapshots, appending) = open_run_dir(comm, case, &layout, opts, state, step)?;
     if !snapshots.is_empty() {
         output::write_on_rank0(comm, &dir.join("output.xdmf"), || {
             output::xdmf(&layout, "output.h5", &snapshots, &case.output_fields).into_bytes()
@@ -315,18 +360,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     // Probe owners: the cell containing each probe point.
     let grid = &layout.grid;
     let h = grid.spacing();
-    let block = layout.blocks[comm.rank()];
-    let probe_cells: Vec<Option<[usize; 3]>> = case
-        .probes
-        .iter()
-        .map(|p| {
-            let mut c = [0usize; 3];
-            for a in 0..grid.dims {
-                c[a] = (((p[a] - grid.lower[a]) / h[a]).floor().max(0.0) as usize).min(grid.cells[a] - 1);
-            }
-            block.contains(c).then(|| [c[0] - block.lo[0], c[1] - block.lo[1], c[2] - block.lo[2]])
-        })
-        .collect();
+    let probe_cells = probe_cells(case, &layout, comm.rank());
     let cell_volume: f64 = h[..grid.dims].iter().product();
     let total_cells = grid.total_cells() as f64;
 
@@ -360,7 +394,6 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     let mut probe_buf = vec![0.0; 2 + case.probes.len()];
     let mut l2 = 0.0;
     let mut maxv = 0.0;
-    let end_tol = |end: f64| 1e-12 * end.abs().max(dt);
     let mut checkpoints_written = 0;
     let mut row: Vec<f64> = Vec::with_capacity(columns.len());
     let mut perf = crate::perf::PhaseLog::new();
@@ -371,18 +404,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
         if case.max_steps.is_some_and(|m| step >= m) {
             break;
         }
-        let mut this_dt = dt;
-        let mut lands_on_end = None;
-        if let Some(end) = case.end_time {
-            let remaining = end - t;
-            if remaining <= end_tol(end) {
-                break;
-            }
-            if remaining < dt * (1.0 + 1e-9) {
-                this_dt = remaining;
-                lands_on_end = Some(end);
-            }
-        }
+        let Some((this_dt, lands_on_end)) = step_to_end(case, t, dt) else { break };
         let mark = crate::perf::Mark::now(comm);
         let st = solver.step(comm, t, this_dt);
         perf.add("time step", comm, mark);
@@ -566,14 +588,29 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     };
     output::write_on_rank0(comm, &dir.join("summary.json"), summary_text)?;
     state.summary_written = true;
+    finish(case, status, message, step, t, last_checkpoint.as_deref(), wall)
+}
+
+/// The result of a time-dependent run whose summary.json is written: Ok for a
+/// completed run; a signal stop names the checkpoint to continue from; anything else
+/// fails with its message (exit 3).
+pub(crate) fn finish(
+    case: &Case,
+    status: String,
+    message: String,
+    step: u64,
+    t: f64,
+    last_checkpoint: Option<&Path>,
+    wall: f64,
+) -> Result<RunSummary> {
     if status == "stopped" {
-        let ck = last_checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let ck = last_checkpoint.map(|p| p.display().to_string()).unwrap_or_default();
         return Err(RunError::Failed(format!("stopped by a signal at step {step} (t={t:.6e}); continue with --restart {ck}")));
     }
     if status != "completed" {
         return Err(RunError::Failed(message));
     }
-    Ok(RunSummary { status, model: case.model.clone(), steps: step, time: t, run_dir: dir, wall_seconds: wall })
+    Ok(RunSummary { status, model: case.model.clone(), steps: step, time: t, run_dir: case.output_dir.clone(), wall_seconds: wall })
 }
 
 /// Fraction of the run done, for the ETA (None when only a steady tolerance stops it).
