@@ -12,7 +12,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 # Quieter Open MPI in containers without a high-speed fabric.
 export OMPI_MCA_btl_vader_single_copy_mechanism := none
 
-.PHONY: setup build demo test bench bench-petsc clean
+.PHONY: setup build demo test test-slow bench bench-petsc bench-openfoam clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,18 +31,30 @@ test: setup
 	set -o pipefail; $(CARGO) test --locked --workspace 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' target/test-output.log
 
+# The full-resolution validations left out of `make test` for time (the Re = 100
+# cavity at 128² against Ghia et al. and Bruneau & Saad).
+test-slow: setup
+	$(CARGO) test --locked --release -p solver --test flow -- --ignored
+
 # Results and how to read them: docs/BENCHMARKS.md.
 bench: setup
 	$(CARGO) bench --locked -p solver --bench stencil
 	$(CARGO) build --release --locked -p decomp --example halo_bench
 	mpirun -n 2 --bind-to core target/release/examples/halo_bench
 	$(MAKE) bench-petsc
+	$(MAKE) bench-openfoam
 
 # Multigrid-CG against PETSc KSP CG + PCMG (installs petsc-dev and python3-petsc4py).
 bench-petsc: setup
 	@bash scripts/setup_petsc.sh
 	$(CARGO) build --release --locked -p solver --example poisson_bench
 	/usr/bin/python3 benches/poisson_vs_petsc.py --json target/poisson_vs_petsc.json
+
+# tessera's cavity against OpenFOAM's icoFoam (installs Debian's openfoam).
+bench-openfoam: setup
+	@bash scripts/setup_openfoam.sh
+	$(CARGO) build --release --locked
+	/usr/bin/python3 benches/cavity_vs_icofoam.py --json target/cavity_vs_icofoam.json
 
 clean:
 	$(CARGO) clean
