@@ -6,7 +6,8 @@ u = 1 at y = 1, no slip elsewhere, nu = 0.01, 128 x 128 cells, fluid at rest at
 t = 0), integrated to the same end time (default 20). icoFoam runs the case this
 script writes (PISO, 2 correctors, Euler in time, linear/Gauss in space: the
 `cavity` tutorial refined to 128^2 with tighter tolerances); tessera runs
-cases/cavity.toml with control.end_time overridden. Every icoFoam linear-solver
+cases/cavity.toml with control.end_time overridden, its steady-state stop switched
+off and only the final state written (as icoFoam does). Every icoFoam linear-solver
 variant (pressure PCG+DIC or GAMG; velocity symmetric Gauss-Seidel or PBiCGStab+DILU)
 runs in its own process, and the fastest is the one compared, as in
 benches/poisson_vs_petsc.py. Both sides are checked against Ghia, Ghia & Shin (1982)
