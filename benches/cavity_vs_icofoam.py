@@ -37,7 +37,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESSERA = os.path.join(ROOT, "target", "release", "tessera")
 CASE = os.path.join(ROOT, "cases", "cavity.toml")
-GHIA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "ghia1982_re100.csv"))
+GHIA = os.path.join(ROOT, "cases", "data", "ghia1982_re100.csv")
 # Debian's openfoam (v1912) keeps etc/ here and the binaries in /usr/bin. Sourcing it
 # prints errors (Debian ships no foamEtcFile) but sets WM_PROJECT_DIR, which is what
 # the binaries need to find etc/controlDict. An openfoam.com build would pass e.g.

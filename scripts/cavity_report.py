@@ -9,7 +9,7 @@ v on the horizontal centreline y = 0.5 are interpolated linearly between cell ce
 (at x = 0.5 with an even cell count: the mean of the two columns either side), with
 the wall values between the last centre and the wall (u = 1 on the lid y = 1, zero on
 the other walls). Prints max |u - u_Ghia| and max |v - v_Ghia| over Ghia's points
-(tables I and II of the paper, in ../shared/data/ghia1982_re100.csv), writes
+(tables I and II of the paper, in cases/data/ghia1982_re100.csv), writes
 RUN_DIR/cavity.png (both profiles with Ghia's points, and the vorticity map) unless
 --png says otherwise, and the numbers as JSON with --json.
 
@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_GHIA = os.path.join(HERE, "..", "..", "shared", "data", "ghia1982_re100.csv")
+DEFAULT_GHIA = os.path.join(HERE, "..", "cases", "data", "ghia1982_re100.csv")
 
 
 def fail(msg):

@@ -241,7 +241,7 @@ fn interp(line: &[(f64, f64)], x: f64) -> f64 {
 
 /// Ghia et al.'s tables I and II: (max |u - u_G|, max |v - v_G|).
 fn ghia_errors(u: &[(f64, f64)], v: &[(f64, f64)]) -> (f64, f64) {
-    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/ghia1982_re100.csv")).expect("Ghia's table");
+    let csv = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../cases/data/ghia1982_re100.csv")).expect("Ghia's table");
     let (mut eu, mut ev) = (0.0f64, 0.0f64);
     for line in csv.lines().filter(|l| l.starts_with("u_vs_y") || l.starts_with("v_vs_x")) {
         let mut it = line.split(',');
