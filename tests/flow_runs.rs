@@ -123,14 +123,21 @@ checkpoint_every = 5
     assert!(last.extension().is_some_and(|e| e == "h5"), "{last:?}");
     let ck_step: u64 = last.file_stem().unwrap().to_str().unwrap()["step_".len()..].parse().unwrap();
     assert!(ck_step < step);
-    run(3, &case, &d.join("cont"), &["--restart", last.to_str().unwrap(), "--set", "numerics.dt=0.002", "--set", &format!("control.max_steps={}", ck_step + 1)]);
+    run(
+        3,
+        &case,
+        &d.join("cont"),
+        &["--restart", last.to_str().unwrap(), "--set", "numerics.dt=0.002", "--set", &format!("control.max_steps={}", ck_step + 1)],
+    );
 }
 
 /// The flow cases in cases/ run on 2 ranks (shortened) and write a valid RUN_DIR.
 #[test]
 fn shipped_flow_cases_run() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for (name, steps) in [("cavity", 20), ("cavity_re400", 20), ("cavity_re1000", 20), ("taylor_green", 20), ("poiseuille", 20), ("cavity3d", 5)] {
+    for (name, steps) in
+        [("cavity", 20), ("cavity_re400", 20), ("cavity_re1000", 20), ("taylor_green", 20), ("poiseuille", 20), ("cavity3d", 5)]
+    {
         let d = tmp(name);
         let out = d.join("run");
         run(2, &root.join("cases").join(format!("{name}.toml")), &out, &["--set", &format!("control.max_steps={steps}")]);

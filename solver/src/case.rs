@@ -668,11 +668,11 @@ fn key_help(path: &str) -> Option<&'static str> {
         | "initial.pressure"
         | "boundary.*.value"
         | "boundary.*.gradient"
-        | "boundary.*.pressure" => {
-            "a number, or an expression string in x, y, z, t such as \"sin(pi*x)\""
-        }
+        | "boundary.*.pressure" => "a number, or an expression string in x, y, z, t such as \"sin(pi*x)\"",
         "boundary.*" => "{ type = \"dirichlet\", value = \"0\" }, { type = \"neumann\", gradient = \"0\" } or { type = \"periodic\" }",
-        "boundary.*.type" => "type = \"dirichlet\", \"neumann\" or \"periodic\" (model incompressible: wall, moving_wall, inlet, outlet, periodic)",
+        "boundary.*.type" => {
+            "type = \"dirichlet\", \"neumann\" or \"periodic\" (model incompressible: wall, moving_wall, inlet, outlet, periodic)"
+        }
         "numerics.dt" | "numerics.dt_max" => "a positive number of time units (no quotes)",
         "numerics.stability_factor" => "stability_factor = 0.9: a number in (0, 1]",
         "numerics.time_scheme" => "time_scheme = \"explicit\": explicit, backward_euler or crank_nicolson",
@@ -1463,10 +1463,9 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                 ));
             }
         }
-        let nu = raw
-            .physics
-            .viscosity
-            .ok_or_else(|| err("physics", "missing `viscosity`".into(), "e.g. viscosity = 0.01 (kinematic viscosity, a positive number)"))?;
+        let nu = raw.physics.viscosity.ok_or_else(|| {
+            err("physics", "missing `viscosity`".into(), "e.g. viscosity = 0.01 (kinematic viscosity, a positive number)")
+        })?;
         if !(nu > 0.0 && nu.is_finite()) {
             return Err(err("physics.viscosity", format!("must be positive, got {nu}"), "a positive finite kinematic viscosity"));
         }
@@ -1590,7 +1589,11 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             }
             "inlet" => Ok(FlowBc::Inlet(velocity("the inflow velocity")?)),
             "outlet" => Ok(FlowBc::Outlet(expr(&format!("{key}.pressure"), &f.pressure, "0")?)),
-            "" => Err(err(key, format!("face {fname} has no `type`"), "type = \"wall\", \"moving_wall\", \"inlet\", \"outlet\" or \"periodic\"")),
+            "" => Err(err(
+                key,
+                format!("face {fname} has no `type`"),
+                "type = \"wall\", \"moving_wall\", \"inlet\", \"outlet\" or \"periodic\"",
+            )),
             "periodic" => Err(err(
                 &format!("{key}.type"),
                 format!("{fname} is periodic but the {} axis is not", ["x", "y", "z"][a]),
@@ -1599,8 +1602,16 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             other => {
                 let kinds = ["wall", "moving_wall", "inlet", "outlet", "periodic"];
                 let hint = suggest(other, &kinds).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
-                let heat = if ["dirichlet", "neumann"].contains(&other) { "model incompressible sets velocity and pressure together; " } else { "" };
-                Err(err(&format!("{key}.type"), format!("unknown boundary type \"{other}\" for model incompressible"), &format!("{hint}{heat}types: {}", kinds.join(", "))))
+                let heat = if ["dirichlet", "neumann"].contains(&other) {
+                    "model incompressible sets velocity and pressure together; "
+                } else {
+                    ""
+                };
+                Err(err(
+                    &format!("{key}.type"),
+                    format!("unknown boundary type \"{other}\" for model incompressible"),
+                    &format!("{hint}{heat}types: {}", kinds.join(", ")),
+                ))
             }
         }
     };
@@ -1885,7 +1896,8 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     if flow && raw.numerics.time_scheme.is_some() {
         return Err(map.error_at_key(
             "numerics.time_scheme",
-            "model incompressible has one time scheme (three-stage Runge–Kutta with a projection per stage): `time_scheme` does not apply".into(),
+            "model incompressible has one time scheme (three-stage Runge–Kutta with a projection per stage): `time_scheme` does not apply"
+                .into(),
             Some("remove it; the step follows numerics.cfl, numerics.stability_factor, numerics.dt and numerics.dt_max".into()),
         ));
     }
@@ -1963,11 +1975,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             Some("remove monitor.norms; probes record velocity and pressure at points".into()),
         ));
     }
-    let norms = if flow {
-        Vec::new()
-    } else {
-        raw.monitor.norms.clone().unwrap_or_else(|| vec!["l2".into(), "max".into(), "min".into()])
-    };
+    let norms = if flow { Vec::new() } else { raw.monitor.norms.clone().unwrap_or_else(|| vec!["l2".into(), "max".into(), "min".into()]) };
     for (i, n) in norms.iter().enumerate() {
         if !NORMS.contains(&n.as_str()) {
             let hint = suggest(n, &NORMS).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
@@ -2075,7 +2083,10 @@ fn check_mass_balance(grid: &Grid, boundary: &[[FlowBc; 2]], map: &SourceMap) ->
         Some(face) if net.abs() > 1e-9 * gross => Err(map.error(
             &format!("boundary.{face}"),
             format!("the inlets bring in a net volume flux of {net:.4e} per unit time at t = 0 and no face lets it out"),
-            Some("an incompressible flow needs somewhere to go: make a face type = \"outlet\" (fixed pressure), or balance the inlets".into()),
+            Some(
+                "an incompressible flow needs somewhere to go: make a face type = \"outlet\" (fixed pressure), or balance the inlets"
+                    .into(),
+            ),
         )),
         _ => Ok(()),
     }
@@ -2290,11 +2301,8 @@ fn resolved_toml(c: &Case) -> String {
     }
     t("boundary", faces);
     if flow {
-        let mut init: Vec<(&str, V)> = ["velocity_x", "velocity_y", "velocity_z"][..d]
-            .iter()
-            .zip(&c.initial_velocity)
-            .map(|(n, e)| (*n, s(e.source())))
-            .collect();
+        let mut init: Vec<(&str, V)> =
+            ["velocity_x", "velocity_y", "velocity_z"][..d].iter().zip(&c.initial_velocity).map(|(n, e)| (*n, s(e.source()))).collect();
         init.push(("pressure", s(c.initial.source())));
         t("initial", init);
     } else {

@@ -829,8 +829,7 @@ impl FlowSolver {
         // row beyond), and the answer must not depend on the decomposition.
         let pad = self.p.padded_shape();
         let n = out.shape();
-        let outlet: Vec<[bool; 2]> =
-            (0..dims).map(|e| [0, 1].map(|side| matches!(self.faces[e][side], FaceKind::Outlet(_)))).collect();
+        let outlet: Vec<[bool; 2]> = (0..dims).map(|e| [0, 1].map(|side| matches!(self.faces[e][side], FaceKind::Outlet(_)))).collect();
         let edge = |a: usize, mut c: usize| -> f64 {
             let (b, cc) = match a {
                 0 => (1, 2),

@@ -5,7 +5,9 @@ use crate::error::Result;
 use crate::flow::{FlowSolver, FlowStats};
 use crate::output::{self, Monitor};
 use crate::perf::{Mark, PhaseLog};
-use crate::run::{check_memory, finish, fraction_done, layout_for, open_run_dir, probe_cells, step_to_end, Progress, RunOptions, RunState, RunSummary};
+use crate::run::{
+    check_memory, finish, fraction_done, layout_for, open_run_dir, probe_cells, step_to_end, Progress, RunOptions, RunState, RunSummary,
+};
 use decomp::comm::ReduceOp;
 use decomp::io::H5File;
 use decomp::{Comm, Field};
@@ -81,11 +83,21 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let (mut snapshots, appending) = open_run_dir(comm, case, &layout, opts, state, step)?;
 
     let axes = ["x", "y", "z"];
-    let mut columns: Vec<String> =
-        ["step", "time", "dt", "cfl", "kinetic_energy", "max_velocity", "max_divergence", "pressure_iterations", "pressure_residual", "change_rate"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let mut columns: Vec<String> = [
+        "step",
+        "time",
+        "dt",
+        "cfl",
+        "kinetic_energy",
+        "max_velocity",
+        "max_divergence",
+        "pressure_iterations",
+        "pressure_residual",
+        "change_rate",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for i in 0..case.probes.len() {
         for a in axes.iter().take(dims) {
             columns.push(format!("probe{i}_velocity_{a}"));
@@ -103,7 +115,9 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         output::write_snapshot(&h5, comm, &layout, step, t, &fields)?;
         h5.close(comm)?;
         snaps.push((step, t));
-        output::write_on_rank0(comm, &dir.join("output.xdmf"), || output::xdmf(&layout, "output.h5", snaps, &case.output_fields).into_bytes())
+        output::write_on_rank0(comm, &dir.join("output.xdmf"), || {
+            output::xdmf(&layout, "output.h5", snaps, &case.output_fields).into_bytes()
+        })
     };
     let checkpoint = |solver: &FlowSolver, step: u64, t: f64, dt: f64| -> Result<PathBuf> {
         output::write_checkpoint(comm, case, &layout, &dir, step, t, dt, &solver.state_fields())
@@ -279,7 +293,15 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     if opts.progress && comm.rank() == 0 {
         eprint!("{}", perf.table(start.elapsed().as_secs_f64()));
     }
-    let mut ph = [tm.momentum, tm.projection, solver.solve_seconds, tm.halo, tm.boundary, perf.phases().iter().find(|(n, _)| n == "monitor").map_or(0.0, |p| p.1.seconds), t_output];
+    let mut ph = [
+        tm.momentum,
+        tm.projection,
+        solver.solve_seconds,
+        tm.halo,
+        tm.boundary,
+        perf.phases().iter().find(|(n, _)| n == "monitor").map_or(0.0, |p| p.1.seconds),
+        t_output,
+    ];
     comm.allreduce_f64(&mut ph, ReduceOp::Max);
     let stats = comm.stats();
     let mut cs = [stats.messages, stats.bytes, stats.reductions];

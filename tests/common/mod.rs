@@ -110,4 +110,3 @@ pub fn assert_bitwise(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)], what: 
         assert!(same, "{what}: snapshot {name} differs");
     }
 }
-
