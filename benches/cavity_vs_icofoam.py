@@ -74,34 +74,17 @@ VARIANTS = {
 
 # ----------------------------------------------------------------------------- Ghia
 
-def read_ghia(path):
-    """Tables u_vs_y (u on x = 0.5) and v_vs_x (v on y = 0.5) as sorted [k, 2] arrays."""
-    u, v = [], []
-    with open(path) as fh:
-        for line in fh:
-            line = line.strip()
-            if not line or line.startswith("#") or line.startswith("table"):
-                continue
-            table, coord, value = line.split(",")
-            (u if table == "u_vs_y" else v).append((float(coord), float(value)))
-    return np.array(sorted(u)), np.array(sorted(v))
+# Ghia's table and the centreline comparison are scripts/cavity_report.py's (the
+# report `make demo` prints), so both codes here are measured exactly as a user's
+# run is.
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from cavity_report import read_ghia  # noqa: E402
+from cavity_report import centreline_errors as _centreline_errors  # noqa: E402
 
 
 def centreline_errors(u, v, ghia):
-    """u, v: cell-centred [ny, nx] fields (x fastest) on the unit square. At x = 0.5
-    (y = 0.5) the two cell columns (rows) either side are averaged (even n), then
-    linear interpolation between cell centres, with the wall values (u = 1 on the lid,
-    0 on the other walls) between the last centre and the wall."""
-    gu, gv = ghia
-    ny, nx = u.shape
-    assert nx % 2 == 0 and ny % 2 == 0, "the centreline average needs an even cell count"
-    yc = (np.arange(ny) + 0.5) / ny
-    xc = (np.arange(nx) + 0.5) / nx
-    u_line = 0.5 * (u[:, nx // 2 - 1] + u[:, nx // 2])
-    v_line = 0.5 * (v[ny // 2 - 1, :] + v[ny // 2, :])
-    u_at = np.interp(gu[:, 0], np.r_[0.0, yc, 1.0], np.r_[0.0, u_line, 1.0])
-    v_at = np.interp(gv[:, 0], np.r_[0.0, xc, 1.0], np.r_[0.0, v_line, 0.0])
-    return float(np.max(np.abs(u_at - gu[:, 1]))), float(np.max(np.abs(v_at - gv[:, 1])))
+    """(max |u - u_Ghia|, max |v - v_Ghia|) of cell-centred [ny, nx] fields."""
+    return _centreline_errors(u, v, ghia)[:2]
 
 
 # ----------------------------------------------------------------------------- OpenFOAM

@@ -67,6 +67,20 @@ def centreline(field, axis):
     return take(n // 2)
 
 
+def centreline_errors(u, v, ghia):
+    """max |u - u_Ghia| on x = 0.5 and max |v - v_Ghia| on y = 0.5 for cell-centred
+    [ny, nx] fields on the unit square, and the two centreline profiles."""
+    gu, gv = ghia
+    ny, nx = u.shape
+    x = (np.arange(nx) + 0.5) / nx
+    y = (np.arange(ny) + 0.5) / ny
+    u_line = centreline(u, 1)  # u(0.5, y_j)
+    v_line = centreline(v, 0)  # v(x_i, 0.5)
+    eu = float(np.max(np.abs(profile(y, u_line, 0.0, 1.0, gu[:, 0]) - gu[:, 1])))
+    ev = float(np.max(np.abs(profile(x, v_line, 0.0, 0.0, gv[:, 0]) - gv[:, 1])))
+    return eu, ev, u_line, v_line
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
@@ -96,12 +110,7 @@ def main():
         x = f["mesh"]["x"][...]
         y = f["mesh"]["y"][...]
     gu, gv = read_ghia(a.ghia)
-    u_line = centreline(u, 1)  # u(0.5, y_j)
-    v_line = centreline(v, 0)  # v(x_i, 0.5)
-    u_at = profile(y, u_line, 0.0, 1.0, gu[:, 0])
-    v_at = profile(x, v_line, 0.0, 0.0, gv[:, 0])
-    eu = float(np.max(np.abs(u_at - gu[:, 1])))
-    ev = float(np.max(np.abs(v_at - gv[:, 1])))
+    eu, ev, u_line, v_line = centreline_errors(u, v, (gu, gv))
     ny, nx = u.shape
     print(f"cavity {nx}x{ny} at t = {time:.4g} (step {int(steps[-1])}) vs Ghia et al. (1982), Re = 100:")
     print(f"  max |u - u_Ghia| on x = 0.5: {eu:.4e}  ({len(gu)} points)")

@@ -220,28 +220,9 @@ impl FlowSolver {
         s.force = (0..dims).map(|d| s.force_values(&case.body_force[d], d)).collect();
         // Initial state: velocity from the case (then boundary values), pressure guess.
         for d in 0..dims {
-            let e = &case.initial_velocity[d];
-            let g = 1;
-            let lay = s.layout.clone();
-            s.vel[d].fill_with(|i, j, k| {
-                let x = [i, j, k];
-                let mut pt = [0.0; 3];
-                for a in 0..dims {
-                    pt[a] = coord(&lay, 0, g, a, x[a] + g, a == d);
-                }
-                e.eval(pt[0], pt[1], pt[2], 0.0)
-            });
+            eval_points(&s.layout, &case.initial_velocity[d], Some(d), 0.0, &mut s.vel[d]);
         }
-        let lay = s.layout.clone();
-        let pe = &case.initial;
-        s.p.fill_with(|i, j, k| {
-            let x = [i, j, k];
-            let mut pt = [0.0; 3];
-            for a in 0..dims {
-                pt[a] = coord(&lay, 0, 1, a, x[a] + 1, false);
-            }
-            pe.eval(pt[0], pt[1], pt[2], 0.0)
-        });
+        eval_points(&s.layout, &case.initial, None, 0.0, &mut s.p);
         let bad = s.vel.iter().chain(std::iter::once(&s.p)).any(|f| f.interior().iter().any(|v| !v.is_finite()));
         let res = if bad {
             Err(case.error_at("initial", "the initial velocity or pressure is not finite somewhere in the domain", "check the expressions"))
@@ -312,22 +293,8 @@ impl FlowSolver {
             return Values::Timed(e.clone());
         }
         let mut f = self.vel[d].clone();
-        self.eval_on_faces(e, d, 0.0, &mut f);
+        eval_points(&self.layout, e, Some(d), 0.0, &mut f);
         Values::Fixed(f.as_slice().to_vec())
-    }
-
-    /// Evaluates `e` at the interior faces of component `d` into `out`.
-    fn eval_on_faces(&self, e: &Expr, d: usize, t: f64, out: &mut Field) {
-        let lay = &self.layout;
-        let dims = self.dims;
-        out.fill_with(|i, j, k| {
-            let x = [i, j, k];
-            let mut pt = [0.0; 3];
-            for a in 0..dims {
-                pt[a] = coord(lay, 0, 1, a, x[a] + 1, a == d);
-            }
-            e.eval(pt[0], pt[1], pt[2], t)
-        });
     }
 
     /// Global index range along `a` of the faces of component `d` this rank updates:
@@ -526,19 +493,16 @@ impl FlowSolver {
         let dims = self.dims;
         let st = self.vel[d].strides();
         let n = self.vel[d].shape();
-        let ih: Vec<f64> = (0..dims).map(|a| 1.0 / self.h[a]).collect();
-        let ih2: Vec<f64> = ih.iter().map(|x| x * x).collect();
+        let ih = self.h.map(|h| 1.0 / h);
+        let ih2 = ih.map(|x| x * x);
         let nu = self.nu;
         let first = self.first_face(d);
-        let mut out = std::mem::replace(&mut self.r_cur[d], Field::zeros(self.vel[d].block, 2, 0));
+        let out = &mut self.r_cur[d];
         // Force first.
         match &self.force[d] {
             Values::Const(c) => out.as_slice_mut().fill(*c),
             Values::Fixed(v) => out.as_slice_mut().copy_from_slice(v),
-            Values::Timed(e) => {
-                let e = e.clone();
-                self.eval_on_faces(&e, d, t, &mut out);
-            }
+            Values::Timed(e) => eval_points(&self.layout, e, Some(d), t, out),
         }
         let ud = self.vel[d].as_slice();
         let o = out.as_slice_mut();
@@ -577,84 +541,40 @@ impl FlowSolver {
                 }
             }
         }
-        self.r_cur[d] = out;
     }
 
     /// Applies `f(c)` to the storage index of every face of component `d` this rank
     /// updates.
-    fn for_each_face(&self, d: usize, mut f: impl FnMut(usize)) {
-        // Indexing through the pressure field: same block, ghosts and strides as the
-        // velocity (which callers may have moved out while they update it).
-        let n = self.p.shape();
-        let first = self.first_face(d);
-        for k in 0..n[2] {
-            if d == 2 && k < first {
-                continue;
-            }
-            for j in 0..n[1] {
-                if d == 1 && j < first {
-                    continue;
-                }
-                let row0 = self.p.idx(0, j, k);
-                let i0 = if d == 0 { first } else { 0 };
-                for c in row0 + i0..row0 + n[0] {
-                    f(c);
-                }
-            }
-        }
+    fn for_each_face(&self, d: usize, f: impl FnMut(usize)) {
+        each_face(&self.p, d, self.first_face(d), f);
     }
 
     /// Cell divergence Σ_e (u_e[C+e] - u_e[C]) / h_e times `scale` into `self.rhs`.
     fn divergence_into_rhs(&mut self, scale: f64) {
         let n = self.rhs.shape();
-        let mut rhs = std::mem::replace(&mut self.rhs, Field::zeros(self.p.block, 2, 0));
         for k in 0..n[2] {
             for j in 0..n[1] {
                 let row0 = self.p.idx(0, j, k);
-                self.divergence_row(row0, scale, &mut rhs.as_slice_mut()[row0..row0 + n[0]]);
-            }
-        }
-        self.rhs = rhs;
-    }
-
-    /// `out[i]` = `scale` × the divergence of the cell at storage index `row0 + i`,
-    /// summed axis by axis (each pass a plain vectorisable loop over the row).
-    fn divergence_row(&self, row0: usize, scale: f64, out: &mut [f64]) {
-        let st = self.p.strides();
-        out.fill(0.0);
-        for e in 0..self.dims {
-            let ue = &self.vel[e].as_slice()[row0..row0 + out.len() + st[e]];
-            let w = scale / self.h[e];
-            let se = st[e];
-            for (i, o) in out.iter_mut().enumerate() {
-                *o += (ue[i + se] - ue[i]) * w;
+                divergence_row(&self.vel, &self.h, row0, scale, &mut self.rhs.as_slice_mut()[row0..row0 + n[0]]);
             }
         }
     }
 
-    /// max over cells of |∇·u|.
-    pub fn max_divergence(&self) -> f64 {
-        let n = self.p.shape();
-        let mut row = vec![0.0; n[0]];
-        let mut m = 0.0f64;
-        for k in 0..n[2] {
-            for j in 0..n[1] {
-                self.divergence_row(self.p.idx(0, j, k), 1.0, &mut row);
-                m = row.iter().fold(m, |m, v| m.max(v.abs()));
-            }
-        }
-        m
+    /// max over cells of |∇·u| (the pressure right-hand side serves as scratch).
+    fn max_divergence(&mut self) -> f64 {
+        self.divergence_into_rhs(1.0);
+        self.rhs.interior().iter().fold(0.0f64, |m, v| m.max(v.abs()))
     }
 
     /// Adds the outlet pressure to the right-hand side of `-∇²φ = rhs`: the ghost
     /// `2g - φ` contributes `2g/h²` in the adjacent cell.
     fn outlet_rhs(&mut self, t: f64) {
         let mut scratch = std::mem::take(&mut self.scratch);
+        let faces = std::mem::take(&mut self.faces);
         for a in 0..self.dims {
             for side in 0..2 {
-                let FaceKind::Outlet(pv) = &self.faces[a][side] else { continue };
-                let pv = pv.clone();
-                let vals = self.values(&pv, a, side, None, t, &mut scratch);
+                let FaceKind::Outlet(pv) = &faces[a][side] else { continue };
+                let vals = self.values(pv, a, side, None, t, &mut scratch);
                 let (_, _, inner) = self.layer(a, side);
                 let st = self.rhs.strides();
                 let p = self.rhs.padded_shape();
@@ -674,6 +594,7 @@ impl FlowSolver {
                 }
             }
         }
+        self.faces = faces;
         self.scratch = scratch;
     }
 
@@ -698,18 +619,13 @@ impl FlowSolver {
             }
             let (g, z) = (GAMMA[k] * dt, ZETA[k] * dt);
             for d in 0..dims {
-                let mut u = std::mem::replace(&mut self.vel[d], Field::zeros(self.old[d].block, 2, 0));
-                {
-                    let us = u.as_slice_mut();
-                    let rc = self.r_cur[d].as_slice();
-                    let rp = self.r_prev[d].as_slice();
-                    if k == 0 {
-                        self.for_each_face(d, |c| us[c] += g * rc[c]);
-                    } else {
-                        self.for_each_face(d, |c| us[c] += g * rc[c] + z * rp[c]);
-                    }
+                let first = self.first_face(d);
+                let (us, rc, rp) = (self.vel[d].as_slice_mut(), self.r_cur[d].as_slice(), self.r_prev[d].as_slice());
+                if k == 0 {
+                    each_face(&self.p, d, first, |c| us[c] += g * rc[c]);
+                } else {
+                    each_face(&self.p, d, first, |c| us[c] += g * rc[c] + z * rp[c]);
                 }
-                self.vel[d] = u;
             }
             self.times.momentum += t0.elapsed().as_secs_f64();
             self.exchange_velocity(comm);
@@ -740,16 +656,12 @@ impl FlowSolver {
             self.halo.exchange(comm, &mut self.p);
             self.times.halo += t2.elapsed().as_secs_f64();
             let t3 = std::time::Instant::now();
-            let ps = self.p.as_slice();
             for d in 0..dims {
-                let sd = self.vel[d].strides()[d];
+                let first = self.first_face(d);
+                let sd = self.p.strides()[d];
                 let w = cdt / self.h[d];
-                let mut u = std::mem::replace(&mut self.vel[d], Field::zeros(self.old[d].block, 2, 0));
-                {
-                    let us = u.as_slice_mut();
-                    self.for_each_face(d, |c| us[c] -= w * (ps[c] - ps[c - sd]));
-                }
-                self.vel[d] = u;
+                let (us, ps) = (self.vel[d].as_slice_mut(), self.p.as_slice());
+                each_face(&self.p, d, first, |c| us[c] -= w * (ps[c] - ps[c - sd]));
             }
             self.times.projection += t3.elapsed().as_secs_f64();
             std::mem::swap(&mut self.r_cur, &mut self.r_prev);
@@ -935,6 +847,58 @@ impl FlowSolver {
             pos[a] = coord(&self.layout, f.block.lo[a], f.ghost[a], a, q[a], a == d);
         }
         (["velocity_x", "velocity_y", "velocity_z"][d].to_string(), pos, f.as_slice()[c])
+    }
+}
+
+/// Evaluates `e` at the interior points of `out`: the faces of component `d`
+/// (`staggered = Some(d)`: the low face of each cell) or the cell centres (None).
+fn eval_points(layout: &BlockLayout, e: &Expr, staggered: Option<usize>, t: f64, out: &mut Field) {
+    let dims = layout.grid.dims;
+    out.fill_with(|i, j, k| {
+        let x = [i, j, k];
+        let mut pt = [0.0; 3];
+        for a in 0..dims {
+            // fill_with passes global indices: lo = 0, padded index = global + 1.
+            pt[a] = coord(layout, 0, 1, a, x[a] + 1, staggered == Some(a));
+        }
+        e.eval(pt[0], pt[1], pt[2], t)
+    });
+}
+
+/// Applies `f(c)` to the storage index of every face of component `d` a rank updates,
+/// indexed through `p` (any field of the block with one ghost layer): its low faces,
+/// less the domain's first face (`first` = 1) on a wall-bounded axis.
+fn each_face(p: &Field, d: usize, first: usize, mut f: impl FnMut(usize)) {
+    let n = p.shape();
+    for k in 0..n[2] {
+        if d == 2 && k < first {
+            continue;
+        }
+        for j in 0..n[1] {
+            if d == 1 && j < first {
+                continue;
+            }
+            let row0 = p.idx(0, j, k);
+            let i0 = if d == 0 { first } else { 0 };
+            for c in row0 + i0..row0 + n[0] {
+                f(c);
+            }
+        }
+    }
+}
+
+/// `out[i]` = `scale` × the divergence of the cell at storage index `row0 + i`,
+/// summed axis by axis (each pass a plain vectorisable loop over the row).
+fn divergence_row(vel: &[Field], h: &[f64; 3], row0: usize, scale: f64, out: &mut [f64]) {
+    let st = vel[0].strides();
+    out.fill(0.0);
+    for (e, f) in vel.iter().enumerate() {
+        let ue = &f.as_slice()[row0..row0 + out.len() + st[e]];
+        let w = scale / h[e];
+        let se = st[e];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += (ue[i + se] - ue[i]) * w;
+        }
     }
 }
 

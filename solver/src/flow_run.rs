@@ -145,7 +145,9 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let first_dt = dt;
     let mut last_dt = dt;
     let mut row: Vec<f64> = Vec::with_capacity(columns.len());
-    let mut probe_buf = vec![0.0; case.probes.len() * (dims + 1)];
+    // Summed each step: kinetic energy, Σ pressure (finiteness), then per probe the
+    // velocity components and the pressure (zero on ranks not owning the probe).
+    let mut sums = vec![0.0; 2 + case.probes.len() * (dims + 1)];
     let mut last_stats = FlowStats::default();
     let mut last_cfl = 0.0;
     let h = layout.grid.spacing();
@@ -163,15 +165,14 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
 
         let mark = Mark::now(comm);
         // Monitors: one sum and one max reduction per step.
-        let mut sums = vec![st.kinetic_energy, solver.p.interior().sum()];
+        sums[0] = st.kinetic_energy;
+        sums[1] = solver.p.interior().sum();
         for (i, pc) in probes.iter().enumerate() {
             let v = pc.map(|c| solver.probe(c)).unwrap_or([0.0; 4]);
-            for q in 0..dims {
-                probe_buf[i * (dims + 1) + q] = v[q];
-            }
-            probe_buf[i * (dims + 1) + dims] = v[3];
+            let slot = &mut sums[2 + i * (dims + 1)..2 + (i + 1) * (dims + 1)];
+            slot[..dims].copy_from_slice(&v[..dims]);
+            slot[dims] = v[3];
         }
-        sums.extend_from_slice(&probe_buf);
         comm.allreduce_f64(&mut sums, ReduceOp::Sum);
         let stop_here = opts.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
         let mut mx = [
