@@ -50,6 +50,29 @@ enum Command {
         #[arg(long)]
         np: Option<usize>,
     },
+    /// Post-process a run: derived fields, reductions, profiles, statistics, plots
+    /// (pipeline file format: docs/POST.md).
+    Post {
+        /// The run directory (holds output.h5).
+        run_dir: PathBuf,
+        /// Pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Output directory (default RUN_DIR/post).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write the optimised plan as a Graphviz file.
+        #[arg(long, value_name = "FILE.dot")]
+        graph: Option<PathBuf>,
+        /// Bound on field data held in memory at once, MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        memory: usize,
+        /// Recompute every output, ignoring the result cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,8 +86,57 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { case, set, np } => check(&case, &set, np),
+        Command::Post { run_dir, pipeline, out, graph, memory, no_cache, quiet } => post(&run_dir, &pipeline, out, graph, memory, no_cache, quiet),
         Command::Run { case, np: Some(n), set, out, restart, overwrite, quiet } => launch(n, &case, &set, out, restart, overwrite, quiet),
         Command::Run { case, np: None, set, out, restart, overwrite, quiet } => run_here(&case, &set, out, restart, overwrite, quiet),
+    }
+}
+
+fn post(run_dir: &PathBuf, pipeline: &PathBuf, out: Option<PathBuf>, graph: Option<PathBuf>, memory: usize, no_cache: bool, quiet: bool) -> ExitCode {
+    if memory == 0 {
+        report(&"--memory: must be at least 1 MiB");
+        return ExitCode::from(2);
+    }
+    let opts = postproc::PostOptions { out, graph, memory_bytes: memory << 20, progress: !quiet, no_cache };
+    match postproc::run_pipeline(run_dir, pipeline, &opts) {
+        Ok(r) => {
+            for (name, files, cached, summary) in &r.outputs {
+                let tag = if *cached { " (cached)" } else { "" };
+                println!("{name}{tag}: {}", files.join(", "));
+                if let Some(refe) = summary.get("reference") {
+                    println!(
+                        "  vs {}: max |error| {:.4e}, rms {:.4e} over {} points",
+                        refe["file"].as_str().unwrap_or(""),
+                        refe["max_abs_error"].as_f64().unwrap_or(f64::NAN),
+                        refe["rms_error"].as_f64().unwrap_or(f64::NAN),
+                        refe["points"]
+                    );
+                }
+                if let (true, Some(m)) = (files.iter().any(|f| f.ends_with(".json")), summary.as_object()) {
+                    for (k, v) in m {
+                        println!("  {k} = {v}");
+                    }
+                }
+            }
+            println!(
+                "post: {} outputs in {} ({} field reads, {:.1} MiB; plan {} nodes, {} shared, {} culled; {} passes; {:.2} s; peak {:.0} MiB)",
+                r.outputs.len(),
+                r.out.display(),
+                r.field_reads,
+                r.bytes_read as f64 / (1 << 20) as f64,
+                r.nodes.0,
+                r.nodes.2,
+                r.nodes.1,
+                r.passes,
+                r.seconds,
+                r.peak_rss_mib
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

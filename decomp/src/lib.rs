@@ -12,10 +12,12 @@ pub mod comm;
 pub mod error;
 pub mod field;
 pub mod grid;
+pub mod h5read;
 pub mod halo;
 pub mod io;
 pub mod layout;
 pub mod reduce;
+pub mod xdmf;
 
 pub use comm::{Comm, ReduceOp};
 pub use error::{Error, Result};

@@ -89,40 +89,16 @@ pub fn write_snapshot(h5: &H5File, comm: &dyn Comm, layout: &BlockLayout, step: 
 /// of cells lands in the x-y plane with the right bounds. The datasets stay 2D.
 pub fn xdmf(layout: &BlockLayout, h5_name: &str, snapshots: &[(u64, f64)], fields: &[String]) -> String {
     let g = &layout.grid;
-    let d = g.dims;
     let h = g.spacing();
-    let join = |v: &[String]| v.join(" ");
-    // (z, y, x) order as XDMF wants; the 2D z axis is one cell thick.
-    let dz = if d == 3 { h[2] } else { h[0].min(h[1]) };
-    let z0 = if d == 3 { g.lower[2] } else { 0.0 };
-    let cells = [if d == 3 { g.cells[2] } else { 1 }, g.cells[1], g.cells[0]];
-    let nodes: Vec<String> = cells.iter().map(|c| (c + 1).to_string()).collect();
-    let cell_dims: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
-    let origin = [z0, g.lower[1], g.lower[0]].map(|v| format!("{v:e}"));
-    let spacing = [dz, h[1], h[0]].map(|v| format!("{v:e}"));
-    let mut s = String::from("<?xml version=\"1.0\" ?>\n<!DOCTYPE Xdmf SYSTEM \"Xdmf.dtd\" []>\n<Xdmf Version=\"3.0\">\n <Domain>\n");
-    s += "  <Grid Name=\"TimeSeries\" GridType=\"Collection\" CollectionType=\"Temporal\">\n";
-    for (step, time) in snapshots {
-        s += &format!("   <Grid Name=\"step_{step:08}\" GridType=\"Uniform\">\n    <Time Value=\"{time:e}\"/>\n");
-        s += &format!("    <Topology TopologyType=\"3DCoRectMesh\" Dimensions=\"{}\"/>\n", join(&nodes));
-        s += "    <Geometry GeometryType=\"ORIGIN_DXDYDZ\">\n";
-        s += &format!("     <DataItem Dimensions=\"3\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", join(&origin));
-        s +=
-            &format!("     <DataItem Dimensions=\"3\" NumberType=\"Float\" Precision=\"8\" Format=\"XML\">{}</DataItem>\n", join(&spacing));
-        s += "    </Geometry>\n";
-        for f in fields {
-            s += &format!("    <Attribute Name=\"{f}\" AttributeType=\"Scalar\" Center=\"Cell\">\n");
-            s += &format!(
-                "     <DataItem Dimensions=\"{}\" NumberType=\"Float\" Precision=\"8\" Format=\"HDF\">{h5_name}:{}/{f}</DataItem>\n",
-                join(&cell_dims),
-                snapshot_group(*step)
-            );
-            s += "    </Attribute>\n";
-        }
-        s += "   </Grid>\n";
-    }
-    s += "  </Grid>\n </Domain>\n</Xdmf>\n";
-    s
+    let grids: Vec<decomp::xdmf::XdmfGrid> = snapshots
+        .iter()
+        .map(|(step, time)| decomp::xdmf::XdmfGrid {
+            name: format!("step_{step:08}"),
+            time: *time,
+            fields: fields.iter().map(|f| (f.clone(), format!("{}/{f}", snapshot_group(*step)))).collect(),
+        })
+        .collect();
+    decomp::xdmf::document(g.dims, &g.cells, &g.lower, &h, h5_name, &grids)
 }
 
 /// Rank 0's monitor.csv writer: one row per step. A write error is kept and reported

@@ -1,0 +1,952 @@
+//! The executor: streams the snapshots through the optimised plan.
+//!
+//! Work is organised in *passes* (a field that uses a reduction or a time statistic
+//! needs a pass after the one that computes it), each pass a sweep over the snapshots
+//! it needs, each snapshot cut into *pieces* (runs of rows along the slowest axis,
+//! aligned to 16-row blocks and sized to the memory bound). A reader thread does all
+//! HDF5 reads, at most two pieces ahead, so memory stays flat however many snapshots
+//! there are; the rows of a piece are computed in parallel blocks on the rayon pool.
+//! Reductions combine per-block partial results in block order, so the numbers do
+//! not depend on the thread count or on the memory bound.
+use crate::kernel::{binary, unary, Buf, Geometry, Program, Regs};
+use crate::plan::{Id, Level, Op, Plan, Red, Stat, TRed};
+use crate::rundir::Run;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::mpsc;
+
+/// Rows per block: the unit of parallel work and of deterministic summation.
+pub const BLOCK: usize = 16;
+
+/// One set of points sampled by interpolation (a line or probes).
+#[derive(Clone, Debug)]
+pub struct SampleRequest {
+    /// The field sampled.
+    pub node: Id,
+    /// Points (unused axes 0).
+    pub points: Vec<[f64; 3]>,
+    /// Known boundary values: (axis, side, value).
+    pub walls: Vec<(usize, usize, f64)>,
+    /// Steps at which to sample.
+    pub steps: BTreeSet<u64>,
+}
+
+/// What the outputs need computed.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// Scalar nodes (per snapshot or global) and the steps they are needed at.
+    pub scalars: Vec<(Id, BTreeSet<u64>)>,
+    /// Fields needed whole at some steps (field, map, slice and spectrum outputs).
+    pub full: Vec<(Id, BTreeSet<u64>)>,
+    /// Interpolated samples.
+    pub samples: Vec<SampleRequest>,
+    /// Time statistics wanted whole at the end.
+    pub stats: Vec<Id>,
+}
+
+/// What the executor computed.
+#[derive(Default)]
+pub struct Results {
+    /// Scalar values by (node, step); global values use step `u64::MAX`.
+    pub scalars: HashMap<(Id, u64), f64>,
+    /// Per sample request: step -> value at each point.
+    pub samples: Vec<BTreeMap<u64, Vec<f64>>>,
+    /// Time statistics, whole fields (rows of the slowest axis, C order).
+    pub stats: HashMap<Id, Vec<f64>>,
+    /// Passes made.
+    pub passes: usize,
+    /// Pieces processed.
+    pub pieces: usize,
+}
+
+/// Options of an execution.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Bound on the bytes of field data held at once (approximately).
+    pub memory_bytes: usize,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+/// Interpolation weights of one point: terms (slow-axis row, in-row index, weight)
+/// plus a constant from known wall values.
+#[derive(Clone, Debug)]
+struct Stencil {
+    terms: Vec<(isize, usize, f64)>,
+    constant: f64,
+    /// The row that owns the point (its lowest row).
+    owner: usize,
+}
+
+/// 1D weights along `axis` at coordinate `x`: (cell index or None for the wall, weight).
+fn weights_1d(run_geo: &Geometry, axis: usize, x: f64, walls: &[(usize, usize, f64)]) -> Vec<(Option<isize>, f64, f64)> {
+    let n = run_geo.cells[axis];
+    let h = run_geo.spacing[axis];
+    let u = (x - run_geo.lower[axis]) / h - 0.5;
+    let wall = |side: usize| walls.iter().find(|w| w.0 == axis && w.1 == side).map(|w| w.2);
+    if n == 1 {
+        return vec![(Some(0), 1.0, 0.0)];
+    }
+    if run_geo.periodic[axis] {
+        let i0 = u.floor();
+        let f = u - i0;
+        return vec![(Some(i0 as isize), 1.0 - f, 0.0), (Some(i0 as isize + 1), f, 0.0)];
+    }
+    let last = (n - 1) as f64;
+    if u < 0.0 {
+        if let Some(wv) = wall(0) {
+            let lam = (2.0 * u + 1.0).max(0.0);
+            return vec![(None, 1.0 - lam, wv), (Some(0), lam, 0.0)];
+        }
+        return vec![(Some(0), 1.0 - u, 0.0), (Some(1), u, 0.0)];
+    }
+    if u > last {
+        if let Some(wv) = wall(1) {
+            let lam = (2.0 * (u - last)).min(1.0);
+            return vec![(Some(n as isize - 1), 1.0 - lam, 0.0), (None, lam, wv)];
+        }
+        let f = u - (last - 1.0);
+        return vec![(Some(n as isize - 2), 1.0 - f, 0.0), (Some(n as isize - 1), f, 0.0)];
+    }
+    let i0 = (u.floor() as isize).min(n as isize - 2);
+    let f = u - i0 as f64;
+    vec![(Some(i0), 1.0 - f, 0.0), (Some(i0 + 1), f, 0.0)]
+}
+
+fn stencil(geo: &Geometry, p: &[f64; 3], walls: &[(usize, usize, f64)]) -> Stencil {
+    let d = geo.dims;
+    let per_axis: Vec<_> = (0..d).map(|a| weights_1d(geo, a, p[a], walls)).collect();
+    let mut terms = Vec::new();
+    let mut constant = 0.0;
+    // Tensor product over axes; a term touching a wall takes that wall's value.
+    let mut idx = vec![0usize; d];
+    loop {
+        let mut w = 1.0;
+        let mut cell = [0isize; 3];
+        let mut wall_value = None;
+        for a in 0..d {
+            let (c, wa, wv) = per_axis[a][idx[a]];
+            w *= wa;
+            match c {
+                Some(c) => cell[a] = c,
+                None => {
+                    wall_value.get_or_insert(wv);
+                }
+            }
+        }
+        if w != 0.0 {
+            match wall_value {
+                Some(v) => constant += w * v,
+                None => {
+                    let slow = d - 1;
+                    let n0 = geo.cells[0] as isize;
+                    let wrap = |a: usize, c: isize| c.rem_euclid(geo.cells[a] as isize);
+                    let inrow = if d == 2 { wrap(0, cell[0]) } else { wrap(0, cell[0]) + n0 * wrap(1, cell[1]) } as usize;
+                    terms.push((cell[slow], inrow, w));
+                }
+            }
+        }
+        let mut a = 0;
+        loop {
+            if a == d {
+                let owner = terms.iter().map(|t| t.0).min().unwrap_or(0).rem_euclid(geo.cells[d - 1] as isize) as usize;
+                // Rows of the terms relative to the owner (a periodic wrap keeps them adjacent).
+                let base = terms.iter().map(|t| t.0).min().unwrap_or(0);
+                for t in &mut terms {
+                    t.0 = owner as isize + (t.0 - base);
+                }
+                return Stencil { terms, constant, owner };
+            }
+            idx[a] += 1;
+            if idx[a] < per_axis[a].len() {
+                break;
+            }
+            idx[a] = 0;
+            a += 1;
+        }
+    }
+}
+
+/// Partial results of a reduction over some rows.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    sum: f64,
+    sumsq: f64,
+    min: f64,
+    max: f64,
+    maxabs: f64,
+    n: usize,
+}
+
+impl Part {
+    fn new() -> Self {
+        Part { sum: 0.0, sumsq: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, maxabs: 0.0, n: 0 }
+    }
+
+    fn add_row(&mut self, xs: &[f64]) {
+        let (mut s, mut q, mut lo, mut hi, mut ma) = (0.0, 0.0, self.min, self.max, self.maxabs);
+        for &x in xs {
+            s += x;
+            q += x * x;
+            lo = if x < lo { x } else { lo };
+            hi = if x > hi { x } else { hi };
+            ma = if x.abs() > ma { x.abs() } else { ma };
+        }
+        self.sum += s;
+        self.sumsq += q;
+        (self.min, self.max, self.maxabs) = (lo, hi, ma);
+        self.n += xs.len();
+    }
+
+    fn merge(&mut self, o: &Part) {
+        self.sum += o.sum;
+        self.sumsq += o.sumsq;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.maxabs = self.maxabs.max(o.maxabs);
+        self.n += o.n;
+    }
+
+    fn value(&self, r: Red, vol: f64) -> f64 {
+        // NaN anywhere makes the sum NaN: then every reduction is NaN (as numpy's).
+        if self.sum.is_nan() {
+            return f64::NAN;
+        }
+        let n = self.n as f64;
+        match r {
+            Red::Min => self.min,
+            Red::Max => self.max,
+            Red::Mean => self.sum / n,
+            Red::Sum => self.sum,
+            Red::Integral => self.sum * vol,
+            Red::L2 => (self.sumsq * vol).sqrt(),
+            Red::Rms => (self.sumsq / n).sqrt(),
+            Red::Linf => self.maxabs,
+        }
+    }
+}
+
+/// Per-cell running statistics of one field over snapshots (Welford's update).
+struct Accum {
+    arg: Id,
+    sel: usize,
+    n: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    min: Vec<f64>,
+    max: Vec<f64>,
+    want_m2: bool,
+    want_min: bool,
+    want_max: bool,
+}
+
+/// What one snapshot of a pass computes (shared by the snapshots with the same sinks).
+struct StepWork {
+    /// Row-program roots: reduce args, accumulator args, full fields (in that order).
+    program: Program,
+    reduces: Vec<Id>,
+    accums: Vec<usize>,
+    fulls: Vec<usize>,
+    samples: Vec<usize>,
+    /// Materialised nodes: (node, slot, ghost rows), increasing id.
+    mat: Vec<(Id, usize, usize)>,
+    /// Programs computing the non-source materialised nodes, by slot.
+    mat_programs: HashMap<usize, Program>,
+    /// Whether every row is needed (else only the sample rows).
+    all_rows: bool,
+}
+
+struct Item {
+    step_idx: usize,
+    step: u64,
+    work: usize,
+    piece: (usize, usize),
+    /// Sources to read: (slot, field name, first row, rows).
+    reads: Vec<(usize, String, isize, usize)>,
+}
+
+/// Runs `req` over `run`. `full_sink` receives each whole field of `req.full` as it
+/// is completed: (index into req.full, step, values).
+pub fn execute(
+    plan: &Plan,
+    run: &Run,
+    req: &Request,
+    opts: &ExecOptions,
+    full_sink: &mut dyn FnMut(usize, u64, &[f64]) -> Result<(), String>,
+) -> Result<Results, String> {
+    let geo = Geometry { dims: run.dims, cells: run.cells, lower: run.lower, spacing: run.spacing, periodic: run.periodic };
+    let len = geo.row_len();
+    let nrows = geo.cells[geo.slow()];
+    let times: HashMap<u64, f64> = run.snapshots.iter().map(|s| (s.step, s.time)).collect();
+    let order: Vec<u64> = run.snapshots.iter().map(|s| s.step).collect();
+
+    // 1. Which node is needed at which steps.
+    let mut needed: HashMap<Id, BTreeSet<u64>> = HashMap::new();
+    fn need(plan: &Plan, id: Id, steps: &BTreeSet<u64>, needed: &mut HashMap<Id, BTreeSet<u64>>) {
+        let have = needed.entry(id).or_default();
+        let new: BTreeSet<u64> = steps.difference(have).copied().collect();
+        if new.is_empty() && !steps.is_empty() {
+            return;
+        }
+        have.extend(new.iter().copied());
+        match &plan.nodes[id].op {
+            Op::TimeReduce(_, a, sel) | Op::TimeStat(_, a, sel) => {
+                let s: BTreeSet<u64> = plan.selections[*sel].iter().copied().collect();
+                need(plan, *a, &s, needed);
+            }
+            _ => {
+                for c in plan.children(id) {
+                    need(plan, c, &new, needed);
+                }
+            }
+        }
+    }
+    for (id, steps) in &req.scalars {
+        need(plan, *id, steps, &mut needed);
+    }
+    for (id, steps) in &req.full {
+        need(plan, *id, steps, &mut needed);
+    }
+    for s in &req.samples {
+        need(plan, s.node, &s.steps, &mut needed);
+    }
+    for &id in &req.stats {
+        need(plan, id, &BTreeSet::new(), &mut needed);
+    }
+
+    // 2. Sinks and their passes.
+    let mut reduces: Vec<(Id, usize)> = Vec::new(); // (reduce node, pass)
+    let mut accums: Vec<Accum> = Vec::new();
+    let mut stat_accum: HashMap<Id, usize> = HashMap::new();
+    let mut ids: Vec<Id> = needed.keys().copied().collect();
+    ids.sort_unstable();
+    for &id in &ids {
+        match &plan.nodes[id].op {
+            Op::Reduce(_, a) => reduces.push((id, plan.nodes[*a].pass)),
+            Op::TimeStat(st, a, sel) => {
+                let k = match accums.iter().position(|x| x.arg == *a && x.sel == *sel) {
+                    Some(k) => k,
+                    None => {
+                        accums.push(Accum {
+                            arg: *a,
+                            sel: *sel,
+                            n: 0,
+                            mean: Vec::new(),
+                            m2: Vec::new(),
+                            min: Vec::new(),
+                            max: Vec::new(),
+                            want_m2: false,
+                            want_min: false,
+                            want_max: false,
+                        });
+                        accums.len() - 1
+                    }
+                };
+                match st {
+                    Stat::Rms => accums[k].want_m2 = true,
+                    Stat::Min => accums[k].want_min = true,
+                    Stat::Max => accums[k].want_max = true,
+                    Stat::Mean => {}
+                }
+                stat_accum.insert(id, k);
+            }
+            _ => {}
+        }
+    }
+    let sample_stencils: Vec<Vec<Stencil>> = req.samples.iter().map(|s| s.points.iter().map(|p| stencil(&geo, p, &s.walls)).collect()).collect();
+    let npass = 1 + reduces
+        .iter()
+        .map(|r| r.1)
+        .chain(accums.iter().map(|a| plan.nodes[a.arg].pass))
+        .chain(req.full.iter().map(|f| plan.nodes[f.0].pass))
+        .chain(req.samples.iter().map(|s| plan.nodes[s.node].pass))
+        .max()
+        .unwrap_or(0);
+    let mut res = Results { samples: vec![BTreeMap::new(); req.samples.len()], ..Default::default() };
+    let mut partials: HashMap<(Id, u64), Part> = HashMap::new();
+    let mut statics: HashMap<Id, Buf> = HashMap::new();
+    let vol = run.cell_volume();
+
+    let total_steps: usize = (0..npass)
+        .map(|p| {
+            let mut s: BTreeSet<u64> = BTreeSet::new();
+            for r in reduces.iter().filter(|r| r.1 == p) {
+                s.extend(&needed[&r.0]);
+            }
+            for a in accums.iter().filter(|a| plan.nodes[a.arg].pass == p) {
+                s.extend(&plan.selections[a.sel]);
+            }
+            for f in req.full.iter().filter(|f| plan.nodes[f.0].pass == p) {
+                s.extend(&f.1);
+            }
+            for x in req.samples.iter().filter(|x| plan.nodes[x.node].pass == p) {
+                s.extend(&x.steps);
+            }
+            s.len()
+        })
+        .sum();
+    let mut progress = crate::progress::Progress::new(opts.progress, total_steps);
+
+    for pass in 0..npass {
+        // Steps of this pass and, for each, its sinks.
+        let mut per_step: BTreeMap<u64, (Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>)> = BTreeMap::new();
+        for r in reduces.iter().filter(|r| r.1 == pass) {
+            for &s in &needed[&r.0] {
+                per_step.entry(s).or_default().0.push(r.0);
+            }
+        }
+        for (k, a) in accums.iter().enumerate().filter(|(_, a)| plan.nodes[a.arg].pass == pass) {
+            for &s in &plan.selections[a.sel] {
+                per_step.entry(s).or_default().1.push(k);
+            }
+        }
+        for (k, f) in req.full.iter().enumerate().filter(|(_, f)| plan.nodes[f.0].pass == pass) {
+            for &s in &f.1 {
+                per_step.entry(s).or_default().2.push(k);
+            }
+        }
+        for (k, x) in req.samples.iter().enumerate().filter(|(_, x)| plan.nodes[x.node].pass == pass) {
+            for &s in &x.steps {
+                per_step.entry(s).or_default().3.push(k);
+            }
+        }
+        if per_step.is_empty() {
+            continue;
+        }
+        res.passes += 1;
+        for a in accums.iter_mut().filter(|a| plan.nodes[a.arg].pass == pass) {
+            a.mean = vec![0.0; nrows * len];
+            if a.want_m2 {
+                a.m2 = vec![0.0; nrows * len];
+            }
+            if a.want_min {
+                a.min = vec![f64::INFINITY; nrows * len];
+            }
+            if a.want_max {
+                a.max = vec![f64::NEG_INFINITY; nrows * len];
+            }
+        }
+        // Build the work of each distinct sink set once.
+        let mut works: Vec<StepWork> = Vec::new();
+        let mut work_of: HashMap<(Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>), usize> = HashMap::new();
+        let mut items: Vec<Item> = Vec::new();
+        let steps: Vec<u64> = order.iter().copied().filter(|s| per_step.contains_key(s)).collect();
+        for (si, &step) in steps.iter().enumerate() {
+            let key = per_step[&step].clone();
+            let w = match work_of.get(&key) {
+                Some(&w) => w,
+                None => {
+                    let sw = build_work(plan, &geo, &key, &accums, req);
+                    works.push(sw);
+                    work_of.insert(key, works.len() - 1);
+                    works.len() - 1
+                }
+            };
+            let work = &works[w];
+            // Rows this snapshot needs.
+            let blocks = block_ranges(nrows);
+            let wanted: Vec<bool> = if work.all_rows {
+                vec![true; blocks.len()]
+            } else {
+                let mut v = vec![false; blocks.len()];
+                for &k in &work.samples {
+                    for st in &sample_stencils[k] {
+                        let b = blocks.iter().position(|b| st.owner >= b.0 && st.owner < b.1).unwrap_or(0);
+                        v[b] = true;
+                    }
+                }
+                v
+            };
+            let nsrc = work.mat.iter().filter(|m| matches!(plan.nodes[m.0].op, Op::Source(_))).count();
+            let nmat = work.mat.len() - nsrc;
+            let bytes_per_row = len * 8 * (3 * nsrc + nmat + work.fulls.len() + 1);
+            let max_rows = ((opts.memory_bytes / bytes_per_row.max(1)) / BLOCK * BLOCK).max(BLOCK);
+            let mut b = 0;
+            while b < blocks.len() {
+                if !wanted[b] {
+                    b += 1;
+                    continue;
+                }
+                let p0 = blocks[b].0;
+                let mut p1 = blocks[b].1;
+                b += 1;
+                while b < blocks.len() && wanted[b] && blocks[b].1 - p0 <= max_rows {
+                    p1 = blocks[b].1;
+                    b += 1;
+                }
+                let mut reads = Vec::new();
+                for &(id, slot, g) in &work.mat {
+                    if let Op::Source(name) = &plan.nodes[id].op {
+                        let (lo, rows) = extended(p0, p1, g, nrows, geo.periodic[geo.slow()]);
+                        reads.push((slot, name.clone(), lo, rows));
+                    }
+                }
+                items.push(Item { step_idx: si, step, work: w, piece: (p0, p1), reads });
+            }
+        }
+        // The reader thread runs ahead by at most two pieces.
+        let nslots = works.iter().map(|w| w.mat.iter().map(|m| m.1 + 1).max().unwrap_or(0)).max().unwrap_or(0);
+        let outcome: Result<(), String> = std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<Result<Vec<(usize, Buf)>, String>>(1);
+            let items_ref = &items;
+            let reader = scope.spawn(move || {
+                for it in items_ref {
+                    let mut got = Vec::new();
+                    let mut err = None;
+                    for (slot, name, lo, rows) in &it.reads {
+                        match read_rows(run, it.step, name, *lo, *rows, len, nrows) {
+                            Ok(b) => got.push((*slot, b)),
+                            Err(e) => {
+                                err = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let msg = match err {
+                        Some(e) => Err(e),
+                        None => Ok(got),
+                    };
+                    let failed = msg.is_err();
+                    if tx.send(msg).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let mut current: Option<(usize, HashMap<Id, f64>, Vec<Vec<Part>>, Vec<Vec<f64>>)> = None;
+            for (k, it) in items.iter().enumerate() {
+                let got = rx.recv().map_err(|_| "the reader thread stopped".to_string())??;
+                let work = &works[it.work];
+                if current.as_ref().map(|c| c.0) != Some(it.step_idx) {
+                    // A new snapshot: scalars its kernels need, fresh partial results.
+                    let mut sc = HashMap::new();
+                    for p in std::iter::once(&work.program).chain(work.mat_programs.values()) {
+                        for &id in &p.scalars {
+                            sc.insert(id, scalar_value(plan, id, it.step, &times, &order, &partials, vol, &mut res.scalars));
+                        }
+                    }
+                    let fulls = work.fulls.iter().map(|_| vec![0.0; nrows * len]).collect();
+                    for &a in &work.accums {
+                        accums[a].n += 1;
+                    }
+                    current = Some((it.step_idx, sc, Vec::new(), fulls));
+                }
+                let (_, sc, parts, fulls) = current.as_mut().expect("set above");
+                let mut bufs: Vec<Option<Buf>> = vec![None; nslots];
+                for (slot, b) in got {
+                    bufs[slot] = Some(b);
+                }
+                let mut stat_view: Vec<Option<&Buf>> = vec![None; nslots];
+                for (id, b) in &statics {
+                    if let Some(&(_, slot, _)) = work.mat.iter().find(|m| m.0 == *id) {
+                        stat_view[slot] = Some(b);
+                    }
+                }
+                compute_piece(&geo, work, it.piece, &mut bufs, &stat_view, sc, &mut accums, fulls, parts);
+                // Samples owned by this piece.
+                for &si in &work.samples {
+                    let slot = work.mat.iter().find(|m| m.0 == req.samples[si].node).map(|m| m.1).expect("sampled nodes are materialised");
+                    let b = bufs[slot].as_ref().or(stat_view[slot]).expect("computed");
+                    let vals = res.samples[si].entry(it.step).or_insert_with(|| vec![f64::NAN; sample_stencils[si].len()]);
+                    for (pi, st) in sample_stencils[si].iter().enumerate() {
+                        if st.owner >= it.piece.0 && st.owner < it.piece.1 {
+                            vals[pi] = st.constant + st.terms.iter().map(|&(r, i, w)| w * b.row(r, len)[i]).sum::<f64>();
+                        }
+                    }
+                }
+                res.pieces += 1;
+                let last_piece = items.get(k + 1).is_none_or(|n| n.step_idx != it.step_idx);
+                if last_piece {
+                    let (_, _, parts, fulls) = current.take().expect("set above");
+                    for (ri, &rid) in work.reduces.iter().enumerate() {
+                        let mut tot = Part::new();
+                        for block in &parts {
+                            tot.merge(&block[ri]);
+                        }
+                        partials.insert((rid, it.step), tot);
+                    }
+                    for (fi, &f) in work.fulls.iter().enumerate() {
+                        full_sink(f, it.step, &fulls[fi])?;
+                    }
+                    progress.tick(pass, it.step, times.get(&it.step).copied().unwrap_or(0.0));
+                }
+            }
+            drop(rx);
+            reader.join().map_err(|_| "the reader thread panicked".to_string())?;
+            Ok(())
+        });
+        outcome?;
+        // Time statistics computed in this pass become whole-mesh buffers for later ones.
+        for (&id, &k) in &stat_accum {
+            let a = &accums[k];
+            if plan.nodes[a.arg].pass != pass {
+                continue;
+            }
+            let Op::TimeStat(st, _, _) = plan.nodes[id].op else { continue };
+            let data: Vec<f64> = match st {
+                Stat::Mean => a.mean.clone(),
+                Stat::Rms => a.m2.iter().map(|m| (m / a.n.max(1) as f64).sqrt()).collect(),
+                Stat::Min => a.min.clone(),
+                Stat::Max => a.max.clone(),
+            };
+            statics.insert(id, Buf { lo: 0, rows: nrows, data, wrap: nrows });
+        }
+    }
+    progress.finish();
+    for (id, steps) in &req.scalars {
+        if plan.nodes[*id].level == Level::Global {
+            scalar_value(plan, *id, u64::MAX, &times, &order, &partials, vol, &mut res.scalars);
+        } else {
+            for &s in steps {
+                scalar_value(plan, *id, s, &times, &order, &partials, vol, &mut res.scalars);
+            }
+        }
+    }
+    for &id in &req.stats {
+        if let Some(b) = statics.remove(&id) {
+            res.stats.insert(id, b.data);
+        }
+    }
+    Ok(res)
+}
+
+/// Rows `[p0 - g, p1 + g)`, clipped to the mesh on a non-periodic axis.
+fn extended(p0: usize, p1: usize, g: usize, n: usize, periodic: bool) -> (isize, usize) {
+    if periodic {
+        (p0 as isize - g as isize, p1 - p0 + 2 * g)
+    } else {
+        let lo = p0.saturating_sub(g);
+        let hi = (p1 + g).min(n);
+        (lo as isize, hi - lo)
+    }
+}
+
+/// The 16-row blocks of `n` rows; a last block shorter than 4 rows joins the one before,
+/// so one-sided boundary stencils always find their rows inside a piece.
+pub fn block_ranges(n: usize) -> Vec<(usize, usize)> {
+    let mut v: Vec<(usize, usize)> = (0..n.div_ceil(BLOCK)).map(|b| (b * BLOCK, ((b + 1) * BLOCK).min(n))).collect();
+    if v.len() > 1 {
+        let last = v[v.len() - 1];
+        if last.1 - last.0 < 4 {
+            v.pop();
+            let k = v.len() - 1;
+            v[k].1 = last.1;
+        }
+    }
+    v
+}
+
+fn read_rows(run: &Run, step: u64, name: &str, lo: isize, rows: usize, len: usize, n: usize) -> Result<Buf, String> {
+    let mut data = vec![0.0; rows * len];
+    // Contiguous runs of mesh rows (a periodic range wraps around once at most per side).
+    let mut r = 0;
+    while r < rows {
+        let g = (lo + r as isize).rem_euclid(n as isize) as usize;
+        let run_len = (n - g).min(rows - r);
+        run.read_rows(step, name, g, run_len, &mut data[r * len..(r + run_len) * len])?;
+        r += run_len;
+    }
+    Ok(Buf { lo, rows, data, wrap: 0 })
+}
+
+fn build_work(plan: &Plan, geo: &Geometry, key: &(Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>), accums: &[Accum], req: &Request) -> StepWork {
+    let (reds, accs, fulls, samples) = key;
+    let mut roots: Vec<Id> = Vec::new();
+    for &r in reds {
+        if let Op::Reduce(_, a) = plan.nodes[r].op {
+            roots.push(a);
+        }
+    }
+    roots.extend(accs.iter().map(|&k| accums[k].arg));
+    roots.extend(fulls.iter().map(|&f| req.full[f].0));
+    // Materialised nodes: sources, static statistics, arguments of derivatives along
+    // the slowest axis, and sampled fields.
+    let mut mat: BTreeSet<Id> = BTreeSet::new();
+    let mut stack: Vec<Id> = roots.clone();
+    stack.extend(samples.iter().map(|&s| req.samples[s].node));
+    for &s in samples {
+        mat.insert(req.samples[s].node);
+    }
+    let mut seen = BTreeSet::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) || plan.nodes[id].level != Level::Field {
+            continue;
+        }
+        match &plan.nodes[id].op {
+            Op::Source(_) => {
+                mat.insert(id);
+            }
+            Op::TimeStat(..) => {
+                mat.insert(id);
+                continue;
+            }
+            Op::Diff { axis, arg, .. } if *axis == geo.slow() => {
+                mat.insert(*arg);
+            }
+            _ => {}
+        }
+        stack.extend(plan.children(id));
+    }
+    let slots: HashMap<Id, usize> = mat.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let program = Program::build(plan, geo, &roots, &slots);
+    let mut mat_programs = HashMap::new();
+    for &id in &mat {
+        if matches!(plan.nodes[id].op, Op::Source(_) | Op::TimeStat(..)) {
+            continue;
+        }
+        let mut others = slots.clone();
+        others.remove(&id);
+        mat_programs.insert(slots[&id], Program::build(plan, geo, &[id], &others));
+    }
+    // Ghost rows: a program evaluated with ghost g needs g rows of what it loads and
+    // g + 1 of what it differentiates along the slowest axis; samples need one row above.
+    let mut ghost: HashMap<usize, usize> = HashMap::new();
+    let bump = |ghost: &mut HashMap<usize, usize>, p: &Program, g: usize| {
+        for b in p.loaded_bufs() {
+            let e = ghost.entry(b).or_insert(0);
+            *e = (*e).max(g);
+        }
+        for b in p.row_stencil_bufs() {
+            let e = ghost.entry(b).or_insert(0);
+            *e = (*e).max(g + 1);
+        }
+    };
+    bump(&mut ghost, &program, 0);
+    for &s in samples {
+        let e = ghost.entry(slots[&req.samples[s].node]).or_insert(0);
+        *e = (*e).max(1);
+    }
+    for &id in mat.iter().rev() {
+        let slot = slots[&id];
+        if let Some(p) = mat_programs.get(&slot) {
+            let g = ghost.get(&slot).copied().unwrap_or(0);
+            bump(&mut ghost, p, g);
+        }
+    }
+    StepWork {
+        program,
+        reduces: reds.clone(),
+        accums: accs.clone(),
+        fulls: fulls.clone(),
+        samples: samples.clone(),
+        mat: mat.iter().map(|&id| (id, slots[&id], ghost.get(&slots[&id]).copied().unwrap_or(0))).collect(),
+        mat_programs,
+        all_rows: !reds.is_empty() || !accs.is_empty() || !fulls.is_empty(),
+    }
+}
+
+/// Computes one piece: materialised nodes over their ghosted ranges, then the row
+/// program over the piece's rows, block by block in parallel.
+#[allow(clippy::too_many_arguments)]
+fn compute_piece(
+    geo: &Geometry,
+    work: &StepWork,
+    piece: (usize, usize),
+    bufs: &mut [Option<Buf>],
+    statics: &[Option<&Buf>],
+    sc: &HashMap<Id, f64>,
+    accums: &mut [Accum],
+    fulls: &mut [Vec<f64>],
+    parts: &mut Vec<Vec<Part>>,
+) {
+    let len = geo.row_len();
+    let n = geo.cells[geo.slow()];
+    let periodic = geo.periodic[geo.slow()];
+    for &(_, slot, g) in &work.mat {
+        let Some(p) = work.mat_programs.get(&slot) else { continue };
+        let (lo, rows) = extended(piece.0, piece.1, g, n, periodic);
+        let mut data = vec![0.0; rows * len];
+        {
+            let view = views(bufs, statics);
+            let view = &view[..];
+            data.par_chunks_mut(BLOCK * len).enumerate().for_each(|(c, chunk)| {
+                let mut regs = p.regs(len);
+                for (k, out) in chunk.chunks_mut(len).enumerate() {
+                    let r = lo + (c * BLOCK + k) as isize;
+                    p.run(geo, r, r.rem_euclid(n as isize) as usize, view, sc, &mut regs);
+                    out.copy_from_slice(regs.get(p.roots[0]));
+                }
+            });
+        }
+        bufs[slot] = Some(Buf { lo, rows, data, wrap: 0 });
+    }
+    if !work.all_rows {
+        return;
+    }
+    // Blocks of this piece, each with its own slices of the accumulators and fields.
+    let blocks: Vec<(usize, usize)> = block_ranges(n).into_iter().filter(|b| b.0 >= piece.0 && b.1 <= piece.1).collect();
+    struct Job<'a> {
+        rows: (usize, usize),
+        acc: Vec<(&'a mut [f64], Option<&'a mut [f64]>, Option<&'a mut [f64]>, Option<&'a mut [f64]>, usize)>,
+        full: Vec<&'a mut [f64]>,
+    }
+    let mut jobs: Vec<Job> = blocks.iter().map(|&rows| Job { rows, acc: Vec::new(), full: Vec::new() }).collect();
+    for (_, acc) in accums.iter_mut().enumerate().filter(|(i, _)| work.accums.contains(i)) {
+        let count = acc.n;
+        let mut means = split_blocks(&mut acc.mean, &blocks, len).into_iter();
+        let mut m2 = acc.want_m2.then(|| split_blocks(&mut acc.m2, &blocks, len).into_iter());
+        let mut mins = acc.want_min.then(|| split_blocks(&mut acc.min, &blocks, len).into_iter());
+        let mut maxs = acc.want_max.then(|| split_blocks(&mut acc.max, &blocks, len).into_iter());
+        for j in jobs.iter_mut() {
+            let m = means.next().expect("one slice per block");
+            j.acc.push((m, m2.as_mut().and_then(Iterator::next), mins.as_mut().and_then(Iterator::next), maxs.as_mut().and_then(Iterator::next), count));
+        }
+    }
+    for f in fulls.iter_mut() {
+        for (j, s) in jobs.iter_mut().zip(split_blocks(f, &blocks, len)) {
+            j.full.push(s);
+        }
+    }
+    let nred = work.reduces.len();
+    let nacc = work.accums.len();
+    let prog = &work.program;
+    let view = views(bufs, statics);
+    let view = &view[..];
+    let block_parts: Vec<Vec<Part>> = jobs
+        .into_par_iter()
+        .map(|mut job| {
+            let mut regs: Regs = prog.regs(len);
+            let mut ps = vec![Part::new(); nred];
+            for r in job.rows.0..job.rows.1 {
+                prog.run(geo, r as isize, r, view, sc, &mut regs);
+                let off = (r - job.rows.0) * len;
+                for (k, p) in ps.iter_mut().enumerate() {
+                    p.add_row(regs.get(prog.roots[k]));
+                }
+                for (k, (mean, m2, lo, hi, count)) in job.acc.iter_mut().enumerate() {
+                    let x = regs.get(prog.roots[nred + k]);
+                    let inv = 1.0 / *count as f64;
+                    let mean = &mut mean[off..off + len];
+                    match m2 {
+                        Some(m2) => {
+                            for ((m, q), &v) in mean.iter_mut().zip(&mut m2[off..off + len]).zip(x) {
+                                let d = v - *m;
+                                *m += d * inv;
+                                *q += d * (v - *m);
+                            }
+                        }
+                        None => {
+                            for (m, &v) in mean.iter_mut().zip(x) {
+                                *m += (v - *m) * inv;
+                            }
+                        }
+                    }
+                    if let Some(lo) = lo {
+                        for (m, &v) in lo[off..off + len].iter_mut().zip(x) {
+                            *m = m.min(v);
+                        }
+                    }
+                    if let Some(hi) = hi {
+                        for (m, &v) in hi[off..off + len].iter_mut().zip(x) {
+                            *m = m.max(v);
+                        }
+                    }
+                }
+                for (k, f) in job.full.iter_mut().enumerate() {
+                    f[off..off + len].copy_from_slice(regs.get(prog.roots[nred + nacc + k]));
+                }
+            }
+            ps
+        })
+        .collect();
+    parts.extend(block_parts);
+}
+
+/// The buffers of a piece by slot: its own, or the whole-run statistics.
+pub(crate) fn views<'a>(own: &'a [Option<Buf>], statics: &[Option<&'a Buf>]) -> Vec<Option<&'a Buf>> {
+    own.iter().zip(statics).map(|(o, s)| o.as_ref().or(*s)).collect()
+}
+
+/// Disjoint mutable slices of `v` for each block (rows of `len` values).
+fn split_blocks<'a>(v: &'a mut [f64], blocks: &[(usize, usize)], len: usize) -> Vec<&'a mut [f64]> {
+    let mut out = Vec::new();
+    let Some(first) = blocks.first() else { return out };
+    let (_, mut rest) = v.split_at_mut(first.0 * len);
+    for b in blocks {
+        let (head, tail) = rest.split_at_mut((b.1 - b.0) * len);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// The value of scalar node `id` at `step` (global nodes: any step), memoised.
+#[allow(clippy::too_many_arguments)]
+fn scalar_value(
+    plan: &Plan,
+    id: Id,
+    step: u64,
+    times: &HashMap<u64, f64>,
+    order: &[u64],
+    partials: &HashMap<(Id, u64), Part>,
+    vol: f64,
+    memo: &mut HashMap<(Id, u64), f64>,
+) -> f64 {
+    let node = &plan.nodes[id];
+    let key_step = if node.level == Level::Global { u64::MAX } else { step };
+    if let Some(&v) = memo.get(&(id, key_step)) {
+        return v;
+    }
+    let v = match &node.op {
+        Op::Const(c) => *c,
+        Op::Time => times.get(&step).copied().unwrap_or(f64::NAN),
+        Op::Step => step as f64,
+        Op::Unary(u, a) => unary(*u, scalar_value(plan, *a, step, times, order, partials, vol, memo)),
+        Op::Binary(b, x, y) => {
+            let xv = scalar_value(plan, *x, step, times, order, partials, vol, memo);
+            let yv = scalar_value(plan, *y, step, times, order, partials, vol, memo);
+            binary(*b, xv, yv)
+        }
+        Op::Reduce(r, _) => partials.get(&(id, step)).map(|p| p.value(*r, vol)).unwrap_or(f64::NAN),
+        Op::TimeReduce(r, a, sel) => {
+            let steps: Vec<u64> = order.iter().copied().filter(|s| plan.selections[*sel].contains(s)).collect();
+            let vals: Vec<f64> = steps.iter().map(|&s| scalar_value(plan, *a, s, times, order, partials, vol, memo)).collect();
+            match r {
+                TRed::Min => vals.iter().copied().fold(f64::INFINITY, f64::min),
+                TRed::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                TRed::Sum => vals.iter().sum(),
+                TRed::Mean => vals.iter().sum::<f64>() / vals.len().max(1) as f64,
+                TRed::First => vals.first().copied().unwrap_or(f64::NAN),
+                TRed::Last => vals.last().copied().unwrap_or(f64::NAN),
+            }
+        }
+        _ => f64::NAN,
+    };
+    memo.insert((id, key_step), v);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_rows_and_are_never_tiny() {
+        for n in [1, 3, 4, 16, 17, 19, 20, 33, 1024] {
+            let b = block_ranges(n);
+            assert_eq!(b[0].0, 0);
+            assert_eq!(b.last().unwrap().1, n);
+            for w in b.windows(2) {
+                assert_eq!(w[0].1, w[1].0);
+            }
+            if n >= 4 {
+                assert!(b.iter().all(|r| r.1 - r.0 >= 4), "{n}: {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn interpolation_weights() {
+        let geo = Geometry { dims: 2, cells: [4, 4, 1], lower: [0.0; 3], spacing: [0.25, 0.25, 1.0], periodic: [false; 3] };
+        // At a cell centre: one term of weight 1.
+        let w = weights_1d(&geo, 0, 0.375, &[]);
+        assert!(w.iter().any(|t| t.0 == Some(1) && (t.1 - 1.0).abs() < 1e-15));
+        // Between the wall and the first centre with a known wall value.
+        let w = weights_1d(&geo, 1, 0.0, &[(1, 0, 5.0)]);
+        assert_eq!(w[0], (None, 1.0, 5.0));
+        // Without: linear extrapolation from the first two centres.
+        let w = weights_1d(&geo, 1, 0.0, &[]);
+        assert_eq!(w, vec![(Some(0), 1.5, 0.0), (Some(1), -0.5, 0.0)]);
+        let s = stencil(&geo, &[0.5, 1.0, 0.0], &[(1, 1, 1.0)]);
+        assert!((s.constant - 1.0).abs() < 1e-15 && s.terms.iter().all(|t| t.2 == 0.0 || t.0 == 3), "{s:?}");
+    }
+}
