@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Bump when results of the same inputs would change: invalidates every cache entry.
-const CACHE_VERSION: &str = "postproc-1";
+const CACHE_VERSION: &str = "postproc-2";
 
 /// Options of `tessera post`.
 #[derive(Clone, Debug)]
@@ -509,13 +509,11 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                 Prep::Stats { items }
             }
             OutputKind::Field { fields } => {
-                let mut fs = Vec::new();
                 for (name, e) in fields {
                     let node = ctx.field_node(&scope, &mut plan, e, "a field output")?;
                     ids.push(node);
                     req.full.push((node, set.clone()));
                     uses.push(FullUse::Field { out: preps.len(), field: name_of(name) });
-                    fs.push((name_of(name), uses.len() - 1));
                 }
                 Prep::Field
             }
@@ -659,6 +657,7 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
     };
 
     // Sinks.
+    let step_nodes: Vec<Id> = (0..plan.nodes.len()).filter(|&i| plan.nodes[i].op == Op::Step).collect();
     let mut report_outputs = Vec::new();
     for (k, o) in pl.outputs.iter().enumerate() {
         if let Some((files, summary)) = cached_report[k].take() {
@@ -666,7 +665,7 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
             continue;
         }
         let prep = preps[k].as_ref().expect("not cached");
-        let (files, summary) = write_output(&run, &out_dir, (k, o), prep, &res, &mut uses, &mut writers, &mut slices, &times)?;
+        let (files, summary) = write_output(&run, &out_dir, (k, o), prep, &res, &mut uses, &mut writers, &mut slices, &times, &step_nodes)?;
         let entry = json!({"key": keys[k], "files": files, "summary": summary});
         write_atomic(&out_dir.join(".cache").join(format!("{}.json", o.name)), serde_json::to_string_pretty(&entry).map_err(failed)?.as_bytes())?;
         report_outputs.push((o.name.clone(), files, false, summary));
@@ -750,16 +749,20 @@ fn write_output(
     writers: &mut HashMap<usize, (H5Writer, Vec<(u64, f64)>, Vec<String>)>,
     slices: &mut HashMap<usize, Vec<(String, u64, Vec<f64>, usize, usize, [f64; 4])>>,
     times: &HashMap<u64, f64>,
+    step_nodes: &[Id],
 ) -> Result<(Vec<String>, Value)> {
     let k = o.name.as_str();
     let mut files = Vec::new();
+    let integer_cols: Vec<Id> = step_nodes.to_vec();
     let time = |s: &u64| times.get(s).copied().unwrap_or(f64::NAN);
     let sv = |id: Id, step: u64| res.scalars.get(&(id, step)).or_else(|| res.scalars.get(&(id, u64::MAX))).copied().unwrap_or(f64::NAN);
     let summary = match prep {
         Prep::Table { cols, steps } => {
             let mut csv = cols.iter().map(|c| csv_field(&c.0)).collect::<Vec<_>>().join(",") + "\n";
             for s in steps {
-                csv += &cols.iter().map(|c| num(sv(c.1, *s))).collect::<Vec<_>>().join(",");
+                // The step column is an integer, as in monitor.csv.
+                let cell = |c: &(String, Id)| if integer_cols.contains(&c.1) { s.to_string() } else { num(sv(c.1, *s)) };
+                csv += &cols.iter().map(cell).collect::<Vec<_>>().join(",");
                 csv.push('\n');
             }
             write_atomic(&dir.join(format!("{k}.csv")), csv.as_bytes())?;
@@ -792,11 +795,13 @@ fn write_output(
             write_atomic(&dir.join(format!("{k}.csv")), csv.as_bytes())?;
             files.push(format!("{k}.csv"));
             let last = *steps.last().expect("non-empty");
-            // Plot against the coordinate that varies most along the line.
+            // Plot against the coordinate along an axis-parallel line, else the distance s.
             let span: Vec<f64> = (0..d).map(|a| (pts[pts.len() - 1][a] - pts[0][a]).abs()).collect();
-            let ax = (0..d).max_by(|&a, &b| span[a].total_cmp(&span[b])).unwrap_or(0);
+            let moving: Vec<usize> = (0..d).filter(|&a| span[a] > 0.0).collect();
+            let along = |p: &[f64; 3], i: usize| if moving.len() == 1 { p[moving[0]] } else { s[i] };
+            let xname = if moving.len() == 1 { axes[moving[0]].to_string() } else { "s (distance along the line)".to_string() };
             let mut summary = json!({"step": last, "time": json_num(time(&last)), "points": pts.len()});
-            let mut series = vec![Series { label: format!("tessera, t = {:.4}", time(&last)), x: pts.iter().map(|p| p[ax]).collect(), y: res.samples[*sample][&last].clone(), style: SeriesStyle::Line }];
+            let mut series = vec![Series { label: format!("tessera, t = {:.4}", time(&last)), x: pts.iter().enumerate().map(|(i, p)| along(p, i)).collect(), y: res.samples[*sample][&last].clone(), style: SeriesStyle::Line }];
             if let Some((xs, ys, rs, label, rp)) = reference {
                 let ours = &res.samples[*rs][&last];
                 let mut rc = format!("coordinate,reference,{},difference\n", csv_field(&field.text));
@@ -815,10 +820,17 @@ fn write_output(
                 files.push(format!("{k}_reference.csv"));
                 let rms = (e2 / xs.len() as f64).sqrt();
                 summary["reference"] = json!({"file": label, "points": xs.len(), "max_abs_error": json_num(emax), "rms_error": json_num(rms), "max_error_at": json_num(at_max)});
-                series.push(Series { label: label.clone(), x: rp.iter().map(|p| p[ax]).collect(), y: ys.clone(), style: SeriesStyle::Points });
+                let total = s.last().copied().unwrap_or(0.0);
+                let rs_of = |p: &[f64; 3]| -> f64 {
+                    let first = pts[0];
+                    let d2: f64 = (0..d).map(|a| (p[a] - first[a]).powi(2)).sum();
+                    d2.sqrt().min(total)
+                };
+                let x = rp.iter().map(|p| if moving.len() == 1 { p[moving[0]] } else { rs_of(p) }).collect();
+                series.push(Series { label: label.clone(), x, y: ys.clone(), style: SeriesStyle::Points });
             }
             if *do_plot {
-                let p = LinePlot { title: format!("{k}: {} along the line", field.text), x_label: axes[ax].into(), y_label: field.text.clone(), series, log_x: false, log_y: false };
+                let p = LinePlot { title: format!("{k}: {} along the line", field.text), x_label: xname, y_label: field.text.clone(), series, log_x: false, log_y: false };
                 plot::line_plot(&dir.join(format!("{k}.png")), &p).map_err(failed)?;
                 files.push(format!("{k}.png"));
             }
