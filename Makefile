@@ -12,7 +12,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 # Quieter Open MPI in containers without a high-speed fabric.
 export OMPI_MCA_btl_vader_single_copy_mechanism := none
 
-.PHONY: setup build demo test test-slow bench bench-petsc bench-openfoam clean
+.PHONY: setup build demo test test-slow bench bench-petsc bench-openfoam bench-dask clean
 
 setup:
 	@bash scripts/setup.sh
@@ -43,6 +43,7 @@ bench: setup
 	mpirun -n 2 --bind-to core target/release/examples/halo_bench
 	$(MAKE) bench-petsc
 	$(MAKE) bench-openfoam
+	$(MAKE) bench-dask
 
 # Multigrid-CG against PETSc KSP CG + PCMG (installs petsc-dev and python3-petsc4py).
 bench-petsc: setup
@@ -55,6 +56,13 @@ bench-openfoam: setup
 	@bash scripts/setup_openfoam.sh
 	$(CARGO) build --release --locked
 	/usr/bin/python3 benches/cavity_vs_icofoam.py --json target/cavity_vs_icofoam.json
+
+# `tessera post` against Dask + h5py on the same 1024² cavity run (installs python3-dask);
+# the run is made once in target/bench-dask/run and reused.
+bench-dask: setup
+	@bash scripts/setup_dask.sh
+	$(CARGO) build --release --locked
+	/usr/bin/python3 benches/post_vs_dask.py --json target/post_vs_dask.json
 
 clean:
 	$(CARGO) clean

@@ -173,7 +173,16 @@ impl<'a> Tab<'a> {
     fn req<T>(&mut self, key: &'static str, f: impl FnOnce(&mut Self, Spanned<Value>) -> Result<T>) -> Result<T> {
         match self.take(key) {
             Some(v) => f(self, v),
-            None => Err(self.ctx.err(self.span, format!("{}: missing key `{key}`", self.what))),
+            None => {
+                // A misspelt key is the likely cause: point at it.
+                if let Some(k) = self.map.keys().find(|k| crate::error::suggest(k.get_ref(), &[key]).is_some()) {
+                    return Err(self
+                        .ctx
+                        .err(span_of(k), format!("{}: unknown key `{}`", self.what, k.get_ref()))
+                        .help(format!("did you mean `{key}`? (`{key}` is required here)")));
+                }
+                Err(self.ctx.err(self.span, format!("{}: missing key `{key}`", self.what)))
+            }
         }
     }
 
