@@ -1,5 +1,5 @@
-# tessera: `make demo` runs the lid-driven cavity on 2 ranks and compares it with
-# Ghia et al. (1982);
+# tessera: `make demo` runs the lid-driven cavity on 2 ranks and post-processes it
+# with `tessera post` (centrelines against Ghia et al. 1982, vorticity, history);
 # `make test` runs every test (unit, ThreadComm multi-rank, real mpirun, h5py).
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -23,8 +23,8 @@ build: setup
 demo: build
 	./target/release/tessera check cases/cavity.toml --np 2 | tail -n 12
 	./target/release/tessera run --np 2 cases/cavity.toml --overwrite
-	/usr/bin/python3 scripts/cavity_report.py runs/cavity
-	@echo "demo: output in runs/cavity (open runs/cavity/output.xdmf in ParaView; centrelines vs Ghia et al.: runs/cavity/cavity.png)"
+	./target/release/tessera post runs/cavity cases/pipelines/cavity_ghia.toml
+	@echo "demo: output in runs/cavity (open runs/cavity/output.xdmf in ParaView); post-processing in runs/cavity/post: centrelines vs Ghia et al. (u_centreline.png, v_centreline.png), vorticity.png, history.png"
 
 test: setup
 	$(CARGO) build --locked --workspace --bins --examples

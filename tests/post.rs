@@ -362,9 +362,13 @@ fn the_cache_reads_nothing_for_an_unchanged_pipeline_and_only_the_new_part_after
     // A changed expression is a new key.
     let changed = base.replace("max(u)", "min(u)");
     assert_eq!(post(&run, &changed, &out, 1 << 30).field_reads, 6);
+    // So is any other change to the output's table.
+    let plotted = changed.replace("columns", "plot = true\ncolumns");
+    assert_eq!(post(&run, &plotted, &out, 1 << 30).field_reads, 6);
+    assert!(out.join("a.png").exists());
     // A deleted result file is recomputed.
     std::fs::remove_file(out.join("a.csv")).unwrap();
-    assert_eq!(post(&run, &changed, &out, 1 << 30).field_reads, 6);
+    assert_eq!(post(&run, &plotted, &out, 1 << 30).field_reads, 6);
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {

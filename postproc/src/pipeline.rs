@@ -59,7 +59,7 @@ pub enum OutputKind {
     /// Time series of fields at points.
     Probe { fields: Vec<(String, Expr)>, points: Vec<Vec<f64>>, plot: bool },
     /// A PNG colour map of a field (3D: of a plane).
-    Map { field: Expr, plane: Option<(usize, f64)> },
+    Map { field: Expr, plane: Option<(usize, f64)>, range: Option<(f64, f64)> },
     /// A plane of a 3D run (or a line of a 2D run) over all snapshots, as HDF5.
     Slice { fields: Vec<(String, Expr)>, axis: usize, at: f64 },
     /// Per-cell statistics over time: mean, rms (of the fluctuation), min, max.
@@ -402,8 +402,10 @@ pub fn parse(file: &str, text: &str, dir: &Path) -> Result<Pipeline> {
     let mut outputs: Vec<Output> = Vec::new();
     for o in raw.output.unwrap_or_default() {
         let span = span_of(&o);
-        let canonical = text[span.0.min(text.len())..span.1.min(text.len())].to_string();
-        let mut t = Tab::new(&ctx, "output", o.into_inner(), span);
+        let map = o.into_inner();
+        // Every key and value, in key order: the output's identity for the cache.
+        let canonical: String = map.iter().map(|(k, v)| format!("{} = {}\n", k.get_ref(), v.get_ref())).collect();
+        let mut t = Tab::new(&ctx, "output", map, span);
         let (name, nspan) = t.req("name", |t, v| match v.get_ref() {
             Value::String(s) => Ok((s.clone(), span_of(&v))),
             _ => Err(t.bad(&v, "name", "a string")),
@@ -518,7 +520,14 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
                 (Some(a), Some(v)) => Some((a, as_f64(v.get_ref()).ok_or_else(|| t.bad(&v, "at", "a number"))?)),
                 _ => return Err(ctx.err(t.span, format!("{what}: `axis` and `at` go together (the plane of a 3D run)"))),
             };
-            OutputKind::Map { field, plane }
+            let range = match t.take("range") {
+                None => None,
+                Some(v) => match v.get_ref().as_array().map(|a| a.iter().map(as_f64).collect::<Option<Vec<f64>>>()) {
+                    Some(Some(r)) if r.len() == 2 && r[0] < r[1] && r.iter().all(|x| x.is_finite()) => Some((r[0], r[1])),
+                    _ => return Err(ctx.err(span_of(&v), format!("{what}.range: expected [low, high] with low < high")).help("values outside the range take the colour of its ends")),
+                },
+            };
+            OutputKind::Map { field, plane, range }
         }
         "slice" => {
             let fields = t.named_exprs("fields")?.ok_or_else(|| ctx.err(t.span, format!("{what}: missing key `fields`")))?;

@@ -230,7 +230,7 @@ fn read_reference(r: &pipeline::Reference) -> Result<(Vec<f64>, Vec<f64>, Vec<u8
 
 /// A consumer of whole fields as the executor completes them.
 enum FullUse {
-    Map { out: String, dir: PathBuf, per_step: bool, plane: Option<(usize, f64)>, label: String, files: Vec<String> },
+    Map { out: String, dir: PathBuf, per_step: bool, plane: Option<(usize, f64)>, range: Option<(f64, f64)>, label: String, files: Vec<String> },
     Slice { out: usize, field: String },
     Field { out: usize, field: String },
     Spectrum { axis: usize, time_average: bool, sum: Vec<f64>, count: usize, per_step: Vec<(u64, Vec<f64>)> },
@@ -453,7 +453,7 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                 }
                 Prep::Probe { fields: fs, npoints: pts.len(), steps: steps.clone() }
             }
-            OutputKind::Map { field, plane } => {
+            OutputKind::Map { field, plane, range } => {
                 let node = ctx.field_node(&scope, &mut plan, field, "a map")?;
                 if run.dims == 3 && plane.is_none() {
                     return Err(PostError::at(o.loc.clone(), format!("output `{}`: a map of a 3D run needs its plane", o.name)).help("add axis = \"z\" and at = 0.5 (the plane's coordinate)"));
@@ -465,6 +465,7 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                     dir: out_dir.clone(),
                     per_step: steps.len() > 1,
                     plane: if run.dims == 3 { *plane } else { None },
+                    range: *range,
                     label: field.text.clone(),
                     files: Vec::new(),
                 });
@@ -596,7 +597,7 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
         let mut sink = |fi: usize, step: u64, data: &[f64]| -> std::result::Result<(), String> {
             let time = times.get(&step).copied().unwrap_or(0.0);
             match &mut uses[fi] {
-                FullUse::Map { out, dir, per_step, plane, label, files } => {
+                FullUse::Map { out, dir, per_step, plane, range, label, files } => {
                     let name = if *per_step { format!("{out}_{step:08}.png") } else { format!("{out}.png") };
                     let (vals, n1, n2, extent, xl, yl) = match plane {
                         Some((axis, at)) => {
@@ -612,6 +613,10 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                             let e = [run.lower[0], run.lower[0] + run.cells[0] as f64 * run.spacing[0], run.lower[1], run.lower[1] + run.cells[1] as f64 * run.spacing[1]];
                             (data.to_vec(), run.cells[0], run.cells[1], e, "x", "y")
                         }
+                    };
+                    let vals: Vec<f64> = match range {
+                        Some((lo, hi)) => vals.iter().map(|v| if v.is_nan() { *v } else { v.clamp(*lo, *hi) }).collect(),
+                        None => vals,
                     };
                     let m = FieldMap { title: format!("{label} at t = {time:.6} (step {step})"), data: &vals, nx: n1, ny: n2, extent, x_label: xl.into(), y_label: yl.into(), colorbar_label: label.clone() };
                     plot::field_map(&dir.join(&name), &m).map_err(|e| e.to_string())?;
