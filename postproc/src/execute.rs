@@ -488,13 +488,16 @@ pub fn execute(
         let nslots = works.iter().map(|w| w.mat.iter().map(|m| m.1 + 1).max().unwrap_or(0)).max().unwrap_or(0);
         let outcome: Result<(), String> = std::thread::scope(|scope| {
             let (tx, rx) = mpsc::sync_channel::<Result<Vec<(usize, Buf)>, String>>(1);
+            // Buffers the compute side is done with go back to the reader for reuse.
+            let (give_back, recycled) = mpsc::channel::<Vec<f64>>();
             let items_ref = &items;
             let reader = scope.spawn(move || {
                 for it in items_ref {
                     let mut got = Vec::new();
                     let mut err = None;
                     for (slot, name, lo, rows) in &it.reads {
-                        match read_rows(run, it.step, name, *lo, *rows, len, nrows) {
+                        let spare = recycled.try_recv().unwrap_or_default();
+                        match read_rows(run, it.step, name, *lo, *rows, len, nrows, spare) {
                             Ok(b) => got.push((*slot, b)),
                             Err(e) => {
                                 err = Some(e);
@@ -554,6 +557,12 @@ pub fn execute(
                     }
                 }
                 res.pieces += 1;
+                // Only the buffers the reader filled go back (one per read: bounded).
+                for (slot, ..) in &it.reads {
+                    if let Some(b) = bufs[*slot].take() {
+                        let _ = give_back.send(b.data);
+                    }
+                }
                 let last_piece = items.get(k + 1).is_none_or(|n| n.step_idx != it.step_idx);
                 if last_piece {
                     let (_, _, parts, fulls) = current.take().expect("set above");
@@ -635,8 +644,10 @@ pub fn block_ranges(n: usize) -> Vec<(usize, usize)> {
     v
 }
 
-fn read_rows(run: &Run, step: u64, name: &str, lo: isize, rows: usize, len: usize, n: usize) -> Result<Buf, String> {
-    let mut data = vec![0.0; rows * len];
+#[allow(clippy::too_many_arguments)]
+fn read_rows(run: &Run, step: u64, name: &str, lo: isize, rows: usize, len: usize, n: usize, mut data: Vec<f64>) -> Result<Buf, String> {
+    // A recycled vector keeps its pages: no page faults, no zeroing of fresh memory.
+    data.resize(rows * len, 0.0);
     // Contiguous runs of mesh rows (a periodic range wraps around once at most per side).
     let mut r = 0;
     while r < rows {

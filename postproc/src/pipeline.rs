@@ -63,7 +63,7 @@ pub enum OutputKind {
     /// A plane of a 3D run (or a line of a 2D run) over all snapshots, as HDF5.
     Slice { fields: Vec<(String, Expr)>, axis: usize, at: f64 },
     /// Per-cell statistics over time: mean, rms (of the fluctuation), min, max.
-    TimeStatistics { fields: Vec<(String, Expr)>, statistics: Vec<String> },
+    TimeStatistics { fields: Vec<(String, Expr)>, statistics: Vec<String>, plot: bool },
     /// Derived fields over all snapshots as HDF5 + XDMF.
     Field { fields: Vec<(String, Expr)> },
     /// Named scalars (time-reduced, or at the last snapshot) as JSON.
@@ -555,7 +555,7 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
                     s
                 }
             };
-            OutputKind::TimeStatistics { fields, statistics }
+            OutputKind::TimeStatistics { fields, statistics, plot: t.boolean("plot", true)? }
         }
         "field" => OutputKind::Field { fields: t.named_exprs("fields")?.ok_or_else(|| ctx.err(t.span, format!("{what}: missing key `fields`")))? },
         "scalars" => OutputKind::Scalars { values: t.named_exprs("values")?.ok_or_else(|| ctx.err(t.span, format!("{what}: missing key `values`")))? },

@@ -12,6 +12,7 @@ use crate::plot::{self, FieldMap, LinePlot, Series, SeriesStyle};
 use crate::rundir::{Run, RunDirError};
 use decomp::h5read::H5Writer;
 use serde_json::{json, Value};
+use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -489,7 +490,7 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                 }
                 Prep::Slice { fields: fs, steps: steps.clone() }
             }
-            OutputKind::TimeStatistics { fields, statistics } => {
+            OutputKind::TimeStatistics { fields, statistics, .. } => {
                 let mut items = Vec::new();
                 for (name, e) in fields {
                     let node = ctx.field_node(&scope, &mut plan, e, "time statistics")?;
@@ -918,18 +919,30 @@ fn write_output(
             let path = dir.join(format!("{k}.h5"));
             let w = H5Writer::create(&path).map_err(failed)?;
             write_header(&w, run, "time_statistics").map_err(failed)?;
-            let OutputKind::TimeStatistics { .. } = &o.kind else { unreachable!() };
+            let OutputKind::TimeStatistics { plot: do_plot, .. } = &o.kind else { unreachable!() };
             let mut names = Vec::new();
+            let mut maps = Vec::new();
             for (name, id) in items {
                 let data = res.stats.get(id).ok_or_else(|| failed(format!("time statistic {name} was not computed")))?;
                 w.dataset_f64(&format!("/{name}"), &dataset_shape(run), data).map_err(failed)?;
                 names.push((name.clone(), format!("/{name}")));
-                if run.dims == 2 {
-                    let e = [run.lower[0], run.lower[0] + run.cells[0] as f64 * run.spacing[0], run.lower[1], run.lower[1] + run.cells[1] as f64 * run.spacing[1]];
-                    let m = FieldMap { title: format!("{name}"), data, nx: run.cells[0], ny: run.cells[1], extent: e, x_label: "x".into(), y_label: "y".into(), colorbar_label: name.clone() };
-                    plot::field_map(&dir.join(format!("{k}_{name}.png")), &m).map_err(failed)?;
-                    files.push(format!("{k}_{name}.png"));
+                if run.dims == 2 && *do_plot {
+                    maps.push((name, data));
                 }
+            }
+            // The maps are independent: draw them in parallel.
+            let e = [run.lower[0], run.lower[0] + run.cells[0] as f64 * run.spacing[0], run.lower[1], run.lower[1] + run.cells[1] as f64 * run.spacing[1]];
+            let drawn: Vec<Result<String>> = maps
+                .par_iter()
+                .map(|(name, data)| {
+                    let m = FieldMap { title: name.to_string(), data, nx: run.cells[0], ny: run.cells[1], extent: e, x_label: "x".into(), y_label: "y".into(), colorbar_label: name.to_string() };
+                    let file = format!("{k}_{name}.png");
+                    plot::field_map(&dir.join(&file), &m).map_err(failed)?;
+                    Ok(file)
+                })
+                .collect();
+            for f in drawn {
+                files.push(f?);
             }
             w.finish().map_err(failed)?;
             files.push(format!("{k}.h5"));
