@@ -524,3 +524,68 @@ fn graph_export_shows_shared_nodes_once() {
     assert!(!d.contains("label=\"7"), "the unused derive is culled: {d}");
     assert!(so.contains("culled"), "{so}");
 }
+
+#[test]
+fn spectra_slices_maps_and_derived_field_files() {
+    let root = scratch("post", "files");
+    const TAU: f64 = 2.0 * std::f64::consts::PI;
+    // A pure sine of wavenumber 3 along periodic x: all power (A²/2 = 0.5) in bin 3.
+    let f: &Func = &|p, t| (TAU * 3.0 * p[0]).sin() + t * p[2];
+    let g: &Func = &|p, _| p[0] + 2.0 * p[1] - p[2];
+    let run = root.join("run");
+    analytic_run(&run, &[32, 12, 10], &[1.0, 1.0, 1.0], &[true, false, false], 2, &[0.0, 1.0], &[("f", f), ("g", g)]);
+    let pipeline = r#"
+[[output]]
+name = "spec"
+kind = "spectrum"
+field = "f - t*z"
+axis = "x"
+
+[[output]]
+name = "cut"
+kind = "slice"
+fields = ["g", "2*g"]
+axis = "z"
+at = 0.5
+
+[[output]]
+name = "picture"
+kind = "map"
+field = "g"
+axis = "y"
+at = 0.25
+
+[[output]]
+name = "derived"
+kind = "field"
+fields = { gy = "ddy(g)", h = "g*g" }
+"#;
+    let out = root.join("out");
+    post(&run, pipeline, &out, 1 << 30);
+    let spec = std::fs::read_to_string(out.join("spec.csv")).unwrap();
+    for line in spec.lines().skip(1) {
+        let c: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        let want = if c[0] == 3.0 { 0.5 } else { 0.0 };
+        assert!((c[2] - want).abs() < 1e-12, "{line}");
+        assert!((c[1] - TAU * c[0]).abs() < 1e-12, "wavenumber 2 pi k / L: {line}");
+    }
+    assert!(out.join("spec.png").exists() && out.join("picture.png").exists() && out.join("cut.png").exists());
+    let _g = HDF5_IN_PROCESS.read().unwrap_or_else(|e| e.into_inner());
+    // z = 0.5 lies on the face between planes 4 and 5: the slice is their mean, exact
+    // for a linear field.
+    let cut = H5Reader::open(&out.join("cut.h5")).unwrap();
+    let plane = cut.read_all_f64("/snapshots/00000010/g").unwrap();
+    assert_eq!(cut.shape("/snapshots/00000010/g").unwrap(), vec![12, 32]);
+    for (k, v) in plane.iter().enumerate() {
+        let (x, y) = (((k % 32) as f64 + 0.5) / 32.0, ((k / 32) as f64 + 0.5) / 12.0);
+        assert!((v - (x + 2.0 * y - 0.5)).abs() < 1e-13, "{k}: {v}");
+    }
+    let d = H5Reader::open(&out.join("derived.h5")).unwrap();
+    assert_eq!(d.attr_str("/", "format").unwrap(), "tessera");
+    assert_eq!(d.members("/snapshots").unwrap(), vec!["00000000", "00000010"]);
+    let gy = d.read_all_f64("/snapshots/00000010/gy").unwrap();
+    assert!(gy.len() == 32 * 12 * 10 && gy.iter().all(|v| (v - 2.0).abs() < 1e-12), "ddy of a linear field is exact");
+    assert_eq!(d.read_all_f64("/mesh/x").unwrap().len(), 32);
+    let x = std::fs::read_to_string(out.join("derived.xdmf")).unwrap();
+    assert!(x.contains("derived.h5:/snapshots/00000010/h") && x.matches("<Grid Name=\"step_").count() == 2, "{x}");
+}
