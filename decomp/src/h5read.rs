@@ -166,8 +166,14 @@ impl H5Reader {
                 let mspace = Space(H5Screate_simple(c.len() as i32, c.as_ptr(), std::ptr::null()));
                 if fspace.0 < 0
                     || mspace.0 < 0
-                    || H5Sselect_hyperslab(fspace.0, H5S_seloper_t::H5S_SELECT_SET, s.as_ptr(), std::ptr::null(), c.as_ptr(), std::ptr::null())
-                        < 0
+                    || H5Sselect_hyperslab(
+                        fspace.0,
+                        H5S_seloper_t::H5S_SELECT_SET,
+                        s.as_ptr(),
+                        std::ptr::null(),
+                        c.as_ptr(),
+                        std::ptr::null(),
+                    ) < 0
                 {
                     return Err(self.err(format!("cannot select a slab of {name}")));
                 }
@@ -307,7 +313,7 @@ mod tests {
         let mut out = vec![0.0; 4];
         r.read_slab("/a/b/f", &[1, 1], &[2, 2], &mut out).unwrap();
         assert_eq!(out, vec![5.0, 6.0, 9.0, 10.0]);
-        assert!(r.read_slab("/a/b/f", &[2, 0], &[2, 4], &mut vec![0.0; 8]).is_err());
+        assert!(r.read_slab("/a/b/f", &[2, 0], &[2, 4], &mut [0.0; 8]).is_err());
         assert!(r.attr_str("/a", "nope").unwrap_err().to_string().contains("nope"));
 
         // A truncated file is an error, not a crash.
@@ -316,7 +322,7 @@ mod tests {
         std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
         let opened = H5Reader::open(&bad);
         if let Ok(r) = opened {
-            assert!(r.read_slab("/a/b/f", &[0, 0], &[3, 4], &mut vec![0.0; 12]).is_err());
+            assert!(r.read_slab("/a/b/f", &[0, 0], &[3, 4], &mut [0.0; 12]).is_err());
         }
         assert!(H5Reader::open(&dir.join("missing.h5")).err().expect("missing file").to_string().contains("no such file"));
     }

@@ -256,6 +256,30 @@ struct StepWork {
     all_rows: bool,
 }
 
+/// The sinks one snapshot of a pass feeds: reduce nodes, accumulators, whole fields,
+/// sample sets (indices).
+type SinkSet = (Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>);
+
+/// A receiver of whole fields: (index into `Request::full`, step, values).
+pub type FullSink<'a> = dyn FnMut(usize, u64, &[f64]) -> Result<(), String> + 'a;
+
+/// State of the snapshot being computed.
+struct Current {
+    step_idx: usize,
+    scalars: HashMap<Id, f64>,
+    parts: Vec<Vec<Part>>,
+    fulls: Vec<Vec<f64>>,
+}
+
+/// One block's rows of a time-statistics accumulator.
+struct AccRows<'a> {
+    mean: &'a mut [f64],
+    m2: Option<&'a mut [f64]>,
+    min: Option<&'a mut [f64]>,
+    max: Option<&'a mut [f64]>,
+    count: usize,
+}
+
 struct Item {
     step_idx: usize,
     step: u64,
@@ -267,13 +291,7 @@ struct Item {
 
 /// Runs `req` over `run`. `full_sink` receives each whole field of `req.full` as it
 /// is completed: (index into req.full, step, values).
-pub fn execute(
-    plan: &Plan,
-    run: &Run,
-    req: &Request,
-    opts: &ExecOptions,
-    full_sink: &mut dyn FnMut(usize, u64, &[f64]) -> Result<(), String>,
-) -> Result<Results, String> {
+pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_sink: &mut FullSink) -> Result<Results, String> {
     let geo = Geometry { dims: run.dims, cells: run.cells, lower: run.lower, spacing: run.spacing, periodic: run.periodic };
     let len = geo.row_len();
     let nrows = geo.cells[geo.slow()];
@@ -353,7 +371,8 @@ pub fn execute(
             _ => {}
         }
     }
-    let sample_stencils: Vec<Vec<Stencil>> = req.samples.iter().map(|s| s.points.iter().map(|p| stencil(&geo, p, &s.walls)).collect()).collect();
+    let sample_stencils: Vec<Vec<Stencil>> =
+        req.samples.iter().map(|s| s.points.iter().map(|p| stencil(&geo, p, &s.walls)).collect()).collect();
     let npass = 1 + reduces
         .iter()
         .map(|r| r.1)
@@ -389,7 +408,7 @@ pub fn execute(
 
     for pass in 0..npass {
         // Steps of this pass and, for each, its sinks.
-        let mut per_step: BTreeMap<u64, (Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>)> = BTreeMap::new();
+        let mut per_step: BTreeMap<u64, SinkSet> = BTreeMap::new();
         for r in reduces.iter().filter(|r| r.1 == pass) {
             for &s in &needed[&r.0] {
                 per_step.entry(s).or_default().0.push(r.0);
@@ -428,7 +447,7 @@ pub fn execute(
         }
         // Build the work of each distinct sink set once.
         let mut works: Vec<StepWork> = Vec::new();
-        let mut work_of: HashMap<(Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>), usize> = HashMap::new();
+        let mut work_of: HashMap<SinkSet, usize> = HashMap::new();
         let mut items: Vec<Item> = Vec::new();
         let steps: Vec<u64> = order.iter().copied().filter(|s| per_step.contains_key(s)).collect();
         for (si, &step) in steps.iter().enumerate() {
@@ -515,11 +534,11 @@ pub fn execute(
                     }
                 }
             });
-            let mut current: Option<(usize, HashMap<Id, f64>, Vec<Vec<Part>>, Vec<Vec<f64>>)> = None;
+            let mut current: Option<Current> = None;
             for (k, it) in items.iter().enumerate() {
                 let got = rx.recv().map_err(|_| "the reader thread stopped".to_string())??;
                 let work = &works[it.work];
-                if current.as_ref().map(|c| c.0) != Some(it.step_idx) {
+                if current.as_ref().map(|c| c.step_idx) != Some(it.step_idx) {
                     // A new snapshot: scalars its kernels need, fresh partial results.
                     let mut sc = HashMap::new();
                     for p in std::iter::once(&work.program).chain(work.mat_programs.values()) {
@@ -531,9 +550,9 @@ pub fn execute(
                     for &a in &work.accums {
                         accums[a].n += 1;
                     }
-                    current = Some((it.step_idx, sc, Vec::new(), fulls));
+                    current = Some(Current { step_idx: it.step_idx, scalars: sc, parts: Vec::new(), fulls });
                 }
-                let (_, sc, parts, fulls) = current.as_mut().expect("set above");
+                let Current { scalars: sc, parts, fulls, .. } = current.as_mut().expect("set above");
                 let mut bufs: Vec<Option<Buf>> = vec![None; nslots];
                 for (slot, b) in got {
                     bufs[slot] = Some(b);
@@ -565,7 +584,7 @@ pub fn execute(
                 }
                 let last_piece = items.get(k + 1).is_none_or(|n| n.step_idx != it.step_idx);
                 if last_piece {
-                    let (_, _, parts, fulls) = current.take().expect("set above");
+                    let Current { parts, fulls, .. } = current.take().expect("set above");
                     for (ri, &rid) in work.reduces.iter().enumerate() {
                         let mut tot = Part::new();
                         for block in &parts {
@@ -659,7 +678,7 @@ fn read_rows(run: &Run, step: u64, name: &str, lo: isize, rows: usize, len: usiz
     Ok(Buf { lo, rows, data, wrap: 0 })
 }
 
-fn build_work(plan: &Plan, geo: &Geometry, key: &(Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>), accums: &[Accum], req: &Request) -> StepWork {
+fn build_work(plan: &Plan, geo: &Geometry, key: &SinkSet, accums: &[Accum], req: &Request) -> StepWork {
     let (reds, accs, fulls, samples) = key;
     let mut roots: Vec<Id> = Vec::new();
     for &r in reds {
@@ -787,7 +806,7 @@ fn compute_piece(
     let blocks: Vec<(usize, usize)> = block_ranges(n).into_iter().filter(|b| b.0 >= piece.0 && b.1 <= piece.1).collect();
     struct Job<'a> {
         rows: (usize, usize),
-        acc: Vec<(&'a mut [f64], Option<&'a mut [f64]>, Option<&'a mut [f64]>, Option<&'a mut [f64]>, usize)>,
+        acc: Vec<AccRows<'a>>,
         full: Vec<&'a mut [f64]>,
     }
     let mut jobs: Vec<Job> = blocks.iter().map(|&rows| Job { rows, acc: Vec::new(), full: Vec::new() }).collect();
@@ -799,7 +818,13 @@ fn compute_piece(
         let mut maxs = acc.want_max.then(|| split_blocks(&mut acc.max, &blocks, len).into_iter());
         for j in jobs.iter_mut() {
             let m = means.next().expect("one slice per block");
-            j.acc.push((m, m2.as_mut().and_then(Iterator::next), mins.as_mut().and_then(Iterator::next), maxs.as_mut().and_then(Iterator::next), count));
+            j.acc.push(AccRows {
+                mean: m,
+                m2: m2.as_mut().and_then(Iterator::next),
+                min: mins.as_mut().and_then(Iterator::next),
+                max: maxs.as_mut().and_then(Iterator::next),
+                count,
+            });
         }
     }
     for f in fulls.iter_mut() {
@@ -823,7 +848,7 @@ fn compute_piece(
                 for (k, p) in ps.iter_mut().enumerate() {
                     p.add_row(regs.get(prog.roots[k]));
                 }
-                for (k, (mean, m2, lo, hi, count)) in job.acc.iter_mut().enumerate() {
+                for (k, AccRows { mean, m2, min: lo, max: hi, count }) in job.acc.iter_mut().enumerate() {
                     let x = regs.get(prog.roots[nred + k]);
                     let inv = 1.0 / *count as f64;
                     let mean = &mut mean[off..off + len];

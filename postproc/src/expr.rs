@@ -84,7 +84,8 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, SyntaxError> {
                 }
             }
             let text = &src[start..i];
-            let v: f64 = text.parse().map_err(|_| SyntaxError { at: start, width: i - start, message: format!("`{text}` is not a number") })?;
+            let v: f64 =
+                text.parse().map_err(|_| SyntaxError { at: start, width: i - start, message: format!("`{text}` is not a number") })?;
             out.push((Tok::Num(v), start, i));
             continue;
         }
@@ -105,7 +106,10 @@ fn lex(src: &str) -> Result<Vec<(Tok, usize, usize)>, SyntaxError> {
                 return Err(SyntaxError {
                     at: start,
                     width: w,
-                    message: format!("unexpected character `{}` (allowed: numbers, names, + - * / ^, parentheses, commas)", &src[start..start + w]),
+                    message: format!(
+                        "unexpected character `{}` (allowed: numbers, names, + - * / ^, parentheses, commas)",
+                        &src[start..start + w]
+                    ),
                 });
             }
         };

@@ -74,8 +74,17 @@ enum Ins {
     /// reg = coordinate of the row
     CoordRow(usize),
     Load(usize, usize),
-    DiffRow { dst: usize, buf: usize, order: u8 },
-    DiffIn { dst: usize, src: usize, axis: usize, order: u8 },
+    DiffRow {
+        dst: usize,
+        buf: usize,
+        order: u8,
+    },
+    DiffIn {
+        dst: usize,
+        src: usize,
+        axis: usize,
+        order: u8,
+    },
     Un(usize, Un, usize),
     Bin(usize, Bin, usize, usize),
 }
@@ -285,7 +294,15 @@ fn unary_fn(u: Un) -> fn(f64) -> f64 {
         Un::Tanh => f64::tanh,
         Un::Floor => f64::floor,
         Un::Ceil => f64::ceil,
-        Un::Sign => |x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 },
+        Un::Sign => |x: f64| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        },
     }
 }
 

@@ -55,7 +55,15 @@ pub enum OutputKind {
     /// One row per snapshot; columns are scalar expressions.
     Table { columns: Vec<(String, Expr)>, plot: bool },
     /// A profile along a segment, interpolated.
-    Line { field: Expr, from: Vec<f64>, to: Vec<f64>, points: usize, walls: Vec<(usize, usize, f64)>, reference: Option<Reference>, plot: bool },
+    Line {
+        field: Expr,
+        from: Vec<f64>,
+        to: Vec<f64>,
+        points: usize,
+        walls: Vec<(usize, usize, f64)>,
+        reference: Option<Box<Reference>>,
+        plot: bool,
+    },
     /// Time series of fields at points.
     Probe { fields: Vec<(String, Expr)>, points: Vec<Vec<f64>>, plot: bool },
     /// A PNG colour map of a field (3D: of a plane).
@@ -261,10 +269,11 @@ impl<'a> Tab<'a> {
     fn finish(self) -> Result<()> {
         if let Some((k, _)) = self.map.iter().next() {
             let known: Vec<&str> = self.known.clone();
-            return Err(self
-                .ctx
-                .err(span_of(k), format!("{}: unknown key `{}`", self.what, k.get_ref()))
-                .help(format!("{}allowed here: {}", did_you_mean(k.get_ref(), &known), known.join(", "))));
+            return Err(self.ctx.err(span_of(k), format!("{}: unknown key `{}`", self.what, k.get_ref())).help(format!(
+                "{}allowed here: {}",
+                did_you_mean(k.get_ref(), &known),
+                known.join(", ")
+            )));
         }
         Ok(())
     }
@@ -356,7 +365,8 @@ pub fn parse(file: &str, text: &str, dir: &Path) -> Result<Pipeline> {
     let raw: Raw = toml::from_str(text).map_err(|e| {
         let span = e.span().map(|r| (r.start, r.end)).unwrap_or((0, 0));
         let msg = e.message().trim().to_string();
-        let help = if msg.contains("unknown field") { Some("a pipeline file has [source], [[derive]] and [[output]] tables") } else { None };
+        let help =
+            if msg.contains("unknown field") { Some("a pipeline file has [source], [[derive]] and [[output]] tables") } else { None };
         let err = ctx.err(span, msg);
         match help {
             Some(h) => err.help(h),
@@ -432,8 +442,10 @@ pub fn parse(file: &str, text: &str, dir: &Path) -> Result<Pipeline> {
         outputs.push(Output { name, kind, snapshots: snapshots_sel, canonical, loc: ctx.loc(span) });
     }
     if outputs.is_empty() {
-        return Err(PostError::input(format!("{file}: no [[output]] table: nothing to compute"))
-            .help(format!("add e.g. [[output]] name = \"stats\" kind = \"table\" columns = [\"time\", \"max(u)\"]; kinds: {}", KINDS.join(", "))));
+        return Err(PostError::input(format!("{file}: no [[output]] table: nothing to compute")).help(format!(
+            "add e.g. [[output]] name = \"stats\" kind = \"table\" columns = [\"time\", \"max(u)\"]; kinds: {}",
+            KINDS.join(", ")
+        )));
     }
     Ok(Pipeline { file: file.to_string(), text: text.to_string(), fields, snapshots: snaps, derive, outputs })
 }
@@ -481,9 +493,10 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
                 let Value::Table(w) = v.get_ref() else { return Err(t.bad(&v, "walls", "a table face = value, e.g. { yhi = 1.0 }")) };
                 for (face, val) in w {
                     let Some((a, side)) = face_index(face) else {
-                        return Err(ctx
-                            .err(span_of(&v), format!("{what}.walls: unknown face `{face}`"))
-                            .help(format!("{}faces: xlo, xhi, ylo, yhi, zlo, zhi", did_you_mean(face, &["xlo", "xhi", "ylo", "yhi", "zlo", "zhi"]))));
+                        return Err(ctx.err(span_of(&v), format!("{what}.walls: unknown face `{face}`")).help(format!(
+                            "{}faces: xlo, xhi, ylo, yhi, zlo, zhi",
+                            did_you_mean(face, &["xlo", "xhi", "ylo", "yhi", "zlo", "zhi"])
+                        )));
                     };
                     let Some(x) = as_f64(val) else { return Err(ctx.err(span_of(&v), format!("{what}.walls.{face}: expected a number"))) };
                     walls.push((a, side, x));
@@ -491,7 +504,7 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
             }
             let reference = match t.take("reference") {
                 None => None,
-                Some(v) => Some(reference(ctx, &what, &v)?),
+                Some(v) => Some(Box::new(reference(ctx, &what, &v)?)),
             };
             OutputKind::Line { field, from, to, points, walls, reference, plot: t.boolean("plot", true)? }
         }
@@ -524,7 +537,11 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
                 None => None,
                 Some(v) => match v.get_ref().as_array().map(|a| a.iter().map(as_f64).collect::<Option<Vec<f64>>>()) {
                     Some(Some(r)) if r.len() == 2 && r[0] < r[1] && r.iter().all(|x| x.is_finite()) => Some((r[0], r[1])),
-                    _ => return Err(ctx.err(span_of(&v), format!("{what}.range: expected [low, high] with low < high")).help("values outside the range take the colour of its ends")),
+                    _ => {
+                        return Err(ctx
+                            .err(span_of(&v), format!("{what}.range: expected [low, high] with low < high"))
+                            .help("values outside the range take the colour of its ends"))
+                    }
                 },
             };
             OutputKind::Map { field, plane, range }
@@ -547,7 +564,13 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
                             Some(n) if STATISTICS.contains(&n) => s.push(n.to_string()),
                             other => {
                                 return Err(ctx
-                                    .err(span_of(&v), format!("{what}.statistics: unknown statistic {}", other.map(|o| format!("{o:?}")).unwrap_or_else(|| "(not a string)".into())))
+                                    .err(
+                                        span_of(&v),
+                                        format!(
+                                            "{what}.statistics: unknown statistic {}",
+                                            other.map(|o| format!("{o:?}")).unwrap_or_else(|| "(not a string)".into())
+                                        ),
+                                    )
                                     .help(format!("{}allowed: {}", did_you_mean(other.unwrap_or(""), STATISTICS), STATISTICS.join(", "))))
                             }
                         }
@@ -557,8 +580,12 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
             };
             OutputKind::TimeStatistics { fields, statistics, plot: t.boolean("plot", true)? }
         }
-        "field" => OutputKind::Field { fields: t.named_exprs("fields")?.ok_or_else(|| ctx.err(t.span, format!("{what}: missing key `fields`")))? },
-        "scalars" => OutputKind::Scalars { values: t.named_exprs("values")?.ok_or_else(|| ctx.err(t.span, format!("{what}: missing key `values`")))? },
+        "field" => {
+            OutputKind::Field { fields: t.named_exprs("fields")?.ok_or_else(|| ctx.err(t.span, format!("{what}: missing key `fields`")))? }
+        }
+        "scalars" => OutputKind::Scalars {
+            values: t.named_exprs("values")?.ok_or_else(|| ctx.err(t.span, format!("{what}: missing key `values`")))?,
+        },
         "spectrum" => {
             let field = t.req("field", |t, v| t.expr_of(&v, "field"))?;
             let axis = axis_key(ctx, t, "axis")?.unwrap_or(0);
@@ -567,15 +594,21 @@ fn output_kind(ctx: &Ctx, t: &mut Tab, kind: &str, kspan: (usize, usize)) -> Res
                 Some((s, sp)) => match s.as_str() {
                     "time" => true,
                     "none" => false,
-                    _ => return Err(ctx.err(sp, format!("{what}.average: unknown value {s:?}")).help("\"time\" (one spectrum averaged over the snapshots) or \"none\" (one per snapshot)")),
+                    _ => {
+                        return Err(ctx
+                            .err(sp, format!("{what}.average: unknown value {s:?}"))
+                            .help("\"time\" (one spectrum averaged over the snapshots) or \"none\" (one per snapshot)"))
+                    }
                 },
             };
             OutputKind::Spectrum { field, axis, time_average }
         }
         other => {
-            return Err(ctx
-                .err(kspan, format!("{what}: unknown output kind {other:?}"))
-                .help(format!("{}kinds: {}", did_you_mean(other, KINDS), KINDS.join(", "))))
+            return Err(ctx.err(kspan, format!("{what}: unknown output kind {other:?}")).help(format!(
+                "{}kinds: {}",
+                did_you_mean(other, KINDS),
+                KINDS.join(", ")
+            )))
         }
     })
 }
@@ -619,7 +652,11 @@ fn reference(ctx: &Ctx, what: &str, v: &Spanned<Value>) -> Result<Reference> {
         None => None,
         Some(Some("s")) => None,
         Some(Some(a)) if axis_index(a).is_some() => axis_index(a),
-        Some(_) => return Err(bad("axis: expected \"x\", \"y\", \"z\" (the coordinate is that position) or \"s\" (distance along the line)".into())),
+        Some(_) => {
+            return Err(bad(
+                "axis: expected \"x\", \"y\", \"z\" (the coordinate is that position) or \"s\" (distance along the line)".into()
+            ))
+        }
     };
     let path = PathBuf::from(&file);
     let path = if path.is_absolute() { path } else { ctx.dir.join(path) };
@@ -692,7 +729,8 @@ reference = { file = "ghia.csv", filter = { table = "u_vs_y" }, axis = "y" }
         assert!(e.contains("no [[output]]"), "{e}");
         let e = p("[[output]]\nname = \"a b\"\nkind = \"table\"\ncolumns = [\"t\"]\n").unwrap_err().to_string();
         assert!(e.contains("not a valid name"), "{e}");
-        let e = p("[[output]]\nname = \"a\"\nkind = \"time_statistics\"\nfields = [\"u\"]\nstatistics = [\"mena\"]\n").unwrap_err().to_string();
+        let e =
+            p("[[output]]\nname = \"a\"\nkind = \"time_statistics\"\nfields = [\"u\"]\nstatistics = [\"mena\"]\n").unwrap_err().to_string();
         assert!(e.contains("did you mean `mean`"), "{e}");
         let e = p("x = = 1").unwrap_err().to_string();
         assert!(e.starts_with("p.toml:1:"), "{e}");

@@ -281,10 +281,59 @@ pub struct Scope<'a> {
 
 /// Function names, for suggestions and help.
 pub const FUNCTIONS: &[&str] = &[
-    "abs", "sqrt", "exp", "log", "ln", "log10", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "floor", "ceil", "sign", "atan2",
-    "pow", "hypot", "min", "max", "mean", "sum", "integral", "l2", "rms", "linf", "ddx", "ddy", "ddz", "d2dx2", "d2dy2", "d2dz2", "laplacian",
-    "grad_mag", "divergence", "vorticity", "vorticity_x", "vorticity_y", "vorticity_z", "magnitude", "time_mean", "time_rms", "time_min", "time_max",
-    "tmin", "tmax", "tmean", "tsum", "tfirst", "tlast",
+    "abs",
+    "sqrt",
+    "exp",
+    "log",
+    "ln",
+    "log10",
+    "sin",
+    "cos",
+    "tan",
+    "asin",
+    "acos",
+    "atan",
+    "sinh",
+    "cosh",
+    "tanh",
+    "floor",
+    "ceil",
+    "sign",
+    "atan2",
+    "pow",
+    "hypot",
+    "min",
+    "max",
+    "mean",
+    "sum",
+    "integral",
+    "l2",
+    "rms",
+    "linf",
+    "ddx",
+    "ddy",
+    "ddz",
+    "d2dx2",
+    "d2dy2",
+    "d2dz2",
+    "laplacian",
+    "grad_mag",
+    "divergence",
+    "vorticity",
+    "vorticity_x",
+    "vorticity_y",
+    "vorticity_z",
+    "magnitude",
+    "time_mean",
+    "time_rms",
+    "time_min",
+    "time_max",
+    "tmin",
+    "tmax",
+    "tmean",
+    "tsum",
+    "tfirst",
+    "tlast",
 ];
 
 impl Scope<'_> {
@@ -356,7 +405,8 @@ impl Scope<'_> {
                     return Err(PostError::at(loc, format!("`{n}` in a 2D run")).help("a 2D run has x and y only"));
                 }
                 if self.later.contains(n) {
-                    return Err(PostError::at(loc, format!("`{n}` is derived further down the file")).help("a [[derive]] may use only fields derived above it"));
+                    return Err(PostError::at(loc, format!("`{n}` is derived further down the file"))
+                        .help("a [[derive]] may use only fields derived above it"));
                 }
                 let names = self.names();
                 Err(PostError::at(loc, format!("unknown name `{n}`")).help(format!(
@@ -383,7 +433,11 @@ impl Scope<'_> {
         let level = |plan: &Plan, i: usize| plan.nodes[ids[i]].level;
         let need_field = |plan: &Plan, i: usize, hint: &str| -> Result<()> {
             if level(plan, i) != Level::Field {
-                return Err(PostError::at(self.loc(off, args[i].span), format!("{f}() needs a field here, and this is one number per snapshot")).help(hint.to_string()));
+                return Err(PostError::at(
+                    self.loc(off, args[i].span),
+                    format!("{f}() needs a field here, and this is one number per snapshot"),
+                )
+                .help(hint.to_string()));
             }
             Ok(())
         };
@@ -436,12 +490,23 @@ impl Scope<'_> {
                 return Ok(plan.add(Op::Binary(b, ids[0], ids[1])));
             }
             if ids.len() != 1 {
-                return Err(arity(if f == "min" || f == "max" { "one argument (a reduction over space) or two (element-wise)" } else { "one argument" }));
+                return Err(arity(if f == "min" || f == "max" {
+                    "one argument (a reduction over space) or two (element-wise)"
+                } else {
+                    "one argument"
+                }));
             }
             need_field(plan, 0, &format!("{f}() reduces a field over space; over time use t{f}(), e.g. t{f}({f}(u))"))?;
             return Ok(plan.add(Op::Reduce(*r, ids[0])));
         }
-        let time_red = [("tmin", TRed::Min), ("tmax", TRed::Max), ("tmean", TRed::Mean), ("tsum", TRed::Sum), ("tfirst", TRed::First), ("tlast", TRed::Last)];
+        let time_red = [
+            ("tmin", TRed::Min),
+            ("tmax", TRed::Max),
+            ("tmean", TRed::Mean),
+            ("tsum", TRed::Sum),
+            ("tfirst", TRed::First),
+            ("tlast", TRed::Last),
+        ];
         if let Some((_, r)) = time_red.iter().find(|(n, _)| *n == f) {
             if ids.len() != 1 {
                 return Err(arity("one argument"));
@@ -476,7 +541,10 @@ impl Scope<'_> {
             }
             let need = if order == 1 { 3 } else { 4 };
             if self.run.cells[axis] < need && !self.run.periodic[axis] {
-                return Err(PostError::at(self.loc(off, span), format!("the mesh has {} cells along this axis; a derivative needs at least {need}", self.run.cells[axis])));
+                return Err(PostError::at(
+                    self.loc(off, span),
+                    format!("the mesh has {} cells along this axis; a derivative needs at least {need}", self.run.cells[axis]),
+                ));
             }
             if plan.nodes[arg].level != Level::Field {
                 return Ok(plan.add(Op::Const(0.0)));
@@ -517,11 +585,7 @@ impl Scope<'_> {
                 }
                 let mut s = None;
                 for (a, &c) in ids.iter().enumerate() {
-                    let t = if f == "divergence" {
-                        diff(plan, a, 1, c, args[a].span)?
-                    } else {
-                        plan.add(Op::Binary(Bin::Mul, c, c))
-                    };
+                    let t = if f == "divergence" { diff(plan, a, 1, c, args[a].span)? } else { plan.add(Op::Binary(Bin::Mul, c, c)) };
                     s = Some(match s {
                         None => t,
                         Some(p) => plan.add(Op::Binary(Bin::Add, p, t)),
@@ -533,10 +597,15 @@ impl Scope<'_> {
             "vorticity" | "vorticity_x" | "vorticity_y" | "vorticity_z" => {
                 let comps = if dims == 2 { 2 } else { 3 };
                 if ids.len() != comps {
-                    return Err(arity(if dims == 2 { "two components (u, v) in a 2D run" } else { "three components (u, v, w) in a 3D run" }));
+                    return Err(arity(if dims == 2 {
+                        "two components (u, v) in a 2D run"
+                    } else {
+                        "three components (u, v, w) in a 3D run"
+                    }));
                 }
                 if dims == 2 && f != "vorticity" && f != "vorticity_z" {
-                    return Err(PostError::at(loc, format!("{f}() in a 2D run")).help("the 2D vorticity is the scalar vorticity(u, v) = dv/dx - du/dy"));
+                    return Err(PostError::at(loc, format!("{f}() in a 2D run"))
+                        .help("the 2D vorticity is the scalar vorticity(u, v) = dv/dx - du/dy"));
                 }
                 let sp = ast.span;
                 let comp = |plan: &mut Plan, c: usize| -> Result<Id> {
@@ -566,7 +635,11 @@ impl Scope<'_> {
                     }
                 }
             }
-            _ => Err(PostError::at(loc, format!("unknown function `{f}`")).help(format!("{}functions: {}", did_you_mean(f, FUNCTIONS), FUNCTIONS.join(", ")))),
+            _ => Err(PostError::at(loc, format!("unknown function `{f}`")).help(format!(
+                "{}functions: {}",
+                did_you_mean(f, FUNCTIONS),
+                FUNCTIONS.join(", ")
+            ))),
         }
     }
 }

@@ -67,7 +67,10 @@ impl Run {
         }
         let file = dir.join("output.h5");
         if !file.exists() {
-            return Err(RunDirError::Bad(format!("{}: no output.h5 in this directory: not a RUN_DIR, or the run never wrote a snapshot", dir.display())));
+            return Err(RunDirError::Bad(format!(
+                "{}: no output.h5 in this directory: not a RUN_DIR, or the run never wrote a snapshot",
+                dir.display()
+            )));
         }
         let reader = H5Reader::open(&file).map_err(|e| RunDirError::Io(e.to_string()))?;
         let bad = |m: String| RunDirError::Bad(format!("{}: {m}", file.display()));

@@ -11,8 +11,8 @@ use crate::plan::{Id, Level, Op, Plan, Scope, Stat};
 use crate::plot::{self, FieldMap, LinePlot, Series, SeriesStyle};
 use crate::rundir::{Run, RunDirError};
 use decomp::h5read::H5Writer;
-use serde_json::{json, Value};
 use rayon::prelude::*;
+use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -81,7 +81,11 @@ fn num(x: f64) -> String {
     if x.is_nan() {
         "nan".into()
     } else if x.is_infinite() {
-        if x > 0.0 { "inf".into() } else { "-inf".into() }
+        if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         format!("{x:e}")
     }
@@ -128,10 +132,20 @@ fn select(sel: &Snapshots, run: &Run) -> Vec<u64> {
     }
 }
 
+/// A line's reference data: coordinates, values, the sample set at those points, the
+/// file's name, the points.
+type RefData = (Vec<f64>, Vec<f64>, usize, String, Vec<[f64; 3]>);
+
+/// One plane of a slice output: field, step, values, shape, extent.
+type Plane = (String, u64, Vec<f64>, usize, usize, [f64; 4]);
+
+/// Open derived-field files by output index: writer, snapshots written, field names.
+type Writers = HashMap<usize, (H5Writer, Vec<(u64, f64)>, Vec<String>)>;
+
 /// A prepared output: its nodes and what it asked the executor for.
 enum Prep {
     Table { cols: Vec<(String, Id)>, steps: Vec<u64> },
-    Line { s: Vec<f64>, pts: Vec<[f64; 3]>, sample: usize, reference: Option<(Vec<f64>, Vec<f64>, usize, String, Vec<[f64; 3]>)>, steps: Vec<u64> },
+    Line { s: Vec<f64>, pts: Vec<[f64; 3]>, sample: usize, reference: Option<RefData>, steps: Vec<u64> },
     Probe { fields: Vec<(String, usize)>, npoints: usize, steps: Vec<u64> },
     Map { full: usize },
     Slice { fields: Vec<(String, usize)>, steps: Vec<u64> },
@@ -150,8 +164,11 @@ impl Ctx<'_> {
     fn field_node(&self, scope: &Scope, plan: &mut Plan, e: &pipeline::Expr, what: &str) -> Result<Id> {
         let id = scope.lower_text(plan, &e.text, e.offset)?;
         if plan.nodes[id].level != Level::Field {
-            return Err(PostError::at(Location::of(&self.pl.file, &self.pl.text, (e.offset, e.offset + e.text.len())), format!("{what} needs a field, and {:?} is one number per snapshot", e.text))
-                .help("use a field expression such as \"velocity_x\" or \"vorticity(velocity_x, velocity_y)\""));
+            return Err(PostError::at(
+                Location::of(&self.pl.file, &self.pl.text, (e.offset, e.offset + e.text.len())),
+                format!("{what} needs a field, and {:?} is one number per snapshot", e.text),
+            )
+            .help("use a field expression such as \"velocity_x\" or \"vorticity(velocity_x, velocity_y)\""));
         }
         Ok(id)
     }
@@ -159,8 +176,11 @@ impl Ctx<'_> {
     fn scalar_node(&self, scope: &Scope, plan: &mut Plan, e: &pipeline::Expr, what: &str) -> Result<Id> {
         let id = scope.lower_text(plan, &e.text, e.offset)?;
         if plan.nodes[id].level == Level::Field {
-            return Err(PostError::at(Location::of(&self.pl.file, &self.pl.text, (e.offset, e.offset + e.text.len())), format!("{what} needs one number per snapshot, and {:?} is a field", e.text))
-                .help("reduce it over space: max(f), min(f), mean(f), sum(f), integral(f), l2(f), rms(f), linf(f)"));
+            return Err(PostError::at(
+                Location::of(&self.pl.file, &self.pl.text, (e.offset, e.offset + e.text.len())),
+                format!("{what} needs one number per snapshot, and {:?} is a field", e.text),
+            )
+            .help("reduce it over space: max(f), min(f), mean(f), sum(f), integral(f), l2(f), rms(f), linf(f)"));
         }
         Ok(id)
     }
@@ -176,7 +196,8 @@ impl Ctx<'_> {
             let hi = lo + r.cells[a] as f64 * r.spacing[a];
             let tol = 1e-9 * (hi - lo).abs();
             if !(p[a] >= lo - tol && p[a] <= hi + tol) {
-                return Err(PostError::at(loc.clone(), format!("{what}: point {p:?} is outside the domain")).help(format!("axis {} spans [{lo}, {hi}]", ["x", "y", "z"][a])));
+                return Err(PostError::at(loc.clone(), format!("{what}: point {p:?} is outside the domain"))
+                    .help(format!("axis {} spans [{lo}, {hi}]", ["x", "y", "z"][a])));
             }
             out[a] = p[a].clamp(lo, hi);
         }
@@ -202,7 +223,11 @@ fn read_reference(r: &pipeline::Reference) -> Result<(Vec<f64>, Vec<f64>, Vec<u8
         let col = |name: &str| -> Result<usize> {
             h.iter().position(|c| c == name).ok_or_else(|| {
                 let names: Vec<&str> = h.iter().map(String::as_str).collect();
-                PostError::at(r.loc.clone(), format!("reference {}: no column `{name}`", r.file.display())).help(format!("{}columns: {}", did_you_mean(name, &names), h.join(", ")))
+                PostError::at(r.loc.clone(), format!("reference {}: no column `{name}`", r.file.display())).help(format!(
+                    "{}columns: {}",
+                    did_you_mean(name, &names),
+                    h.join(", ")
+                ))
             })
         };
         let (ci, vi) = (col(&r.coordinate)?, col(&r.value)?);
@@ -220,7 +245,15 @@ fn read_reference(r: &pipeline::Reference) -> Result<(Vec<f64>, Vec<f64>, Vec<u8
                 xs.push(x);
                 ys.push(y);
             }
-            _ => return Err(PostError::input(format!("{}:{}: not a number in column `{}` or `{}`", r.file.display(), ln + 1, r.coordinate, r.value))),
+            _ => {
+                return Err(PostError::input(format!(
+                    "{}:{}: not a number in column `{}` or `{}`",
+                    r.file.display(),
+                    ln + 1,
+                    r.coordinate,
+                    r.value
+                )))
+            }
         }
     }
     if xs.is_empty() {
@@ -231,10 +264,30 @@ fn read_reference(r: &pipeline::Reference) -> Result<(Vec<f64>, Vec<f64>, Vec<u8
 
 /// A consumer of whole fields as the executor completes them.
 enum FullUse {
-    Map { out: String, dir: PathBuf, per_step: bool, plane: Option<(usize, f64)>, range: Option<(f64, f64)>, label: String, files: Vec<String> },
-    Slice { out: usize, field: String },
-    Field { out: usize, field: String },
-    Spectrum { axis: usize, time_average: bool, sum: Vec<f64>, count: usize, per_step: Vec<(u64, Vec<f64>)> },
+    Map {
+        out: String,
+        dir: PathBuf,
+        per_step: bool,
+        plane: Option<(usize, f64)>,
+        range: Option<(f64, f64)>,
+        label: String,
+        files: Vec<String>,
+    },
+    Slice {
+        out: usize,
+        field: String,
+    },
+    Field {
+        out: usize,
+        field: String,
+    },
+    Spectrum {
+        axis: usize,
+        time_average: bool,
+        sum: Vec<f64>,
+        count: usize,
+        per_step: Vec<(u64, Vec<f64>)>,
+    },
 }
 
 /// Extracts the plane `axis = at` of a whole field (nearest plane of cell centres,
@@ -335,13 +388,20 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
     for (f, loc) in &pl.fields {
         if !fields.contains(f) {
             let names: Vec<&str> = fields.iter().map(String::as_str).collect();
-            return Err(PostError::at(loc.clone(), format!("source.fields: the run has no field `{f}` in every snapshot"))
-                .help(format!("{}fields of this run: {}", did_you_mean(f, &names), fields.join(", "))));
+            return Err(PostError::at(loc.clone(), format!("source.fields: the run has no field `{f}` in every snapshot")).help(format!(
+                "{}fields of this run: {}",
+                did_you_mean(f, &names),
+                fields.join(", ")
+            )));
         }
     }
     let source_steps = select(&pl.snapshots, &run);
     if source_steps.is_empty() {
-        return Err(PostError::input(format!("{}: [source] snapshots selects none of the run's {} snapshots", pl.file, run.snapshots.len())));
+        return Err(PostError::input(format!(
+            "{}: [source] snapshots selects none of the run's {} snapshots",
+            pl.file,
+            run.snapshots.len()
+        )));
     }
     let mut plan = Plan::default();
     let mut scope = Scope {
@@ -369,12 +429,16 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
     let mut roots_of: Vec<(String, Vec<Id>)> = Vec::new();
     let mut uses: Vec<FullUse> = Vec::new();
     let mut cached_report: Vec<Option<(Vec<String>, Value)>> = Vec::new();
-    std::fs::create_dir_all(out_dir.join(".cache")).map_err(|e| PostError::input(format!("{}: cannot create the output directory: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(out_dir.join(".cache"))
+        .map_err(|e| PostError::input(format!("{}: cannot create the output directory: {e}", out_dir.display())))?;
     for o in &pl.outputs {
         let steps = select(&o.snapshots, &run);
         if steps.is_empty() {
-            return Err(PostError::at(o.loc.clone(), format!("output `{}` selects no snapshot", o.name))
-                .help(format!("the run has steps {} to {}", run.snapshots[0].step, run.snapshots[run.snapshots.len() - 1].step)));
+            return Err(PostError::at(o.loc.clone(), format!("output `{}` selects no snapshot", o.name)).help(format!(
+                "the run has steps {} to {}",
+                run.snapshots[0].step,
+                run.snapshots[run.snapshots.len() - 1].step
+            )));
         }
         scope.selection = match o.kind {
             OutputKind::TimeStatistics { .. } | OutputKind::Scalars { .. } => steps.clone(),
@@ -422,13 +486,19 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                                 None => c / len.max(f64::MIN_POSITIVE),
                                 Some(ax) => {
                                     if (b[ax] - a[ax]).abs() < 1e-300 {
-                                        return Err(PostError::at(r.loc.clone(), format!("reference axis {} does not vary along the line", ["x", "y", "z"][ax])));
+                                        return Err(PostError::at(
+                                            r.loc.clone(),
+                                            format!("reference axis {} does not vary along the line", ["x", "y", "z"][ax]),
+                                        ));
                                     }
                                     (c - a[ax]) / (b[ax] - a[ax])
                                 }
                             };
                             if !(-1e-9..=1.0 + 1e-9).contains(&lam) {
-                                return Err(PostError::at(r.loc.clone(), format!("reference coordinate {c} is not on the line from {from:?} to {to:?}")));
+                                return Err(PostError::at(
+                                    r.loc.clone(),
+                                    format!("reference coordinate {c} is not on the line from {from:?} to {to:?}"),
+                                ));
                             }
                             let lam = lam.clamp(0.0, 1.0);
                             rp.push([a[0] + lam * (b[0] - a[0]), a[1] + lam * (b[1] - a[1]), a[2] + lam * (b[2] - a[2])]);
@@ -457,7 +527,8 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
             OutputKind::Map { field, plane, range } => {
                 let node = ctx.field_node(&scope, &mut plan, field, "a map")?;
                 if run.dims == 3 && plane.is_none() {
-                    return Err(PostError::at(o.loc.clone(), format!("output `{}`: a map of a 3D run needs its plane", o.name)).help("add axis = \"z\" and at = 0.5 (the plane's coordinate)"));
+                    return Err(PostError::at(o.loc.clone(), format!("output `{}`: a map of a 3D run needs its plane", o.name))
+                        .help("add axis = \"z\" and at = 0.5 (the plane's coordinate)"));
                 }
                 ids.push(node);
                 req.full.push((node, set.clone()));
@@ -474,11 +545,15 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
             }
             OutputKind::Slice { fields, axis, at } => {
                 if *axis >= run.dims || run.dims != 3 {
-                    return Err(PostError::at(o.loc.clone(), format!("output `{}`: a slice is a plane of a 3D run", o.name)).help("in a 2D run use kind = \"line\" (a profile) or kind = \"map\""));
+                    return Err(PostError::at(o.loc.clone(), format!("output `{}`: a slice is a plane of a 3D run", o.name))
+                        .help("in a 2D run use kind = \"line\" (a profile) or kind = \"map\""));
                 }
                 let hi = run.lower[*axis] + run.cells[*axis] as f64 * run.spacing[*axis];
                 if !(run.lower[*axis]..=hi).contains(at) {
-                    return Err(PostError::at(o.loc.clone(), format!("output `{}`: at = {at} is outside the domain [{}, {hi}]", o.name, run.lower[*axis])));
+                    return Err(PostError::at(
+                        o.loc.clone(),
+                        format!("output `{}`: at = {at} is outside the domain [{}, {hi}]", o.name, run.lower[*axis]),
+                    ));
                 }
                 let mut fs = Vec::new();
                 for (name, e) in fields {
@@ -543,7 +618,14 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
         };
         let contents: Vec<String> = ids.iter().map(|&i| plan.content(i)).collect();
         let steps_txt = format!("{steps:?}");
-        let key = fnv128(&[CACHE_VERSION.as_bytes(), o.canonical.as_bytes(), contents.join(";").as_bytes(), run.identity.as_bytes(), steps_txt.as_bytes(), &extra_key]);
+        let key = fnv128(&[
+            CACHE_VERSION.as_bytes(),
+            o.canonical.as_bytes(),
+            contents.join(";").as_bytes(),
+            run.identity.as_bytes(),
+            steps_txt.as_bytes(),
+            &extra_key,
+        ]);
         // A cache hit: the files are there and were made from exactly these inputs.
         let entry = out_dir.join(".cache").join(format!("{}.json", o.name));
         let hit = (!opts.no_cache)
@@ -580,8 +662,8 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
     }
 
     // Field outputs are written as the executor completes each snapshot.
-    let mut writers: HashMap<usize, (H5Writer, Vec<(u64, f64)>, Vec<String>)> = HashMap::new();
-    let mut slices: HashMap<usize, Vec<(String, u64, Vec<f64>, usize, usize, [f64; 4])>> = HashMap::new();
+    let mut writers: Writers = HashMap::new();
+    let mut slices: HashMap<usize, Vec<Plane>> = HashMap::new();
     let times: HashMap<u64, f64> = run.snapshots.iter().map(|s| (s.step, s.time)).collect();
     for (k, p) in preps.iter().enumerate() {
         if let Some(Prep::Field) = p {
@@ -611,7 +693,12 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                             (v, a, b, e, names.0, names.1)
                         }
                         None => {
-                            let e = [run.lower[0], run.lower[0] + run.cells[0] as f64 * run.spacing[0], run.lower[1], run.lower[1] + run.cells[1] as f64 * run.spacing[1]];
+                            let e = [
+                                run.lower[0],
+                                run.lower[0] + run.cells[0] as f64 * run.spacing[0],
+                                run.lower[1],
+                                run.lower[1] + run.cells[1] as f64 * run.spacing[1],
+                            ];
                             (data.to_vec(), run.cells[0], run.cells[1], e, "x", "y")
                         }
                     };
@@ -619,7 +706,16 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                         Some((lo, hi)) => vals.iter().map(|v| if v.is_nan() { *v } else { v.clamp(*lo, *hi) }).collect(),
                         None => vals,
                     };
-                    let m = FieldMap { title: format!("{label} at t = {time:.6} (step {step})"), data: &vals, nx: n1, ny: n2, extent, x_label: xl.into(), y_label: yl.into(), colorbar_label: label.clone() };
+                    let m = FieldMap {
+                        title: format!("{label} at t = {time:.6} (step {step})"),
+                        data: &vals,
+                        nx: n1,
+                        ny: n2,
+                        extent,
+                        x_label: xl.into(),
+                        y_label: yl.into(),
+                        colorbar_label: label.clone(),
+                    };
                     plot::field_map(&dir.join(&name), &m).map_err(|e| e.to_string())?;
                     files.push(name);
                 }
@@ -673,7 +769,10 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
         let prep = preps[k].as_ref().expect("not cached");
         let (files, summary) = write_output(&run, &out_dir, (k, o), prep, &res, &mut uses, &mut writers, &mut slices, &times, &step_nodes)?;
         let entry = json!({"key": keys[k], "files": files, "summary": summary});
-        write_atomic(&out_dir.join(".cache").join(format!("{}.json", o.name)), serde_json::to_string_pretty(&entry).map_err(failed)?.as_bytes())?;
+        write_atomic(
+            &out_dir.join(".cache").join(format!("{}.json", o.name)),
+            serde_json::to_string_pretty(&entry).map_err(failed)?.as_bytes(),
+        )?;
         report_outputs.push((o.name.clone(), files, false, summary));
     }
     let (reads, bytes) = run.read_counts();
@@ -752,8 +851,8 @@ fn write_output(
     prep: &Prep,
     res: &Results,
     uses: &mut [FullUse],
-    writers: &mut HashMap<usize, (H5Writer, Vec<(u64, f64)>, Vec<String>)>,
-    slices: &mut HashMap<usize, Vec<(String, u64, Vec<f64>, usize, usize, [f64; 4])>>,
+    writers: &mut Writers,
+    slices: &mut HashMap<usize, Vec<Plane>>,
     times: &HashMap<u64, f64>,
     step_nodes: &[Id],
 ) -> Result<(Vec<String>, Value)> {
@@ -778,9 +877,15 @@ fn write_output(
                 let series: Vec<Series> = cols
                     .iter()
                     .filter(|c| c.0 != "time" && c.0 != "step" && c.0 != "t")
-                    .map(|c| Series { label: c.0.clone(), x: ts.clone(), y: steps.iter().map(|s| sv(c.1, *s)).collect(), style: SeriesStyle::Line })
+                    .map(|c| Series {
+                        label: c.0.clone(),
+                        x: ts.clone(),
+                        y: steps.iter().map(|s| sv(c.1, *s)).collect(),
+                        style: SeriesStyle::Line,
+                    })
                     .collect();
-                let p = LinePlot { title: k.to_string(), x_label: "time".into(), y_label: "value".into(), series, log_x: false, log_y: false };
+                let p =
+                    LinePlot { title: k.to_string(), x_label: "time".into(), y_label: "value".into(), series, log_x: false, log_y: false };
                 plot::line_plot(&dir.join(format!("{k}.png")), &p).map_err(failed)?;
                 files.push(format!("{k}.png"));
             }
@@ -795,7 +900,13 @@ fn write_output(
             for st in steps {
                 let vals = &res.samples[*sample][st];
                 for (i, p) in pts.iter().enumerate() {
-                    csv += &format!("{st},{},{},{},{}\n", num(time(st)), num(s[i]), p[..d].iter().map(|v| num(*v)).collect::<Vec<_>>().join(","), num(vals[i]));
+                    csv += &format!(
+                        "{st},{},{},{},{}\n",
+                        num(time(st)),
+                        num(s[i]),
+                        p[..d].iter().map(|v| num(*v)).collect::<Vec<_>>().join(","),
+                        num(vals[i])
+                    );
                 }
             }
             write_atomic(&dir.join(format!("{k}.csv")), csv.as_bytes())?;
@@ -807,7 +918,12 @@ fn write_output(
             let along = |p: &[f64; 3], i: usize| if moving.len() == 1 { p[moving[0]] } else { s[i] };
             let xname = if moving.len() == 1 { axes[moving[0]].to_string() } else { "s (distance along the line)".to_string() };
             let mut summary = json!({"step": last, "time": json_num(time(&last)), "points": pts.len()});
-            let mut series = vec![Series { label: format!("tessera, t = {:.4}", time(&last)), x: pts.iter().enumerate().map(|(i, p)| along(p, i)).collect(), y: res.samples[*sample][&last].clone(), style: SeriesStyle::Line }];
+            let mut series = vec![Series {
+                label: format!("tessera, t = {:.4}", time(&last)),
+                x: pts.iter().enumerate().map(|(i, p)| along(p, i)).collect(),
+                y: res.samples[*sample][&last].clone(),
+                style: SeriesStyle::Line,
+            }];
             if let Some((xs, ys, rs, label, rp)) = reference {
                 let ours = &res.samples[*rs][&last];
                 let mut rc = format!("coordinate,reference,{},difference\n", csv_field(&field.text));
@@ -836,7 +952,14 @@ fn write_output(
                 series.push(Series { label: label.clone(), x, y: ys.clone(), style: SeriesStyle::Points });
             }
             if *do_plot {
-                let p = LinePlot { title: format!("{k}: {} along the line", field.text), x_label: xname, y_label: field.text.clone(), series, log_x: false, log_y: false };
+                let p = LinePlot {
+                    title: format!("{k}: {} along the line", field.text),
+                    x_label: xname,
+                    y_label: field.text.clone(),
+                    series,
+                    log_x: false,
+                    log_y: false,
+                };
                 plot::line_plot(&dir.join(format!("{k}.png")), &p).map_err(failed)?;
                 files.push(format!("{k}.png"));
             }
@@ -867,10 +990,22 @@ fn write_output(
                 let mut series = Vec::new();
                 for p in 0..*npoints {
                     for (name, si) in fields {
-                        series.push(Series { label: format!("probe{p} {name}"), x: ts.clone(), y: steps.iter().map(|st| res.samples[*si][st][p]).collect(), style: SeriesStyle::Line });
+                        series.push(Series {
+                            label: format!("probe{p} {name}"),
+                            x: ts.clone(),
+                            y: steps.iter().map(|st| res.samples[*si][st][p]).collect(),
+                            style: SeriesStyle::Line,
+                        });
                     }
                 }
-                let p = LinePlot { title: format!("{k}: probes"), x_label: "time".into(), y_label: "value".into(), series, log_x: false, log_y: false };
+                let p = LinePlot {
+                    title: format!("{k}: probes"),
+                    x_label: "time".into(),
+                    y_label: "value".into(),
+                    series,
+                    log_x: false,
+                    log_y: false,
+                };
                 plot::line_plot(&dir.join(format!("{k}.png")), &p).map_err(failed)?;
                 files.push(format!("{k}.png"));
             }
@@ -909,7 +1044,16 @@ fn write_output(
                     1 => ("x", "z"),
                     _ => ("x", "y"),
                 };
-                let m = FieldMap { title: format!("{field} at t = {:.6} (step {step})", time(step)), data: v, nx: *a, ny: *b, extent: *e, x_label: names.0.into(), y_label: names.1.into(), colorbar_label: field.clone() };
+                let m = FieldMap {
+                    title: format!("{field} at t = {:.6} (step {step})", time(step)),
+                    data: v,
+                    nx: *a,
+                    ny: *b,
+                    extent: *e,
+                    x_label: names.0.into(),
+                    y_label: names.1.into(),
+                    colorbar_label: field.clone(),
+                };
                 plot::field_map(&dir.join(format!("{k}.png")), &m).map_err(failed)?;
                 files.push(format!("{k}.png"));
             }
@@ -931,11 +1075,25 @@ fn write_output(
                 }
             }
             // The maps are independent: draw them in parallel.
-            let e = [run.lower[0], run.lower[0] + run.cells[0] as f64 * run.spacing[0], run.lower[1], run.lower[1] + run.cells[1] as f64 * run.spacing[1]];
+            let e = [
+                run.lower[0],
+                run.lower[0] + run.cells[0] as f64 * run.spacing[0],
+                run.lower[1],
+                run.lower[1] + run.cells[1] as f64 * run.spacing[1],
+            ];
             let drawn: Vec<Result<String>> = maps
                 .par_iter()
                 .map(|(name, data)| {
-                    let m = FieldMap { title: name.to_string(), data, nx: run.cells[0], ny: run.cells[1], extent: e, x_label: "x".into(), y_label: "y".into(), colorbar_label: name.to_string() };
+                    let m = FieldMap {
+                        title: name.to_string(),
+                        data,
+                        nx: run.cells[0],
+                        ny: run.cells[1],
+                        extent: e,
+                        x_label: "x".into(),
+                        y_label: "y".into(),
+                        colorbar_label: name.to_string(),
+                    };
                     let file = format!("{k}_{name}.png");
                     plot::field_map(&dir.join(&file), &m).map_err(failed)?;
                     Ok(file)
@@ -957,7 +1115,11 @@ fn write_output(
             files.push(format!("{k}.h5"));
             let grids: Vec<_> = snaps
                 .iter()
-                .map(|(s, t)| decomp::xdmf::XdmfGrid { name: format!("step_{s:08}"), time: *t, fields: names.iter().map(|n| (n.clone(), format!("/snapshots/{s:08}/{n}"))).collect() })
+                .map(|(s, t)| decomp::xdmf::XdmfGrid {
+                    name: format!("step_{s:08}"),
+                    time: *t,
+                    fields: names.iter().map(|n| (n.clone(), format!("/snapshots/{s:08}/{n}"))).collect(),
+                })
                 .collect();
             write_atomic(&dir.join(format!("{k}.xdmf")), xdmf_for(run, &format!("{k}.h5"), &grids).as_bytes())?;
             files.push(format!("{k}.xdmf"));
@@ -995,9 +1157,21 @@ fn write_output(
             files.push(format!("{k}.csv"));
             let series: Vec<Series> = cols
                 .iter()
-                .map(|c| Series { label: c.0.clone(), x: (1..nk).map(|kk| 2.0 * std::f64::consts::PI * kk as f64 / lx).collect(), y: c.1[1..].to_vec(), style: SeriesStyle::Line })
+                .map(|c| Series {
+                    label: c.0.clone(),
+                    x: (1..nk).map(|kk| 2.0 * std::f64::consts::PI * kk as f64 / lx).collect(),
+                    y: c.1[1..].to_vec(),
+                    style: SeriesStyle::Line,
+                })
                 .collect();
-            let p = LinePlot { title: format!("{k}: power spectrum along {}", ["x", "y", "z"][*axis]), x_label: "wavenumber".into(), y_label: "power".into(), series, log_x: true, log_y: true };
+            let p = LinePlot {
+                title: format!("{k}: power spectrum along {}", ["x", "y", "z"][*axis]),
+                x_label: "wavenumber".into(),
+                y_label: "power".into(),
+                series,
+                log_x: true,
+                log_y: true,
+            };
             plot::line_plot(&dir.join(format!("{k}.png")), &p).map_err(failed)?;
             files.push(format!("{k}.png"));
             json!({"bins": nk, "snapshots": if *time_average { *count } else { per_step.len() }})
@@ -1005,4 +1179,3 @@ fn write_output(
     };
     Ok((files, summary))
 }
-
