@@ -50,6 +50,12 @@ enum Command {
         #[arg(long)]
         np: Option<usize>,
     },
+    /// Parameter studies: run, resume after a crash, status, results, GCI calculator
+    /// (study file format: docs/STUDY.md).
+    Study {
+        #[command(subcommand)]
+        action: StudyAction,
+    },
     /// Post-process a run: derived fields, reductions, profiles, statistics, plots
     /// (pipeline file format: docs/POST.md).
     Post {
@@ -75,6 +81,105 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum StudyAction {
+    /// Run a study: every run of it, on local slots, journaled.
+    Run {
+        /// Study file (TOML).
+        study: PathBuf,
+        /// Study directory (default studies/NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Continue a study after an interruption or a crash (no finished run is re-run).
+    Resume {
+        /// Study directory.
+        dir: PathBuf,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Counts by state, failures and runs in flight, from the journal only.
+    Status {
+        /// Study directory.
+        dir: PathBuf,
+    },
+    /// Rewrite results.csv and results.png from the journal and print the table.
+    Results {
+        /// Study directory.
+        dir: PathBuf,
+    },
+    /// Grid convergence index (Celik et al. 2008) of three solutions.
+    Gci {
+        /// Cell counts of the three grids, e.g. 18000,8000,4500.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cells: Vec<f64>,
+        /// The quantity on each grid, in the same order.
+        #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true)]
+        values: Vec<f64>,
+        /// Space dimensions (1, 2 or 3).
+        #[arg(long, default_value_t = 2)]
+        dims: usize,
+    },
+}
+
+fn study(action: StudyAction) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            report(&format!("cannot find the tessera binary: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let done = |o: &orchestrate::engine::Outcome, dir: &std::path::Path| {
+        println!("study: {} done, {} failed; results in {}", o.done, o.failed, dir.join("results.csv").display());
+        if o.stopped {
+            println!("study: stopped by a signal; continue with `tessera study resume {}`", dir.display());
+            ExitCode::from(3)
+        } else if o.failed > 0 {
+            ExitCode::from(3)
+        } else {
+            ExitCode::SUCCESS
+        }
+    };
+    let res = match action {
+        StudyAction::Run { study, dir, quiet } => orchestrate::run(&study, dir, &exe, !quiet).map(|(d, o)| done(&o, &d)),
+        StudyAction::Resume { dir, quiet } => orchestrate::resume(&dir, &exe, !quiet).map(|o| done(&o, &dir)),
+        StudyAction::Status { dir } => orchestrate::status(&dir).map(|s| {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }),
+        StudyAction::Results { dir } => orchestrate::results(&dir).map(|s| {
+            print!("{s}");
+            ExitCode::SUCCESS
+        }),
+        StudyAction::Gci { cells, values, .. } if cells.len() != 3 || values.len() != 3 => {
+            report(&format!("study gci: --cells and --values take three numbers each (fine, medium, coarse), given {} and {}", cells.len(), values.len()));
+            Ok(ExitCode::from(2))
+        }
+        StudyAction::Gci { cells, values, dims } => {
+            let input = orchestrate::gci::GciInput { cells: [cells[0], cells[1], cells[2]], values: [values[0], values[1], values[2]], dims };
+            match orchestrate::gci::gci(&input) {
+                Ok(r) => {
+                    println!("{}", r.summary());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    report(&e);
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    };
+    res.unwrap_or_else(|e| {
+        report(&e);
+        ExitCode::from(e.exit_code())
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -86,6 +191,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { case, set, np } => check(&case, &set, np),
+        Command::Study { action } => study(action),
         Command::Post { run_dir, pipeline, out, graph, memory, no_cache, quiet } => post(&run_dir, &pipeline, out, graph, memory, no_cache, quiet),
         Command::Run { case, np: Some(n), set, out, restart, overwrite, quiet } => launch(n, &case, &set, out, restart, overwrite, quiet),
         Command::Run { case, np: None, set, out, restart, overwrite, quiet } => run_here(&case, &set, out, restart, overwrite, quiet),

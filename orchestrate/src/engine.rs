@@ -1,0 +1,451 @@
+//! The actors that run a study, on tokio, hand-rolled over mpsc channels: a *journal
+//! writer* (a thread owning the SQLite connection: every state change is committed and
+//! acknowledged before anyone acts on it), a *scheduler* that owns the slots (a run of R
+//! ranks takes R of them, at most `max_parallel` runs at once, first come first
+//! served), one *run actor* per attempt (launch, timeout, classify, quantities), and
+//! the *study actor* (this module's `drive`) that decides retries and keeps the results
+//! table. A run actor that fails, even by panicking, is one failed attempt: the study
+//! goes on. Four actor kinds with fixed protocols do not need a framework's
+//! supervision trees; plain tasks and channels keep the failure handling explicit.
+use crate::exec::{self, Class, Launch};
+use crate::journal::{Journal, RunRow, State};
+use crate::study::Study;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+enum JournalMsg {
+    Launching(i64, Reply<i64>),
+    Started(i64, i64, i64, Reply<()>),
+    Finish(i64, State, Option<String>, String, BTreeMap<String, f64>, f64, Reply<bool>),
+    Requeue(i64, Reply<()>),
+    Runs(Reply<Vec<RunRow>>),
+}
+
+/// Handle to the journal writer.
+#[derive(Clone)]
+pub struct JournalHandle(mpsc::UnboundedSender<JournalMsg>);
+
+impl JournalHandle {
+    /// Starts the writer thread on `journal`.
+    pub fn spawn(mut journal: Journal) -> JournalHandle {
+        let (tx, mut rx) = mpsc::unbounded_channel::<JournalMsg>();
+        std::thread::spawn(move || {
+            while let Some(m) = rx.blocking_recv() {
+                match m {
+                    JournalMsg::Launching(id, r) => drop(r.send(journal.launching(id))),
+                    JournalMsg::Started(id, pid, st, r) => drop(r.send(journal.started(id, pid, st))),
+                    JournalMsg::Finish(id, s, c, m, q, secs, r) => drop(r.send(journal.finish(id, s, c.as_deref(), &m, &q, secs))),
+                    JournalMsg::Requeue(id, r) => drop(r.send(journal.requeue_interrupted(id))),
+                    JournalMsg::Runs(r) => drop(r.send(journal.runs())),
+                }
+            }
+        });
+        JournalHandle(tx)
+    }
+
+    async fn ask<T>(&self, m: impl FnOnce(Reply<T>) -> JournalMsg) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(m(tx)).map_err(|_| "the journal writer stopped".to_string())?;
+        rx.await.map_err(|_| "the journal writer stopped".to_string())?
+    }
+}
+
+enum SchedMsg {
+    Acquire(usize, oneshot::Sender<()>),
+    Release(usize),
+}
+
+/// Handle to the scheduler.
+#[derive(Clone)]
+struct Scheduler(mpsc::UnboundedSender<SchedMsg>);
+
+impl Scheduler {
+    fn spawn(slots: usize, max_parallel: usize) -> Scheduler {
+        let (tx, mut rx) = mpsc::unbounded_channel::<SchedMsg>();
+        tokio::spawn(async move {
+            let (mut free, mut running) = (slots, 0usize);
+            let mut waiting: VecDeque<(usize, oneshot::Sender<()>)> = VecDeque::new();
+            while let Some(m) = rx.recv().await {
+                match m {
+                    SchedMsg::Acquire(n, r) => waiting.push_back((n, r)),
+                    SchedMsg::Release(n) => {
+                        free += n;
+                        running = running.saturating_sub(1);
+                    }
+                }
+                while let Some((n, _)) = waiting.front() {
+                    if *n > free || running >= max_parallel {
+                        break;
+                    }
+                    let (n, r) = waiting.pop_front().expect("front exists");
+                    // A requester that went away (cancelled) gives its grant back at once.
+                    if r.send(()).is_ok() {
+                        free -= n;
+                        running += 1;
+                    }
+                }
+            }
+        });
+        Scheduler(tx)
+    }
+
+    async fn acquire(&self, n: usize) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(SchedMsg::Acquire(n, tx)).map_err(|_| "the scheduler stopped")?;
+        rx.await.map_err(|_| "the scheduler stopped".to_string())
+    }
+
+    fn release(&self, n: usize) {
+        let _ = self.0.send(SchedMsg::Release(n));
+    }
+}
+
+/// What a run actor reports.
+struct Report {
+    id: i64,
+    /// The attempt this was (1-based; 0 when cancelled before it launched).
+    attempt: i64,
+    outcome: Result<BTreeMap<String, f64>, (Class, String)>,
+    seconds: f64,
+    cancelled: bool,
+}
+
+struct Ctx {
+    study: Study,
+    dir: PathBuf,
+    exe: PathBuf,
+    journal: JournalHandle,
+    sched: Scheduler,
+    cancel: watch::Receiver<bool>,
+}
+
+impl Ctx {
+    fn run_dir(&self, id: i64) -> PathBuf {
+        self.dir.join("runs").join(format!("run_{id:04}"))
+    }
+}
+
+/// Runs one attempt of run `id` (or adopts the still-running process `adopt`).
+async fn run_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(i64, i64, i64)>) -> Report {
+    let t0 = Instant::now();
+    let run_dir = ctx.run_dir(id);
+    let mut cancel = ctx.cancel.clone();
+    let timeout = ctx.study.timeout.map(Duration::from_secs_f64).unwrap_or(Duration::MAX);
+    let ranks = ctx.study.ranks;
+    let attempt;
+    let report = |attempt, outcome, cancelled| Report { id, attempt, outcome, seconds: t0.elapsed().as_secs_f64(), cancelled };
+    let code: Option<i32> = match adopt {
+        Some((pid, start, a)) => {
+            attempt = a;
+            // The process outlived an orchestrator that crashed: wait for it to end.
+            if ctx.sched.acquire(ranks).await.is_err() {
+                return report(attempt, Err((Class::System, "scheduler stopped".into())), true);
+            }
+            let deadline = Instant::now() + timeout.min(Duration::from_secs(1 << 40));
+            while exec::alive(pid, start) {
+                let cancelled = *cancel.borrow();
+                if cancelled {
+                    exec::signal_group(pid, libc::SIGTERM);
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::System, "cancelled".into())), true);
+                }
+                if Instant::now() > deadline {
+                    kill_group(pid).await;
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::Timeout, format!("timed out after {:.0} s", timeout.as_secs_f64()))), false);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        }
+        None => {
+            tokio::select! {
+                r = ctx.sched.acquire(ranks) => if r.is_err() { return report(0, Err((Class::System, "scheduler stopped".into())), true) },
+                _ = wait_cancel(&mut cancel) => return report(0, Err((Class::System, "cancelled".into())), true),
+            }
+            match ctx.journal.ask(|r| JournalMsg::Launching(id, r)).await {
+                Ok(a) => attempt = a,
+                Err(e) => {
+                    ctx.sched.release(ranks);
+                    return report(0, Err((Class::System, e)), true);
+                }
+            }
+            let launch = Launch { exe: ctx.exe.clone(), case: ctx.study.case.clone(), sets, ranks, run_dir: run_dir.clone(), log: ctx.dir.join("runs").join(format!("run_{id:04}.log")) };
+            let mut child = match exec::start(&launch) {
+                Ok(c) => c,
+                Err(e) => {
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::System, format!("cannot launch {}: {e}", ctx.exe.display()))), false);
+                }
+            };
+            let pid = child.id().map(|p| p as i64).unwrap_or(0);
+            let start = exec::start_time(pid).unwrap_or(0);
+            let _ = ctx.journal.ask(|r| JournalMsg::Started(id, pid, start, r)).await;
+            tokio::select! {
+                st = child.wait() => match st {
+                    Ok(s) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        s.code().or(s.signal().map(|g| 128 + g))
+                    }
+                    Err(_) => Some(-1),
+                },
+                _ = tokio::time::sleep(timeout.min(Duration::from_secs(1 << 40))) => {
+                    kill_group(pid).await;
+                    let _ = child.wait().await;
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::Timeout, format!("timed out after {:.0} s", timeout.as_secs_f64()))), false);
+                }
+                _ = wait_cancel(&mut cancel) => {
+                    kill_group(pid).await;
+                    let _ = child.wait().await;
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::System, "cancelled".into())), true);
+                }
+            }
+        }
+    };
+    let outcome = match exec::classify(code, &run_dir) {
+        Err(e) => Err(e),
+        Ok(()) => quantities(&ctx, &run_dir).await,
+    };
+    ctx.sched.release(ranks);
+    report(attempt, outcome, false)
+}
+
+/// Resolves once the study is cancelled (drops the watch guard before returning, so the
+/// future stays `Send`).
+async fn wait_cancel(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|c| *c).await.is_ok();
+}
+
+/// SIGTERM to the group, SIGKILL after a grace period if it is still there.
+async fn kill_group(pgid: i64) {
+    exec::signal_group(pgid, libc::SIGTERM);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // SAFETY: kill with signal 0 only probes the group.
+        if unsafe { libc::kill(-(pgid as libc::pid_t), 0) } != 0 {
+            return;
+        }
+    }
+    exec::signal_group(pgid, libc::SIGKILL);
+}
+
+/// The run's quantities of interest: `tessera post` with the study's pipeline, then
+/// the values of its `scalars` outputs.
+async fn quantities(ctx: &Ctx, run_dir: &Path) -> Result<BTreeMap<String, f64>, (Class, String)> {
+    let Some(pipeline) = &ctx.study.pipeline else { return Ok(BTreeMap::new()) };
+    let out = run_dir.join("post");
+    let o = tokio::process::Command::new(&ctx.exe)
+        .arg("post")
+        .arg(run_dir)
+        .arg(pipeline)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
+        .output()
+        .await
+        .map_err(|e| (Class::Post, format!("cannot start tessera post: {e}")))?;
+    if !o.status.success() {
+        return Err((Class::Post, format!("tessera post failed: {}", String::from_utf8_lossy(&o.stderr).trim())));
+    }
+    let report: serde_json::Value = std::fs::read_to_string(out.join("post.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| (Class::Post, "tessera post wrote no post.json".to_string()))?;
+    let mut q = BTreeMap::new();
+    for o in report["outputs"].as_array().into_iter().flatten() {
+        for f in o["files"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
+            if !f.ends_with(".json") {
+                continue;
+            }
+            let v: serde_json::Value = std::fs::read_to_string(out.join(f)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+            for (k, x) in v["values"].as_object().into_iter().flatten() {
+                q.insert(k.clone(), x.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// How a study ended.
+pub struct Outcome {
+    /// Runs done.
+    pub done: usize,
+    /// Runs failed for good.
+    pub failed: usize,
+    /// Interrupted by a signal (resume continues it).
+    pub stopped: bool,
+}
+
+fn attempts_allowed(study: &Study, class: Class) -> i64 {
+    1 + match class {
+        Class::System => study.retries.system,
+        Class::Timeout => study.retries.timeout,
+        Class::Diverged => study.retries.diverged,
+        Class::Failed | Class::Input | Class::Post => 0,
+    } as i64
+}
+
+/// Drives the study in `dir` to its end: the study actor.
+pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, progress: bool) -> Result<Outcome, String> {
+    let journal = JournalHandle::spawn(journal);
+    let sched = Scheduler::spawn(study.slots, study.max_parallel);
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let ctx = Arc::new(Ctx { study: study.clone(), dir: dir.to_path_buf(), exe, journal: journal.clone(), sched, cancel: cancel_rx });
+    let sets_of = |row: &RunRow| row.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<String>>();
+    let mut tasks: JoinSet<Report> = JoinSet::new();
+    let mut task_run: BTreeMap<tokio::task::Id, i64> = BTreeMap::new();
+    let rows = journal.ask(JournalMsg::Runs).await?;
+    let mut sets: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for row in &rows {
+        sets.insert(row.id, sets_of(row));
+        let adopt = match (row.state, row.pid) {
+            (State::Running, Some((pid, st))) if exec::alive(pid, st) => Some((pid, st, row.attempts)),
+            (State::Running, _) => {
+                journal.ask(|r| JournalMsg::Requeue(row.id, r)).await?;
+                None
+            }
+            (State::Queued, _) => None,
+            _ => continue,
+        };
+        let h = tasks.spawn(run_actor(ctx.clone(), row.id, sets_of(row), adopt));
+        task_run.insert(h.id(), row.id);
+    }
+    let total = rows.len();
+    let mut done = rows.iter().filter(|r| r.state == State::Done).count();
+    let mut failed = rows.iter().filter(|r| r.state == State::Failed).count();
+    let t0 = Instant::now();
+    let started_done = done + failed;
+    let mut stopped = false;
+    write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    while !tasks.is_empty() {
+        let joined = tokio::select! {
+            j = tasks.join_next_with_id() => j,
+            _ = term.recv() => { stopped = true; let _ = cancel_tx.send(true); continue }
+            _ = int.recv() => { stopped = true; let _ = cancel_tx.send(true); continue }
+        };
+        let Some(joined) = joined else { break };
+        let rep = match joined {
+            Ok((_, r)) => r,
+            Err(e) => {
+                // A run actor that panicked is a failed attempt of its run.
+                let id = task_run.get(&e.id()).copied().unwrap_or(-1);
+                let attempt = journal.ask(JournalMsg::Runs).await?.iter().find(|r| r.id == id).map(|r| r.attempts).unwrap_or(1);
+                Report { id, attempt, outcome: Err((Class::System, format!("run actor failed: {e}"))), seconds: 0.0, cancelled: false }
+            }
+        };
+        let id = rep.id;
+        if rep.cancelled {
+            let _ = journal.ask(|r| JournalMsg::Requeue(id, r)).await;
+            continue;
+        }
+        let n = rep.attempt;
+        match rep.outcome {
+            Ok(q) => {
+                journal.ask(|r| JournalMsg::Finish(id, State::Done, None, "completed".into(), q, rep.seconds, r)).await?;
+                done += 1;
+            }
+            Err((class, msg)) if n < attempts_allowed(&study, class) && !stopped => {
+                journal.ask(|r| JournalMsg::Finish(id, State::Queued, Some(class.name().into()), format!("attempt {n}: {msg}; retrying"), BTreeMap::new(), rep.seconds, r)).await?;
+                let h = tasks.spawn(run_actor(ctx.clone(), id, sets[&id].clone(), None));
+                task_run.insert(h.id(), id);
+            }
+            Err((class, msg)) => {
+                journal.ask(|r| JournalMsg::Finish(id, State::Failed, Some(class.name().into()), format!("attempt {n}: {msg}"), BTreeMap::new(), rep.seconds, r)).await?;
+                failed += 1;
+            }
+        }
+        write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
+        if progress {
+            let finished = done + failed - started_done;
+            let left = total - done - failed;
+            let eta = if finished > 0 { t0.elapsed().as_secs_f64() / finished as f64 * left as f64 } else { f64::NAN };
+            let running = tasks.len().min(study.max_parallel);
+            eprintln!(
+                "study {}: {done} done, {failed} failed, {running} running, {} queued of {total}; ETA {}",
+                study.name,
+                left.saturating_sub(running),
+                if eta.is_finite() { format!("{eta:.0} s") } else { "-".into() }
+            );
+        }
+    }
+    let rows = journal.ask(JournalMsg::Runs).await?;
+    write_results(dir, &study, &rows)?;
+    write_plot(dir, &study, &rows);
+    Ok(Outcome { done, failed, stopped })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// results.csv: one row per run, written atomically after every change, so it can be
+/// read while the study runs (or after it crashed) without resuming.
+pub fn write_results(dir: &Path, study: &Study, rows: &[RunRow]) -> Result<(), String> {
+    let mut qnames: Vec<String> = rows.iter().flat_map(|r| r.quantities.keys().cloned()).collect();
+    qnames.sort();
+    qnames.dedup();
+    let mut head = vec!["run".to_string(), "state".into(), "attempts".into(), "class".into(), "seconds".into()];
+    head.extend(study.parameters.iter().cloned());
+    head.extend(qnames.iter().cloned());
+    let mut s = head.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(",") + "\n";
+    for r in rows {
+        let state = match r.state {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Done => "done",
+            State::Failed => "failed",
+        };
+        let mut cells = vec![r.id.to_string(), state.into(), r.attempts.to_string(), r.class.clone().unwrap_or_default(), format!("{:.3}", r.seconds)];
+        for p in &study.parameters {
+            cells.push(csv_field(&r.params.iter().find(|x| &x.0 == p).map(|x| x.1.clone()).unwrap_or_default()));
+        }
+        for q in &qnames {
+            cells.push(r.quantities.get(q).map(|v| format!("{v:e}")).unwrap_or_default());
+        }
+        s += &cells.join(",");
+        s.push('\n');
+    }
+    postproc::sinks::write_atomic(&dir.join("results.csv"), s.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// results.png: every quantity against the first numeric parameter (a response curve).
+pub fn write_plot(dir: &Path, study: &Study, rows: &[RunRow]) {
+    use postproc::plot::{line_plot, LinePlot, Series, SeriesStyle};
+    let Some(p) = study.parameters.iter().find(|p| rows.iter().any(|r| r.params.iter().any(|x| &x.0 == *p && x.1.parse::<f64>().is_ok()))) else { return };
+    let mut qnames: Vec<String> = rows.iter().flat_map(|r| r.quantities.keys().cloned()).collect();
+    qnames.sort();
+    qnames.dedup();
+    let mut series = Vec::new();
+    for q in &qnames {
+        let mut pts: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.state == State::Done)
+            .filter_map(|r| Some((r.params.iter().find(|x| &x.0 == p)?.1.parse::<f64>().ok()?, *r.quantities.get(q)?)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if !pts.is_empty() {
+            series.push(Series { label: q.clone(), x: pts.iter().map(|x| x.0).collect(), y: pts.iter().map(|x| x.1).collect(), style: if study.parameters.len() == 1 { SeriesStyle::Line } else { SeriesStyle::Points } });
+        }
+    }
+    if series.is_empty() {
+        return;
+    }
+    let plot = LinePlot { title: format!("study {}: quantities against {p}", study.name), x_label: p.clone(), y_label: "quantity".into(), series, log_x: false, log_y: false };
+    let _ = line_plot(&dir.join("results.png"), &plot);
+}
