@@ -354,7 +354,7 @@ mod tests {
         let s = parse("s.toml", text, &f).unwrap();
         assert_eq!(s.points.len(), 6);
         assert_eq!(s.parameters, vec!["numerics.dt".to_string(), "physics.diffusivity".to_string()]);
-        assert!((s.points[1][0].1.as_float().unwrap() - 1e-2).abs() < 1e-15);
+        assert!((s.points[2][0].1.as_float().unwrap() - 1e-2).abs() < 1e-15, "{:?}", s.points);
         let e = parse("s.toml", &text.replace("kind = \"sweep\"", "kind = \"swep\""), &f).unwrap_err().to_string();
         assert!(e.starts_with("s.toml:3:8:") && e.contains("did you mean `sweep`"), "{e}");
         let e = parse("s.toml", &text.replace("max_parallel", "max_paralel"), &f).unwrap_err().to_string();
