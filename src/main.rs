@@ -157,11 +157,16 @@ fn study(action: StudyAction) -> ExitCode {
             ExitCode::SUCCESS
         }),
         StudyAction::Gci { cells, values, .. } if cells.len() != 3 || values.len() != 3 => {
-            report(&format!("study gci: --cells and --values take three numbers each (fine, medium, coarse), given {} and {}", cells.len(), values.len()));
+            report(&format!(
+                "study gci: --cells and --values take three numbers each (fine, medium, coarse), given {} and {}",
+                cells.len(),
+                values.len()
+            ));
             Ok(ExitCode::from(2))
         }
         StudyAction::Gci { cells, values, dims } => {
-            let input = orchestrate::gci::GciInput { cells: [cells[0], cells[1], cells[2]], values: [values[0], values[1], values[2]], dims };
+            let input =
+                orchestrate::gci::GciInput { cells: [cells[0], cells[1], cells[2]], values: [values[0], values[1], values[2]], dims };
             match orchestrate::gci::gci(&input) {
                 Ok(r) => {
                     println!("{}", r.summary());
@@ -192,13 +197,23 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { case, set, np } => check(&case, &set, np),
         Command::Study { action } => study(action),
-        Command::Post { run_dir, pipeline, out, graph, memory, no_cache, quiet } => post(&run_dir, &pipeline, out, graph, memory, no_cache, quiet),
+        Command::Post { run_dir, pipeline, out, graph, memory, no_cache, quiet } => {
+            post(&run_dir, &pipeline, out, graph, memory, no_cache, quiet)
+        }
         Command::Run { case, np: Some(n), set, out, restart, overwrite, quiet } => launch(n, &case, &set, out, restart, overwrite, quiet),
         Command::Run { case, np: None, set, out, restart, overwrite, quiet } => run_here(&case, &set, out, restart, overwrite, quiet),
     }
 }
 
-fn post(run_dir: &PathBuf, pipeline: &PathBuf, out: Option<PathBuf>, graph: Option<PathBuf>, memory: usize, no_cache: bool, quiet: bool) -> ExitCode {
+fn post(
+    run_dir: &PathBuf,
+    pipeline: &PathBuf,
+    out: Option<PathBuf>,
+    graph: Option<PathBuf>,
+    memory: usize,
+    no_cache: bool,
+    quiet: bool,
+) -> ExitCode {
     if memory == 0 {
         report(&"--memory: must be at least 1 MiB");
         return ExitCode::from(2);

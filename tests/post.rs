@@ -381,7 +381,11 @@ fn peak_memory_stays_flat_as_the_snapshot_count_doubles() {
     let root = scratch("post", "memory");
     let g: &Func = &|p, t| (p[0] * t).sin() + p[1];
     let pipeline = root.join("p.toml");
-    std::fs::write(&pipeline, "[[output]]\nname = \"s\"\nkind = \"time_statistics\"\nfields = [\"g\", \"g*g\"]\nstatistics = [\"mean\", \"rms\"]\n").unwrap();
+    std::fs::write(
+        &pipeline,
+        "[[output]]\nname = \"s\"\nkind = \"time_statistics\"\nfields = [\"g\", \"g*g\"]\nstatistics = [\"mean\", \"rms\"]\n",
+    )
+    .unwrap();
     let mut peaks = Vec::new();
     for n in [8, 16] {
         let run = root.join(format!("run{n}"));

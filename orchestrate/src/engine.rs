@@ -176,7 +176,14 @@ async fn run_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(i64
                     return report(0, Err((Class::System, e)), true);
                 }
             }
-            let launch = Launch { exe: ctx.exe.clone(), case: ctx.study.case.clone(), sets, ranks, run_dir: run_dir.clone(), log: ctx.dir.join("runs").join(format!("run_{id:04}.log")) };
+            let launch = Launch {
+                exe: ctx.exe.clone(),
+                case: ctx.study.case.clone(),
+                sets,
+                ranks,
+                run_dir: run_dir.clone(),
+                log: ctx.dir.join("runs").join(format!("run_{id:04}.log")),
+            };
             let mut child = match exec::start(&launch) {
                 Ok(c) => c,
                 Err(e) => {
@@ -267,7 +274,8 @@ async fn quantities(ctx: &Ctx, run_dir: &Path) -> Result<BTreeMap<String, f64>, 
             if !f.ends_with(".json") {
                 continue;
             }
-            let v: serde_json::Value = std::fs::read_to_string(out.join(f)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+            let v: serde_json::Value =
+                std::fs::read_to_string(out.join(f)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
             for (k, x) in v["values"].as_object().into_iter().flatten() {
                 q.insert(k.clone(), x.as_f64().unwrap_or(f64::NAN));
             }
@@ -308,12 +316,19 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
     let mut sets: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for row in &rows {
         sets.insert(row.id, sets_of(row));
+        // A run recorded as running outlived the orchestrator that launched it: adopt
+        // its process (alive, or ended: then its summary.json tells the outcome).
+        // Requeue it only when it never started.
         let adopt = match (row.state, row.pid) {
-            (State::Running, Some((pid, st))) if exec::alive(pid, st) => Some((pid, st, row.attempts)),
-            (State::Running, _) => {
-                journal.ask(|r| JournalMsg::Requeue(row.id, r)).await?;
-                None
-            }
+            (State::Running, Some((pid, st))) => Some((pid, st, row.attempts)),
+            (State::Running, None) => match exec::find_run(&ctx.run_dir(row.id)) {
+                Some((pid, st)) => Some((pid, st, row.attempts)),
+                None if ctx.run_dir(row.id).join("summary.json").exists() => Some((0, 0, row.attempts)),
+                None => {
+                    journal.ask(|r| JournalMsg::Requeue(row.id, r)).await?;
+                    None
+                }
+            },
             (State::Queued, _) => None,
             _ => continue,
         };
@@ -357,12 +372,36 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
                 done += 1;
             }
             Err((class, msg)) if n < attempts_allowed(&study, class) && !stopped => {
-                journal.ask(|r| JournalMsg::Finish(id, State::Queued, Some(class.name().into()), format!("attempt {n}: {msg}; retrying"), BTreeMap::new(), rep.seconds, r)).await?;
+                journal
+                    .ask(|r| {
+                        JournalMsg::Finish(
+                            id,
+                            State::Queued,
+                            Some(class.name().into()),
+                            format!("attempt {n}: {msg}; retrying"),
+                            BTreeMap::new(),
+                            rep.seconds,
+                            r,
+                        )
+                    })
+                    .await?;
                 let h = tasks.spawn(run_actor(ctx.clone(), id, sets[&id].clone(), None));
                 task_run.insert(h.id(), id);
             }
             Err((class, msg)) => {
-                journal.ask(|r| JournalMsg::Finish(id, State::Failed, Some(class.name().into()), format!("attempt {n}: {msg}"), BTreeMap::new(), rep.seconds, r)).await?;
+                journal
+                    .ask(|r| {
+                        JournalMsg::Finish(
+                            id,
+                            State::Failed,
+                            Some(class.name().into()),
+                            format!("attempt {n}: {msg}"),
+                            BTreeMap::new(),
+                            rep.seconds,
+                            r,
+                        )
+                    })
+                    .await?;
                 failed += 1;
             }
         }
@@ -411,7 +450,8 @@ pub fn write_results(dir: &Path, study: &Study, rows: &[RunRow]) -> Result<(), S
             State::Done => "done",
             State::Failed => "failed",
         };
-        let mut cells = vec![r.id.to_string(), state.into(), r.attempts.to_string(), r.class.clone().unwrap_or_default(), format!("{:.3}", r.seconds)];
+        let mut cells =
+            vec![r.id.to_string(), state.into(), r.attempts.to_string(), r.class.clone().unwrap_or_default(), format!("{:.3}", r.seconds)];
         for p in &study.parameters {
             cells.push(csv_field(&r.params.iter().find(|x| &x.0 == p).map(|x| x.1.clone()).unwrap_or_default()));
         }
@@ -427,7 +467,10 @@ pub fn write_results(dir: &Path, study: &Study, rows: &[RunRow]) -> Result<(), S
 /// results.png: every quantity against the first numeric parameter (a response curve).
 pub fn write_plot(dir: &Path, study: &Study, rows: &[RunRow]) {
     use postproc::plot::{line_plot, LinePlot, Series, SeriesStyle};
-    let Some(p) = study.parameters.iter().find(|p| rows.iter().any(|r| r.params.iter().any(|x| &x.0 == *p && x.1.parse::<f64>().is_ok()))) else { return };
+    let Some(p) = study.parameters.iter().find(|p| rows.iter().any(|r| r.params.iter().any(|x| &x.0 == *p && x.1.parse::<f64>().is_ok())))
+    else {
+        return;
+    };
     let mut qnames: Vec<String> = rows.iter().flat_map(|r| r.quantities.keys().cloned()).collect();
     qnames.sort();
     qnames.dedup();
@@ -440,12 +483,24 @@ pub fn write_plot(dir: &Path, study: &Study, rows: &[RunRow]) {
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         if !pts.is_empty() {
-            series.push(Series { label: q.clone(), x: pts.iter().map(|x| x.0).collect(), y: pts.iter().map(|x| x.1).collect(), style: if study.parameters.len() == 1 { SeriesStyle::Line } else { SeriesStyle::Points } });
+            series.push(Series {
+                label: q.clone(),
+                x: pts.iter().map(|x| x.0).collect(),
+                y: pts.iter().map(|x| x.1).collect(),
+                style: if study.parameters.len() == 1 { SeriesStyle::Line } else { SeriesStyle::Points },
+            });
         }
     }
     if series.is_empty() {
         return;
     }
-    let plot = LinePlot { title: format!("study {}: quantities against {p}", study.name), x_label: p.clone(), y_label: "quantity".into(), series, log_x: false, log_y: false };
+    let plot = LinePlot {
+        title: format!("study {}: quantities against {p}", study.name),
+        x_label: p.clone(),
+        y_label: "quantity".into(),
+        series,
+        log_x: false,
+        log_y: false,
+    };
     let _ = line_plot(&dir.join("results.png"), &plot);
 }

@@ -102,10 +102,32 @@ pub fn alive(pid: i64, start: i64) -> bool {
     state.as_deref() != Some("Z") && start_time(pid) == Some(start)
 }
 
+/// The `tessera run` process writing `run_dir`, if one is alive: (pid, start time).
+/// Finds an attempt whose launch was committed but whose pid was not (the orchestrator
+/// died in between), so it is adopted rather than started a second time.
+pub fn find_run(run_dir: &Path) -> Option<(i64, i64)> {
+    let want = run_dir.as_os_str().as_encoded_bytes();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_run = args.get(1).is_some_and(|a| *a == b"run");
+        if is_run && args.windows(2).any(|w| w[0] == b"--out" && w[1] == want) {
+            if let Some(st) = start_time(pid) {
+                if alive(pid, st) {
+                    return Some((pid, st));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Classifies a finished attempt from its exit code (None: unknown, e.g. an adopted
 /// process) and RUN_DIR/summary.json. Ok(()) is a completed run.
 pub fn classify(code: Option<i32>, run_dir: &Path) -> Result<(), (Class, String)> {
-    let summary: Option<serde_json::Value> = std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let summary: Option<serde_json::Value> =
+        std::fs::read_to_string(run_dir.join("summary.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     let status = summary.as_ref().and_then(|s| s["status"].as_str().map(String::from));
     let message = summary.as_ref().and_then(|s| s["message"].as_str().map(String::from)).unwrap_or_default();
     match (code, status.as_deref()) {

@@ -80,9 +80,15 @@ impl Journal {
     }
 
     /// Creates the journal of a new study with its runs, all queued, in one transaction.
+    /// The file is built under a temporary name and renamed into place once complete,
+    /// so a journal with its final name always holds the whole study.
     pub fn create(path: &Path, meta: &[(&str, String)], runs: &[Vec<(String, String)>]) -> Result<Journal, String> {
-        let mut j = Self::configure(Connection::open(path).map_err(err)?)?;
-        let tx = j.conn.transaction().map_err(err)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let mut conn = Connection::open(&tmp).map_err(err)?;
+        let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE runs (id INTEGER PRIMARY KEY, params TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
@@ -99,7 +105,9 @@ impl Journal {
             tx.execute("INSERT INTO runs (id, params, state) VALUES (?1, ?2, 'queued')", params![i as i64, js]).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(j)
+        conn.close().map_err(|(_, e)| err(e))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::open(path)
     }
 
     /// Opens an existing journal.
@@ -117,7 +125,10 @@ impl Journal {
 
     /// Every run, by id.
     pub fn runs(&self) -> Result<Vec<RunRow>, String> {
-        let mut st = self.conn.prepare("SELECT id, params, state, attempts, pid, pid_start, class, message, quantities, seconds FROM runs ORDER BY id").map_err(err)?;
+        let mut st = self
+            .conn
+            .prepare("SELECT id, params, state, attempts, pid, pid_start, class, message, quantities, seconds FROM runs ORDER BY id")
+            .map_err(err)?;
         let rows = st
             .query_map([], |r| {
                 let params: String = r.get(1)?;
@@ -176,10 +187,23 @@ impl Journal {
 
     /// Ends a running attempt: `Done` with quantities, `Failed`, or `Queued` for a
     /// retry. Only a running run can end, so no run finishes twice.
-    pub fn finish(&mut self, id: i64, state: State, class: Option<&str>, message: &str, quantities: &BTreeMap<String, f64>, seconds: f64) -> Result<bool, String> {
+    pub fn finish(
+        &mut self,
+        id: i64,
+        state: State,
+        class: Option<&str>,
+        message: &str,
+        quantities: &BTreeMap<String, f64>,
+        seconds: f64,
+    ) -> Result<bool, String> {
         let tx = self.conn.transaction().map_err(err)?;
-        let q = serde_json::to_string(&quantities.iter().map(|(k, v)| (k.clone(), if v.is_finite() { Json::from(*v) } else { Json::Null })).collect::<BTreeMap<_, _>>())
-            .map_err(|e| e.to_string())?;
+        let q = serde_json::to_string(
+            &quantities
+                .iter()
+                .map(|(k, v)| (k.clone(), if v.is_finite() { Json::from(*v) } else { Json::Null }))
+                .collect::<BTreeMap<_, _>>(),
+        )
+        .map_err(|e| e.to_string())?;
         let n = tx
             .execute(
                 "UPDATE runs SET state = ?2, class = ?3, message = ?4, quantities = ?5, seconds = ?6, pid = NULL, pid_start = NULL WHERE id = ?1 AND state = 'running'",
@@ -204,10 +228,11 @@ impl Journal {
         Ok(())
     }
 
-    /// How many times each run reached a final state (for checks: exactly once).
-    pub fn finish_counts(&self) -> Result<BTreeMap<i64, i64>, String> {
-        let mut st = self.conn.prepare("SELECT run, COUNT(*) FROM events WHERE event = 'done' GROUP BY run").map_err(err)?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
+    /// How many times each run logged `event` ("launching", "started", "done",
+    /// "failed", "queued", "requeued"): a check that every run ran and finished once.
+    pub fn event_counts(&self, event: &str) -> Result<BTreeMap<i64, i64>, String> {
+        let mut st = self.conn.prepare("SELECT run, COUNT(*) FROM events WHERE event = ?1 GROUP BY run").map_err(err)?;
+        let rows = st.query_map(params![event], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
         rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(err)
     }
 }
@@ -222,7 +247,8 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let p = d.join("j.sqlite");
         let _ = std::fs::remove_file(&p);
-        let mut j = Journal::create(&p, &[("name", "s".into())], &[vec![("a".into(), "1".into())], vec![("a".into(), "2".into())]]).unwrap();
+        let mut j =
+            Journal::create(&p, &[("name", "s".into())], &[vec![("a".into(), "1".into())], vec![("a".into(), "2".into())]]).unwrap();
         assert_eq!(j.launching(0).unwrap(), 1);
         assert!(j.launching(0).is_err(), "a running run cannot launch again");
         j.started(0, 1234, 99).unwrap();
@@ -236,6 +262,6 @@ mod tests {
         assert_eq!(runs[0].quantities["err"], 0.5);
         assert_eq!(runs[1].state, State::Queued);
         assert_eq!(j.meta("name").as_deref(), Some("s"));
-        assert_eq!(j.finish_counts().unwrap()[&0], 1);
+        assert_eq!(j.event_counts("done").unwrap()[&0], 1);
     }
 }

@@ -19,7 +19,11 @@ pub use study::{Result, Study, StudyError};
 pub const JOURNAL: &str = "journal.sqlite";
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| PostError::Failed(format!("cannot start the runtime: {e}")))
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| PostError::Failed(format!("cannot start the runtime: {e}")))
 }
 
 /// Checks every point of `study` with `tessera check` (all at once, in parallel), so a
@@ -68,15 +72,20 @@ fn check_points(study: &Study, exe: &Path) -> Result<()> {
 pub fn run(file: &Path, dir: Option<PathBuf>, exe: &Path, progress: bool) -> Result<(PathBuf, engine::Outcome)> {
     let study = study::load(file)?;
     let dir = dir.unwrap_or_else(|| PathBuf::from("studies").join(&study.name));
+    // Absolute, so run processes can be recognised by their --out after a crash.
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
     if dir.join(JOURNAL).exists() {
-        return Err(PostError::input(format!("{}: a study is already recorded here", dir.display())).help(format!("continue it with `tessera study resume {}`, or pass another --dir", dir.display())));
+        return Err(PostError::input(format!("{}: a study is already recorded here", dir.display()))
+            .help(format!("continue it with `tessera study resume {}`, or pass another --dir", dir.display())));
     }
     check_points(&study, exe)?;
-    std::fs::create_dir_all(dir.join("runs")).map_err(|e| PostError::input(format!("{}: cannot create the study directory: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir.join("runs"))
+        .map_err(|e| PostError::input(format!("{}: cannot create the study directory: {e}", dir.display())))?;
     postproc::sinks::write_atomic(&dir.join("study.toml"), study.text.as_bytes())?;
     let abs_file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let meta = [("name", study.name.clone()), ("study_file", abs_file.display().to_string()), ("study_text", study.text.clone())];
-    let rows: Vec<Vec<(String, String)>> = study.points.iter().map(|p| p.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).collect();
+    let rows: Vec<Vec<(String, String)>> =
+        study.points.iter().map(|p| p.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).collect();
     let journal = journal::Journal::create(&dir.join(JOURNAL), &meta, &rows).map_err(PostError::Failed)?;
     let out = runtime()?.block_on(engine::drive(study, &dir, exe.to_path_buf(), journal, progress)).map_err(PostError::Failed)?;
     Ok((dir, out))
@@ -92,6 +101,7 @@ fn reopen(dir: &Path) -> Result<(Study, journal::Journal)> {
 
 /// `tessera study resume`: continues a study after an interruption or a crash.
 pub fn resume(dir: &Path, exe: &Path, progress: bool) -> Result<engine::Outcome> {
+    let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let (study, journal) = reopen(dir)?;
     runtime()?.block_on(engine::drive(study, dir, exe.to_path_buf(), journal, progress)).map_err(PostError::Failed)
 }
@@ -116,7 +126,12 @@ pub fn status(dir: &Path) -> Result<String> {
     }
     for r in rows.iter().filter(|r| r.state == journal::State::Running) {
         let alive = r.pid.map(|(p, s)| exec::alive(p, s)).unwrap_or(false);
-        out += &format!("  run {}: running, pid {} ({})\n", r.id, r.pid.map(|p| p.0).unwrap_or(0), if alive { "alive" } else { "gone: resume re-queues it" });
+        out += &format!(
+            "  run {}: running, pid {} ({})\n",
+            r.id,
+            r.pid.map(|p| p.0).unwrap_or(0),
+            if alive { "alive" } else { "gone: resume re-queues it" }
+        );
     }
     Ok(out)
 }

@@ -139,14 +139,20 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
     let s = raw.study.get_ref();
     let case = abs(s.case.get_ref());
     if !case.is_file() {
-        return Err(PostError::at(loc_of(file, text, &s.case), format!("study.case: no such case file {}", case.display())).help("a path relative to the study file"));
+        return Err(PostError::at(loc_of(file, text, &s.case), format!("study.case: no such case file {}", case.display()))
+            .help("a path relative to the study file"));
     }
     let kind = s.kind.get_ref().clone();
     if !KINDS.contains(&kind.as_str()) {
-        return Err(PostError::at(loc_of(file, text, &s.kind), format!("study.kind: unknown kind {kind:?}")).help(format!("{}kinds: {}", did_you_mean(&kind, KINDS), KINDS.join(", "))));
+        return Err(PostError::at(loc_of(file, text, &s.kind), format!("study.kind: unknown kind {kind:?}")).help(format!(
+            "{}kinds: {}",
+            did_you_mean(&kind, KINDS),
+            KINDS.join(", ")
+        )));
     }
     if kind != "sweep" {
-        return Err(PostError::at(loc_of(file, text, &s.kind), format!("study.kind: {kind:?} is not available in this build yet")).help("kind = \"sweep\""));
+        return Err(PostError::at(loc_of(file, text, &s.kind), format!("study.kind: {kind:?} is not available in this build yet"))
+            .help("kind = \"sweep\""));
     }
     let executor = s.executor.as_ref().map(|e| e.get_ref().clone()).unwrap_or_else(|| "local".into());
     if executor != "local" {
@@ -160,7 +166,8 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
     let max_parallel = positive(file, text, &s.max_parallel, "max_parallel", (slots / ranks).max(1))?;
     if ranks > slots {
         let at = s.ranks_per_run.as_ref().expect("given when larger than the default slots");
-        return Err(PostError::at(loc_of(file, text, at), format!("study.ranks_per_run = {ranks} needs more than the {slots} slots")).help("raise study.slots or lower ranks_per_run"));
+        return Err(PostError::at(loc_of(file, text, at), format!("study.ranks_per_run = {ranks} needs more than the {slots} slots"))
+            .help("raise study.slots or lower ranks_per_run"));
     }
     let retries = match &s.retries {
         None => Retries { system: 2, timeout: 1, diverged: 0 },
@@ -169,20 +176,29 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
             Value::Table(t) => {
                 let mut r = Retries { system: 2, timeout: 1, diverged: 0 };
                 for (k, x) in t {
-                    let n = x.as_integer().filter(|n| *n >= 0).ok_or_else(|| PostError::at(loc_of(file, text, v), format!("study.retries.{k}: expected an integer >= 0")))?;
+                    let n = x
+                        .as_integer()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| PostError::at(loc_of(file, text, v), format!("study.retries.{k}: expected an integer >= 0")))?;
                     match k.as_str() {
                         "system" => r.system = n as u32,
                         "timeout" => r.timeout = n as u32,
                         "diverged" => r.diverged = n as u32,
                         _ => {
-                            return Err(PostError::at(loc_of(file, text, v), format!("study.retries: unknown failure class `{k}`"))
-                                .help(format!("{}classes: system, timeout, diverged", did_you_mean(k, &["system", "timeout", "diverged"]))))
+                            return Err(PostError::at(loc_of(file, text, v), format!("study.retries: unknown failure class `{k}`")).help(
+                                format!("{}classes: system, timeout, diverged", did_you_mean(k, &["system", "timeout", "diverged"])),
+                            ))
                         }
                     }
                 }
                 r
             }
-            _ => return Err(PostError::at(loc_of(file, text, v), "study.retries: expected an integer >= 0 or a table { system, timeout, diverged }")),
+            _ => {
+                return Err(PostError::at(
+                    loc_of(file, text, v),
+                    "study.retries: expected an integer >= 0 or a table { system, timeout, diverged }",
+                ))
+            }
         },
     };
     let timeout = match &s.timeout {
@@ -222,7 +238,10 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
                 return Err(bad("logspace bounds must be positive".into()));
             }
             let (la, lb) = (a.ln(), b.ln());
-            lists.push((key, (0..n).map(|i| Value::Float(if n == 1 { a } else { (la + (lb - la) * i as f64 / (n - 1) as f64).exp() })).collect()));
+            lists.push((
+                key,
+                (0..n).map(|i| Value::Float(if n == 1 { a } else { (la + (lb - la) * i as f64 / (n - 1) as f64).exp() })).collect(),
+            ));
         } else if let Some([a, b]) = pr.between {
             let log = match pr.scale.as_deref() {
                 None | Some("linear") => false,
@@ -241,7 +260,8 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
         let how = s.sampling.as_ref().map(|x| x.get_ref().as_str()).unwrap_or("lhs");
         let n = positive(file, text, &s.samples, "samples", 0)?;
         if n == 0 {
-            return Err(PostError::at(loc_of(file, text, &raw.study), "study.samples: `between` parameters need a sample count").help("samples = 20"));
+            return Err(PostError::at(loc_of(file, text, &raw.study), "study.samples: `between` parameters need a sample count")
+                .help("samples = 20"));
         }
         let seed = s.seed.as_ref().map(|x| *x.get_ref() as u64).unwrap_or(0);
         let unit = match how {
@@ -249,12 +269,18 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
             "random" => random_unit(n, ranged.len(), seed),
             other => {
                 let at = s.sampling.as_ref().expect("given");
-                return Err(PostError::at(loc_of(file, text, at), format!("study.sampling: unknown method {other:?}")).help(format!("{}methods: lhs, random", did_you_mean(other, &["lhs", "random"]))));
+                return Err(PostError::at(loc_of(file, text, at), format!("study.sampling: unknown method {other:?}"))
+                    .help(format!("{}methods: lhs, random", did_you_mean(other, &["lhs", "random"]))));
             }
         };
         samples = unit
             .into_iter()
-            .map(|u| u.iter().zip(&ranged).map(|(x, (_, a, b, log))| if *log { (a.ln() + x * (b.ln() - a.ln())).exp() } else { a + x * (b - a) }).collect())
+            .map(|u| {
+                u.iter()
+                    .zip(&ranged)
+                    .map(|(x, (_, a, b, log))| if *log { (a.ln() + x * (b.ln() - a.ln())).exp() } else { a + x * (b - a) })
+                    .collect()
+            })
             .collect();
     }
     let mut points: Vec<Vec<(String, Value)>> = vec![Vec::new()];
@@ -289,13 +315,35 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
         Some(q) => {
             let p = abs(q.pipeline.get_ref());
             if !p.is_file() {
-                return Err(PostError::at(loc_of(file, text, &q.pipeline), format!("quantities.pipeline: no such pipeline file {}", p.display())));
+                return Err(PostError::at(
+                    loc_of(file, text, &q.pipeline),
+                    format!("quantities.pipeline: no such pipeline file {}", p.display()),
+                ));
             }
             Some(p)
         }
     };
-    let name = s.name.as_ref().map(|n| n.get_ref().clone()).unwrap_or_else(|| path.file_stem().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "study".into()));
-    Ok(Study { name, file: path.to_path_buf(), text: text.to_string(), case, kind, ranks, max_parallel, slots, retries, timeout, executor, points, parameters, pipeline })
+    let name = s
+        .name
+        .as_ref()
+        .map(|n| n.get_ref().clone())
+        .unwrap_or_else(|| path.file_stem().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "study".into()));
+    Ok(Study {
+        name,
+        file: path.to_path_buf(),
+        text: text.to_string(),
+        case,
+        kind,
+        ranks,
+        max_parallel,
+        slots,
+        retries,
+        timeout,
+        executor,
+        points,
+        parameters,
+        pipeline,
+    })
 }
 
 /// `--set` text of a parameter value.

@@ -1,0 +1,231 @@
+//! `tessera study` end to end on small heat cases: a sweep with quantities of
+//! interest, retry classes (a diverging run is an application result, a failing
+//! launcher a system failure), and crash safety: the orchestrator killed with SIGKILL
+//! at random moments, then resumed, runs every point exactly once.
+mod common;
+
+use common::{scratch, with_mpi_env, EXE};
+use orchestrate::journal::Journal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+/// A sine mode decaying on the unit square: peak(t) = exp(-2 pi^2 D t) up to O(h^2).
+fn heat_case(dir: &Path) -> PathBuf {
+    write(
+        &dir.join("heat.toml"),
+        r#"[case]
+name = "decay"
+model = "heat"
+[mesh]
+cells = [32, 32]
+lower = [0.0, 0.0]
+upper = [1.0, 1.0]
+[physics]
+diffusivity = 0.1
+[boundary]
+xlo = { type = "dirichlet", value = "0" }
+xhi = { type = "dirichlet", value = "0" }
+ylo = { type = "dirichlet", value = "0" }
+yhi = { type = "dirichlet", value = "0" }
+[initial]
+temperature = "sin(pi*x)*sin(pi*y)"
+[control]
+end_time = 0.02
+[output]
+every = 0
+"#,
+    )
+}
+
+fn peak_pipeline(dir: &Path) -> PathBuf {
+    write(
+        &dir.join("q.toml"),
+        "[[output]]\nname = \"q\"\nkind = \"scalars\"\nvalues = { peak = \"max(temperature)\", time = \"tlast(t)\" }\n",
+    )
+}
+
+fn tessera(args: &[&str]) -> Command {
+    let mut c = Command::new(EXE);
+    c.args(args);
+    with_mpi_env(&mut c);
+    c
+}
+
+fn out(mut c: Command) -> Output {
+    c.output().expect("start tessera")
+}
+
+fn results(dir: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join("results.csv")).unwrap().lines().map(|l| l.split(',').map(String::from).collect()).collect()
+}
+
+#[test]
+fn a_sweep_runs_every_point_and_reports_its_quantities() {
+    let d = scratch("study", "sweep");
+    heat_case(&d);
+    peak_pipeline(&d);
+    let s = write(
+        &d.join("s.toml"),
+        "[study]\ncase = \"heat.toml\"\nkind = \"sweep\"\nranks_per_run = 1\nmax_parallel = 2\n[parameters]\n\"physics.diffusivity\" = { values = [0.05, 0.1, 0.2, 0.4] }\n[quantities]\npipeline = \"q.toml\"\n",
+    );
+    let dir = d.join("study");
+    let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap()]));
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("4 done, 0 failed"), "live progress");
+    let rows = results(&dir);
+    assert_eq!(rows[0], ["run", "state", "attempts", "class", "seconds", "physics.diffusivity", "peak", "time"]);
+    assert_eq!(rows.len(), 5);
+    for r in &rows[1..] {
+        assert_eq!((r[1].as_str(), r[2].as_str()), ("done", "1"), "{r:?}");
+        let (dif, peak, t): (f64, f64, f64) = (r[5].parse().unwrap(), r[6].parse().unwrap(), r[7].parse().unwrap());
+        // The discrete decay rate differs from 2 pi^2 D by O(h^2) = 0.1 %; the peak
+        // cell centre sits h/2 off the maximum (a factor cos^2(pi h / 2) ~ 0.998).
+        let exact = (-2.0 * std::f64::consts::PI.powi(2) * dif * t).exp();
+        assert!((peak / exact - 1.0).abs() < 5e-3, "D = {dif}: peak {peak} vs {exact}");
+        assert!((t - 0.02).abs() < 1e-12);
+    }
+    assert!(dir.join("results.png").exists());
+    let st = out(tessera(&["study", "status", dir.to_str().unwrap()]));
+    assert!(
+        String::from_utf8_lossy(&st.stdout).contains("4 done, 0 failed, 0 running, 0 queued"),
+        "{}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+    // A second `run` into the same directory is refused; `results` rewrites the table.
+    let again = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap()]));
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("study resume"));
+    let res = out(tessera(&["study", "results", dir.to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&res.stdout).lines().count() == 5);
+}
+
+#[test]
+fn bad_studies_are_refused_before_anything_runs() {
+    let d = scratch("study", "bad");
+    heat_case(&d);
+    let cases = [
+        ("[study]\ncase = \"heat.toml\"\nkind = \"swep\"\n", "3:8", "did you mean `sweep`"),
+        ("[study]\ncase = \"nope.toml\"\nkind = \"sweep\"\n", "2:8", "no such case file"),
+        ("[study]\ncase = \"heat.toml\"\nkind = \"sweep\"\n[parameters]\n\"physics.difusivity\" = { values = [1.0] }\n", "", "difusivity"),
+        (
+            "[study]\ncase = \"heat.toml\"\nkind = \"sweep\"\n[parameters]\n\"physics.diffusivity\" = { values = [1.0, -1.0] }\n",
+            "",
+            "1 of 2 points are refused",
+        ),
+        ("[study]\ncase = \"heat.toml\"\nkind = \"sweep\"\nretries = { sytem = 1 }\n", "4:11", "did you mean `system`"),
+    ];
+    for (k, (text, at, want)) in cases.iter().enumerate() {
+        let s = write(&d.join(format!("bad{k}.toml")), text);
+        let dir = d.join(format!("dir{k}"));
+        let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap()]));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "case {k}: {e}");
+        assert!(e.contains(want) && e.contains(&format!("bad{k}.toml:{at}")), "case {k}: {e}");
+        assert!(!dir.join("journal.sqlite").exists(), "case {k}: nothing is recorded for a refused study");
+    }
+}
+
+#[test]
+fn a_diverging_run_is_not_retried_and_a_failing_launcher_is_retried_to_the_limit() {
+    let d = scratch("study", "retries");
+    // The second body force accelerates the fluid without bound: the run diverges.
+    write(
+        &d.join("flow.toml"),
+        "[case]\nname = \"f\"\nmodel = \"incompressible\"\n[mesh]\ncells = [16, 16]\nperiodic = [true, true]\n[physics]\nviscosity = 1e-4\n[numerics]\ndt = 0.01\n[control]\nmax_steps = 200\n",
+    );
+    let s = write(
+        &d.join("s.toml"),
+        "[study]\ncase = \"flow.toml\"\nkind = \"sweep\"\nretries = 2\n[parameters]\n\"physics.body_force\" = { values = [[\"0\", \"0\"], [\"20*sin(2*pi*y)\", \"20*sin(2*pi*x)\"]] }\n",
+    );
+    let dir = d.join("study");
+    let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]));
+    assert_eq!(o.status.code(), Some(3), "a study with a failed run exits 3: {}", String::from_utf8_lossy(&o.stderr));
+    let rows = results(&dir);
+    assert_eq!(&rows[1][1..4], ["done", "1", ""]);
+    assert_eq!(&rows[2][1..4], ["failed", "1", "diverged"], "diverged once, not retried");
+
+    // A broken MPI launcher: every attempt fails before the solver starts.
+    heat_case(&d);
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = write(&bin.join("mpirun"), "#!/bin/sh\necho 'mpirun: cannot start (test double)' >&2\nexit 1\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = write(
+        &d.join("l.toml"),
+        "[study]\ncase = \"heat.toml\"\nkind = \"sweep\"\nranks_per_run = 2\nslots = 2\nretries = { system = 2 }\n",
+    );
+    let dir = d.join("launch");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut c = tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]);
+    c.env("PATH", path);
+    let o = out(c);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = results(&dir);
+    assert_eq!(&rows[1][1..4], ["failed", "3", "system"], "1 attempt + 2 retries: {rows:?}");
+    let log = std::fs::read_to_string(dir.join("runs/run_0000.log")).unwrap();
+    assert_eq!(log.matches("test double").count(), 3, "{log}");
+}
+
+/// A deterministic pseudo-random delay for trial `k`.
+fn delay(k: u64) -> Duration {
+    let x = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 33;
+    Duration::from_millis(50 + x % 1500)
+}
+
+#[test]
+fn twenty_kill_9_trials_then_resume_run_every_point_exactly_once() {
+    let d = scratch("study", "crash");
+    heat_case(&d);
+    peak_pipeline(&d);
+    let s = write(
+        &d.join("s.toml"),
+        "[study]\ncase = \"heat.toml\"\nkind = \"sweep\"\nmax_parallel = 2\n[parameters]\n\"physics.diffusivity\" = { values = [0.05, 0.1, 0.15, 0.2, 0.3] }\n[quantities]\npipeline = \"q.toml\"\n",
+    );
+    for trial in 0..20u64 {
+        let dir = d.join(format!("t{trial}"));
+        let mut child = tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay(trial));
+        let _ = child.kill(); // SIGKILL: no clean-up of any kind
+        let _ = child.wait();
+        // Every other trial kills the first resume as well.
+        if trial % 2 == 1 && dir.join("journal.sqlite").exists() {
+            let mut r = tessera(&["study", "resume", dir.to_str().unwrap(), "-q"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay(trial + 100));
+            let _ = r.kill();
+            let _ = r.wait();
+        }
+        if !dir.join("journal.sqlite").exists() {
+            // Killed before the journal existed: nothing was recorded, start again.
+            let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]));
+            assert!(o.status.success(), "trial {trial}: {}", String::from_utf8_lossy(&o.stderr));
+        } else {
+            let o = out(tessera(&["study", "resume", dir.to_str().unwrap(), "-q"]));
+            assert!(o.status.success(), "trial {trial}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let rows = results(&dir);
+        assert_eq!(rows.len(), 6, "trial {trial}: {rows:?}");
+        assert!(rows[1..].iter().all(|r| r[1] == "done" && !r[6].is_empty()), "trial {trial}: {rows:?}");
+        let j = Journal::open(&dir.join("journal.sqlite")).unwrap();
+        let started = j.event_counts("started").unwrap();
+        let done = j.event_counts("done").unwrap();
+        for id in 0..5 {
+            assert_eq!(done.get(&id), Some(&1), "trial {trial}: run {id} finished {:?} times", done.get(&id));
+            assert_eq!(started.get(&id), Some(&1), "trial {trial}: run {id} started {:?} times", started.get(&id));
+        }
+    }
+}
