@@ -186,6 +186,157 @@ impl H5Reader {
     }
 }
 
+/// Where the chunks of an unfiltered, chunked, little-endian float64 dataset lie in
+/// the file: their values can then be read with plain positioned reads, from any
+/// number of threads at once, outside the HDF5 library's lock.
+#[derive(Clone, Debug)]
+pub struct RawChunks {
+    /// Dataset shape (slowest axis first).
+    pub shape: Vec<usize>,
+    /// Chunk shape (every chunk is stored whole, edge chunks too).
+    pub chunk: Vec<usize>,
+    /// Each chunk's first element (dataset coordinates) and byte address in the file.
+    pub chunks: Vec<(Vec<usize>, u64)>,
+}
+
+impl H5Reader {
+    /// The raw chunk layout of dataset `name`, or `None` when its values cannot be read
+    /// byte for byte (contiguous, filtered, another type or byte order, a chunk not
+    /// written): then use [`H5Reader::read_slab`].
+    pub fn raw_chunks(&self, name: &str) -> Result<Option<RawChunks>> {
+        if !cfg!(target_endian = "little") {
+            return Ok(None);
+        }
+        hdf5::sync::sync(|| {
+            let ds = self.dataset(name)?;
+            let Some(chunk) = ds.chunk() else { return Ok(None) };
+            let shape = ds.shape();
+            // SAFETY: plain HDF5 queries on a valid dataset id; ids are closed here.
+            unsafe {
+                use hdf5_sys::h5t::{H5T_class_t, H5T_order_t, H5Tclose, H5Tget_class, H5Tget_order, H5Tget_size};
+                let t = hdf5_sys::h5d::H5Dget_type(ds.id());
+                let plain = t >= 0 && H5Tget_class(t) == H5T_class_t::H5T_FLOAT && H5Tget_size(t) == 8 && H5Tget_order(t) == H5T_order_t::H5T_ORDER_LE;
+                if t >= 0 {
+                    H5Tclose(t);
+                }
+                let pl = hdf5_sys::h5d::H5Dget_create_plist(ds.id());
+                let filters = if pl >= 0 { hdf5_sys::h5p::H5Pget_nfilters(pl) } else { -1 };
+                if pl >= 0 {
+                    hdf5_sys::h5p::H5Pclose(pl);
+                }
+                if !plain || filters != 0 {
+                    return Ok(None);
+                }
+                let space = Space(hdf5_sys::h5d::H5Dget_space(ds.id()));
+                let mut n: u64 = 0;
+                if space.0 < 0 || hdf5_sys::h5d::H5Dget_num_chunks(ds.id(), space.0, &mut n) < 0 {
+                    return Ok(None);
+                }
+                let expected: usize = shape.iter().zip(&chunk).map(|(s, c)| s.div_ceil(*c)).product();
+                if n as usize != expected {
+                    return Ok(None);
+                }
+                let mut chunks = Vec::with_capacity(n as usize);
+                for i in 0..n {
+                    let mut off = vec![0u64; shape.len()];
+                    let (mut mask, mut addr, mut size) = (0u32, 0u64, 0u64);
+                    if hdf5_sys::h5d::H5Dget_chunk_info(ds.id(), space.0, i, off.as_mut_ptr(), &mut mask, &mut addr, &mut size) < 0
+                        || addr == hdf5_sys::h5::HADDR_UNDEF
+                        || mask != 0
+                        || size as usize != chunk.iter().product::<usize>() * 8
+                    {
+                        return Ok(None);
+                    }
+                    chunks.push((off.iter().map(|&o| o as usize).collect(), addr));
+                }
+                Ok(Some(RawChunks { shape, chunk, chunks }))
+            }
+        })
+    }
+}
+
+/// Reads rows `first .. first + n` along the slowest axis of a dataset laid out as
+/// `raw` in `file` into `out` (C order), with positioned reads of the chunk parts the
+/// rows cover, in parallel. A short read (a truncated file) is an error.
+pub fn read_raw_rows(file: &std::fs::File, raw: &RawChunks, first: usize, n: usize, out: &mut [f64]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let d = raw.shape.len();
+    let row: usize = raw.shape[1..].iter().product();
+    let crow: usize = raw.chunk[1..].iter().product();
+    let full_rows = raw.chunk[1..] == raw.shape[1..];
+    if out.len() != n * row {
+        return Err(std::io::Error::other("buffer does not match the rows"));
+    }
+    // The parts to read: (chunk, first row inside it, rows).
+    let mut parts = Vec::new();
+    for (off, addr) in &raw.chunks {
+        let (c0, c1) = (off[0], off[0] + raw.chunk[0]);
+        let (a, b) = (c0.max(first), c1.min(first + n).min(raw.shape[0]));
+        if a < b {
+            parts.push((off, *addr, a - c0, b - a));
+        }
+    }
+    let bytes = |v: &mut [f64]| -> &mut [u8] {
+        // SAFETY: f64 has no invalid bit patterns; the byte view covers exactly `v`.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+    };
+    if full_rows {
+        // Chunks span whole rows: each part is one contiguous run of bytes, read
+        // straight into its place in `out`.
+        let mut slices: Vec<(u64, &mut [f64])> = Vec::new();
+        let mut rest: &mut [f64] = out;
+        let mut cursor = first;
+        let mut sorted = parts.clone();
+        sorted.sort_by_key(|p| p.0[0] + p.2);
+        for (off, addr, r0, rows) in sorted {
+            let start = off[0] + r0;
+            let (_, tail) = rest.split_at_mut((start - cursor) * row);
+            let (head, tail) = tail.split_at_mut(rows * row);
+            slices.push((addr + (r0 * crow * 8) as u64, head));
+            rest = tail;
+            cursor = start + rows;
+        }
+        use rayon::prelude::*;
+        return slices.into_par_iter().try_for_each(|(at, dst)| file.read_exact_at(bytes(dst), at));
+    }
+    // Chunks split the rows: read each part, then scatter its lines.
+    let line = raw.chunk[d - 1];
+    for (off, addr, r0, rows) in parts {
+        let mut tmp = vec![0.0f64; rows * crow];
+        file.read_exact_at(bytes(&mut tmp), addr + (r0 * crow * 8) as u64)?;
+        let inner: Vec<usize> = raw.chunk[1..d - 1].to_vec();
+        let lines_per_row = crow / line;
+        for rr in 0..rows {
+            for l in 0..lines_per_row {
+                // Coordinates of this line inside the chunk's row (3D: the y index).
+                let mut coord = Vec::with_capacity(d - 1);
+                let mut rem = l;
+                for &c in inner.iter().rev() {
+                    coord.push(rem % c);
+                    rem /= c;
+                }
+                coord.reverse();
+                let mut idx = 0;
+                let mut inside = true;
+                for (a, &c) in coord.iter().enumerate() {
+                    let g = off[a + 1] + c;
+                    inside &= g < raw.shape[a + 1];
+                    idx = idx * raw.shape[a + 1] + g.min(raw.shape[a + 1] - 1);
+                }
+                let x0 = off[d - 1];
+                if !inside || x0 >= raw.shape[d - 1] {
+                    continue;
+                }
+                let w = line.min(raw.shape[d - 1] - x0);
+                let dst = (off[0] + r0 + rr - first) * row + idx * raw.shape[d - 1] + x0;
+                let src = rr * crow + l * line;
+                out[dst..dst + w].copy_from_slice(&tmp[src..src + w]);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A new HDF5 file written by one process: groups, attributes and float datasets.
 /// Created under a temporary name and renamed on [`H5Writer::finish`], so a file with
 /// the final name is always complete.
@@ -325,6 +476,45 @@ mod tests {
             assert!(r.read_slab("/a/b/f", &[0, 0], &[3, 4], &mut [0.0; 12]).is_err());
         }
         assert!(H5Reader::open(&dir.join("missing.h5")).err().expect("missing file").to_string().contains("no such file"));
+    }
+
+    #[test]
+    fn raw_chunk_reads_equal_hdf5_reads() {
+        use crate::comm::{Comm, ThreadComm};
+        use crate::io::H5File;
+        use crate::{BlockLayout, Field, Grid};
+        let dir = std::env::temp_dir().join(format!("decomp-raw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // 2D split along y only (chunks of whole rows) and along both axes, and 3D.
+        for (k, (cells, ranks)) in [(vec![13usize, 11], 2usize), (vec![13, 11], 4), (vec![7, 6, 9], 3), (vec![7, 6, 9], 4)].into_iter().enumerate() {
+            let path = dir.join(format!("r{k}.h5"));
+            let d = cells.len();
+            let grid = Grid::new(&cells, &vec![0.0; d], &vec![1.0; d], &vec![false; d]);
+            ThreadComm::run(ranks, |c| {
+                let layout = BlockLayout::auto(&grid, c.size(), 1).unwrap();
+                let h = H5File::create(c, &path).unwrap();
+                let mut f = Field::zeros(layout.blocks[c.rank()], d, 1);
+                f.fill_with(|i, j, kk| (i + 100 * j + 10000 * kk) as f64);
+                h.write_field(c, "/f", &layout, &f).unwrap();
+                h.close(c).unwrap();
+            });
+            let r = H5Reader::open(&path).unwrap();
+            let raw = r.raw_chunks("/f").unwrap().expect("plain chunked dataset");
+            let file = std::fs::File::open(&path).unwrap();
+            let rows = cells[d - 1];
+            let row: usize = cells[..d - 1].iter().product();
+            for (first, n) in [(0, rows), (1, 3), (rows - 2, 2), (3, 1)] {
+                let mut a = vec![0.0; n * row];
+                let mut b = vec![0.0; n * row];
+                read_raw_rows(&file, &raw, first, n, &mut a).unwrap();
+                let mut start = vec![0; d];
+                start[0] = first;
+                let mut count: Vec<usize> = r.shape("/f").unwrap();
+                count[0] = n;
+                r.read_slab("/f", &start, &count, &mut b).unwrap();
+                assert_eq!(a, b, "case {k} rows {first}+{n}");
+            }
+        }
     }
 
     #[test]
