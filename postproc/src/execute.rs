@@ -210,15 +210,31 @@ impl Part {
                 self.sumsq += (a[0] + a[1]) + (a[2] + a[3]) + tail.iter().map(|x| x * x).sum::<f64>();
                 self.nan |= self.sumsq.is_nan();
             }
-            Red::Min | Red::Max | Red::Linf => {
-                let (mut lo, mut hi, mut ma, mut nan) = (self.min, self.max, self.maxabs, false);
+            Red::Min => {
+                let (mut lo, mut nan) = (self.min, false);
                 for &x in xs {
                     lo = if x < lo { x } else { lo };
+                    nan |= x.is_nan();
+                }
+                self.min = lo;
+                self.nan |= nan;
+            }
+            Red::Max => {
+                let (mut hi, mut nan) = (self.max, false);
+                for &x in xs {
                     hi = if x > hi { x } else { hi };
+                    nan |= x.is_nan();
+                }
+                self.max = hi;
+                self.nan |= nan;
+            }
+            Red::Linf => {
+                let (mut ma, mut nan) = (self.maxabs, false);
+                for &x in xs {
                     ma = if x.abs() > ma { x.abs() } else { ma };
                     nan |= x.is_nan();
                 }
-                (self.min, self.max, self.maxabs) = (lo, hi, ma);
+                self.maxabs = ma;
                 self.nan |= nan;
             }
         }

@@ -241,10 +241,7 @@ impl Program {
                 }
                 Ins::Un(d, u, a) => {
                     let (s, o) = two_regs(&mut regs.data, len, *a, *d);
-                    let f = unary_fn(*u);
-                    for (o, x) in o.iter_mut().zip(s) {
-                        *o = f(*x);
-                    }
+                    unary_loop(*u, s, o);
                 }
                 Ins::Bin(d, b, x, y) => {
                     let (xs, ys, o) = three_regs(&mut regs.data, len, *x, *y, *d);
@@ -334,6 +331,29 @@ fn pow(x: f64, y: f64) -> f64 {
         x.powi(y as i32)
     } else {
         x.powf(y)
+    }
+}
+
+/// `o = u(s)` element-wise; the common operations get their own loop so they inline
+/// and vectorise (a function pointer per element does neither).
+fn unary_loop(u: Un, s: &[f64], o: &mut [f64]) {
+    macro_rules! lp {
+        ($f:expr) => {
+            for (o, x) in o.iter_mut().zip(s) {
+                *o = $f(*x);
+            }
+        };
+    }
+    match u {
+        Un::Neg => lp!(|x: f64| -x),
+        Un::Abs => lp!(|x: f64| x.abs()),
+        Un::Sqrt => lp!(|x: f64| x.sqrt()),
+        Un::Floor => lp!(|x: f64| x.floor()),
+        Un::Ceil => lp!(|x: f64| x.ceil()),
+        _ => {
+            let f = unary_fn(u);
+            lp!(f)
+        }
     }
 }
 
