@@ -223,9 +223,15 @@ fn twenty_kill_9_trials_then_resume_run_every_point_exactly_once() {
         let j = Journal::open(&dir.join("journal.sqlite")).unwrap();
         let started = j.event_counts("started").unwrap();
         let done = j.event_counts("done").unwrap();
+        // A retry is journaled ("queued") with its reason: a real system failure (Open
+        // MPI's singleton start can lose a race on its session directory when several
+        // start at once) is retried, but a crash of the orchestrator never launches a
+        // run a second time.
+        let retried = j.event_counts("queued").unwrap();
         for id in 0..5 {
             assert_eq!(done.get(&id), Some(&1), "trial {trial}: run {id} finished {:?} times", done.get(&id));
-            assert_eq!(started.get(&id), Some(&1), "trial {trial}: run {id} started {:?} times", started.get(&id));
+            let expected = 1 + retried.get(&id).copied().unwrap_or(0);
+            assert_eq!(started.get(&id).copied(), Some(expected), "trial {trial}: run {id} started {:?} times, retried {expected} - 1", started.get(&id));
         }
     }
 }

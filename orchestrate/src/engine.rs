@@ -433,12 +433,18 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Every quantity name any run reported, sorted.
+fn quantity_names(rows: &[RunRow]) -> Vec<String> {
+    let mut q: Vec<String> = rows.iter().flat_map(|r| r.quantities.keys().cloned()).collect();
+    q.sort();
+    q.dedup();
+    q
+}
+
 /// results.csv: one row per run, written atomically after every change, so it can be
 /// read while the study runs (or after it crashed) without resuming.
 pub fn write_results(dir: &Path, study: &Study, rows: &[RunRow]) -> Result<(), String> {
-    let mut qnames: Vec<String> = rows.iter().flat_map(|r| r.quantities.keys().cloned()).collect();
-    qnames.sort();
-    qnames.dedup();
+    let qnames = quantity_names(rows);
     let mut head = vec!["run".to_string(), "state".into(), "attempts".into(), "class".into(), "seconds".into()];
     head.extend(study.parameters.iter().cloned());
     head.extend(qnames.iter().cloned());
@@ -471,9 +477,7 @@ pub fn write_plot(dir: &Path, study: &Study, rows: &[RunRow]) {
     else {
         return;
     };
-    let mut qnames: Vec<String> = rows.iter().flat_map(|r| r.quantities.keys().cloned()).collect();
-    qnames.sort();
-    qnames.dedup();
+    let qnames = quantity_names(rows);
     let mut series = Vec::new();
     for q in &qnames {
         let mut pts: Vec<(f64, f64)> = rows

@@ -171,6 +171,12 @@ impl Run {
         self.lower[axis] + (i as f64 + 0.5) * self.spacing[axis]
     }
 
+    /// The x-y extent of the mesh, [x_lo, x_hi, y_lo, y_hi] (cell faces): for maps.
+    pub fn extent_xy(&self) -> [f64; 4] {
+        let hi = |a: usize| self.lower[a] + self.cells[a] as f64 * self.spacing[a];
+        [self.lower[0], hi(0), self.lower[1], hi(1)]
+    }
+
     /// Cell volume (area in 2D).
     pub fn cell_volume(&self) -> f64 {
         self.spacing[..self.dims].iter().product()
@@ -184,7 +190,8 @@ impl Run {
         // (filters, another type) through HDF5.
         if let (Some(f), Ok(Some(raw))) = (&self.raw_file, self.reader.raw_chunks(&name)) {
             if raw.shape.len() == self.dims && raw.shape[0] == self.rows() {
-                read_raw_rows(f, &raw, first, n, out).map_err(|e| format!("{}: reading {name}: {e} (truncated or corrupt file?)", self.file.display()))?;
+                read_raw_rows(f, &raw, first, n, out)
+                    .map_err(|e| format!("{}: reading {name}: {e} (truncated or corrupt file?)", self.file.display()))?;
                 self.reads.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add((out.len() * 8) as u64, Ordering::Relaxed);
                 return Ok(());

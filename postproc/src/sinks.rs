@@ -692,15 +692,7 @@ pub fn run_pipeline(run_dir: &Path, pipeline_file: &Path, opts: &PostOptions) ->
                             };
                             (v, a, b, e, names.0, names.1)
                         }
-                        None => {
-                            let e = [
-                                run.lower[0],
-                                run.lower[0] + run.cells[0] as f64 * run.spacing[0],
-                                run.lower[1],
-                                run.lower[1] + run.cells[1] as f64 * run.spacing[1],
-                            ];
-                            (data.to_vec(), run.cells[0], run.cells[1], e, "x", "y")
-                        }
+                        None => (data.to_vec(), run.cells[0], run.cells[1], run.extent_xy(), "x", "y"),
                     };
                     let vals: Vec<f64> = match range {
                         Some((lo, hi)) => vals.iter().map(|v| if v.is_nan() { *v } else { v.clamp(*lo, *hi) }).collect(),
@@ -1075,12 +1067,7 @@ fn write_output(
                 }
             }
             // The maps are independent: draw them in parallel.
-            let e = [
-                run.lower[0],
-                run.lower[0] + run.cells[0] as f64 * run.spacing[0],
-                run.lower[1],
-                run.lower[1] + run.cells[1] as f64 * run.spacing[1],
-            ];
+            let e = run.extent_xy();
             let drawn: Vec<Result<String>> = maps
                 .par_iter()
                 .map(|(name, data)| {
