@@ -336,7 +336,7 @@ def main():
         f"h5py {versions['h5py']} (HDF5 {versions['hdf5']}); {os.cpu_count()} cores; repeat {args.repeat}")
     load = os.getloadavg()
     say(f"[setup] load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-        + ("  (not idle: the times will be noisy)" if load[0] > 0.5 else ""))
+        + ("  (recently busy: the 'other' CPU of each command shows whether it was disturbed)" if load[0] > 0.5 else ""))
 
     run_dir = os.path.join(SCRATCH, "run")
     run_info = ensure_run(run_dir, args.cells, args.steps, args.reuse)
