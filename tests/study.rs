@@ -236,7 +236,14 @@ fn twenty_kill_9_trials_then_resume_run_every_point_exactly_once() {
         for id in 0..5 {
             assert_eq!(count(&done, id), 1, "trial {trial}: run {id} finished {} times", count(&done, id));
             let processes = count(&launched, id) - count(&requeued, id);
-            assert_eq!(processes, 1 + count(&retried, id), "trial {trial}: run {id}: {} launches, {} re-queued, {} retries", count(&launched, id), count(&requeued, id), count(&retried, id));
+            assert_eq!(
+                processes,
+                1 + count(&retried, id),
+                "trial {trial}: run {id}: {} launches, {} re-queued, {} retries",
+                count(&launched, id),
+                count(&requeued, id),
+                count(&retried, id)
+            );
             assert!(count(&started, id) <= processes, "trial {trial}: run {id}");
         }
     }

@@ -215,7 +215,10 @@ impl H5Reader {
             unsafe {
                 use hdf5_sys::h5t::{H5T_class_t, H5T_order_t, H5Tclose, H5Tget_class, H5Tget_order, H5Tget_size};
                 let t = hdf5_sys::h5d::H5Dget_type(ds.id());
-                let plain = t >= 0 && H5Tget_class(t) == H5T_class_t::H5T_FLOAT && H5Tget_size(t) == 8 && H5Tget_order(t) == H5T_order_t::H5T_ORDER_LE;
+                let plain = t >= 0
+                    && H5Tget_class(t) == H5T_class_t::H5T_FLOAT
+                    && H5Tget_size(t) == 8
+                    && H5Tget_order(t) == H5T_order_t::H5T_ORDER_LE;
                 if t >= 0 {
                     H5Tclose(t);
                 }
@@ -486,7 +489,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("decomp-raw-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // 2D split along y only (chunks of whole rows) and along both axes, and 3D.
-        for (k, (cells, ranks)) in [(vec![13usize, 11], 2usize), (vec![13, 11], 4), (vec![7, 6, 9], 3), (vec![7, 6, 9], 4)].into_iter().enumerate() {
+        for (k, (cells, ranks)) in
+            [(vec![13usize, 11], 2usize), (vec![13, 11], 4), (vec![7, 6, 9], 3), (vec![7, 6, 9], 4)].into_iter().enumerate()
+        {
             let path = dir.join(format!("r{k}.h5"));
             let d = cells.len();
             let grid = Grid::new(&cells, &vec![0.0; d], &vec![1.0; d], &vec![false; d]);
