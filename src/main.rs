@@ -136,10 +136,13 @@ fn study(action: StudyAction) -> ExitCode {
     };
     let done = |o: &orchestrate::engine::Outcome, dir: &std::path::Path| {
         println!("study: {} done, {} failed; results in {}", o.done, o.failed, dir.join("results.csv").display());
+        if let Some(r) = &o.report {
+            print!("{r}");
+        }
         if o.stopped {
             println!("study: stopped by a signal; continue with `tessera study resume {}`", dir.display());
             ExitCode::from(3)
-        } else if o.failed > 0 {
+        } else if o.failed > 0 || o.finish.as_ref().is_some_and(|f| !f.goal_met) {
             ExitCode::from(3)
         } else {
             ExitCode::SUCCESS

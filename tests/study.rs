@@ -248,3 +248,184 @@ fn twenty_kill_9_trials_then_resume_run_every_point_exactly_once() {
         }
     }
 }
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The domain mean of sin(pi x) sin(pi y) exp(-2 pi^2 D t) on the unit square.
+fn exact_mean(d: f64, t: f64) -> f64 {
+    let pi = std::f64::consts::PI;
+    4.0 / (pi * pi) * (-2.0 * pi * pi * d * t).exp()
+}
+
+#[test]
+fn a_convergence_study_refines_until_the_gci_target_and_its_band_holds_the_exact_value() {
+    let d = scratch("study", "convergence");
+    heat_case(&d);
+    write(&d.join("q.toml"), "[[output]]\nname = \"q\"\nkind = \"scalars\"\nvalues = { mean = \"mean(temperature)\" }\n");
+    let study = |target: &str, levels: usize| {
+        format!("[study]\ncase = \"heat.toml\"\nkind = \"convergence\"\nmax_parallel = 2\n[convergence]\ncells = [8, 8]\nratio = 2\nquantity = \"mean\"\ngci_target = {target}\nmax_levels = {levels}\n[quantities]\npipeline = \"q.toml\"\n")
+    };
+    // 1 % is met by the first triple (8², 16², 32²: GCI_fine about 0.09 %).
+    let s = write(&d.join("c.toml"), &study("0.001", 5));
+    let dir = d.join("c");
+    let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("converged: GCI_fine") && stdout.contains("apparent order p"), "{stdout}");
+    let c = json(&dir.join("convergence.json"));
+    assert_eq!(c["levels"].as_array().unwrap().len(), 3, "three levels suffice: {c:#}");
+    assert_eq!(c["levels"][2]["cells"], serde_json::json!([32, 32]));
+    let g = &c["gci"][0]["result"];
+    let (p, ext, gci) = (g["p"].as_f64().unwrap(), g["extrapolated"].as_f64().unwrap(), g["gci_fine"].as_f64().unwrap());
+    let fine = c["levels"][2]["value"].as_f64().unwrap();
+    let exact = exact_mean(0.1, 0.02);
+    // Second order in space, and in time too (the explicit step scales with h²).
+    assert!((p - 2.0).abs() < 0.15, "observed order {p}");
+    // The GCI is an error band on the fine value (Celik et al. 2008): the exact mean
+    // lies inside it ...
+    assert!((fine - exact).abs() <= gci * fine.abs(), "|{fine} - {exact}| > GCI {gci}");
+    // ... and Richardson extrapolation removes most of the O(h²) error (here about 12x;
+    // 5x leaves room for the higher-order terms on these coarse grids).
+    assert!((ext - exact).abs() * 5.0 < (fine - exact).abs(), "extrapolated {ext}, fine {fine}, exact {exact}");
+    assert!(dir.join("convergence.png").exists());
+    let csv = std::fs::read_to_string(dir.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.lines().nth(1).unwrap().contains(",\"[8, 8]\","), "a mesh is one quoted CSV cell: {csv}");
+
+    // A target beyond reach at the finest level allowed: reported, and exit 3.
+    let s = write(&d.join("n.toml"), &study("1e-7", 4));
+    let dir = d.join("n");
+    let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("not converged") && stdout.contains("max_levels"), "{stdout}");
+    let c = json(&dir.join("convergence.json"));
+    assert_eq!(c["levels"].as_array().unwrap().len(), 4);
+    assert_eq!(c["gci"].as_array().unwrap().len(), 2, "one GCI per triple of consecutive levels");
+    assert_eq!(c["goal_met"], serde_json::json!(false));
+}
+
+fn adaptive_study(d: &Path, name: &str, extra: &str, max_parallel: usize, max_runs: usize) -> PathBuf {
+    write(
+        &d.join(name),
+        &format!("[study]\ncase = \"heat.toml\"\nkind = \"adaptive\"\nmax_parallel = {max_parallel}\n[parameters]\n\"physics.diffusivity\" = {{ between = [0.01, 1.0], scale = \"log\" }}\n{extra}[adaptive]\nquantity = \"peak\"\nloss_goal = 1e-6\nmax_runs = {max_runs}\n[quantities]\npipeline = \"q.toml\"\n"),
+    )
+}
+
+/// (diffusivity, peak) of every completed run of an adaptive study.
+fn adaptive_points(dir: &Path) -> Vec<(f64, f64)> {
+    let a = json(&dir.join("adaptive.json"));
+    a["points"].as_array().unwrap().iter().map(|p| (p["at"][0].as_f64().unwrap(), p["value"].as_f64().unwrap())).collect()
+}
+
+#[test]
+fn an_adaptive_study_samples_a_response_curve_and_each_run_gets_its_point() {
+    let d = scratch("study", "adaptive");
+    heat_case(&d);
+    peak_pipeline(&d);
+    let s = adaptive_study(&d, "a.toml", "", 2, 10);
+    let dir = d.join("a");
+    let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("the budget of 10 runs is used"), "{stdout}");
+    let pts = adaptive_points(&dir);
+    assert_eq!(pts.len(), 10);
+    assert_eq!((pts[0].0, pts[9].0), (0.01, 1.0), "the bounds exactly as given");
+    // Each run was given its own diffusivity: the peak follows the analytic decay
+    // c exp(-2 pi^2 D t) of the 32² grid's hottest cell, c = cos²(pi/64). The
+    // discrete decay rate differs by (pi h)²/12 relatively, so at most 0.1 % here.
+    let c = (std::f64::consts::PI / 64.0).cos().powi(2);
+    for (dv, peak) in &pts {
+        let want = c * (-2.0 * std::f64::consts::PI.powi(2) * dv * 0.02).exp();
+        assert!((peak / want - 1.0).abs() < 1e-3, "D = {dv}: peak {peak}, analytic {want}");
+    }
+    // On the log axis the points are spread: no interval is more than a third of it.
+    let u: Vec<f64> = pts.iter().map(|p| p.0.ln()).collect();
+    let widest = u.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(widest < (1.0f64 / 0.01).ln() / 3.0, "{u:?}");
+    assert!(dir.join("adaptive.png").exists());
+
+    // Two parameters: a triangulation of the box, the initial design first.
+    let s = adaptive_study(&d, "b.toml", "\"control.end_time\" = { between = [0.01, 0.03] }\n", 2, 7);
+    let dir = d.join("b");
+    let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]));
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let a = json(&dir.join("adaptive.json"));
+    assert_eq!(a["points"].as_array().unwrap().len(), 7);
+    assert!(dir.join("adaptive.png").exists() && dir.join("adaptive_points.png").exists());
+}
+
+#[test]
+fn an_adaptive_study_killed_and_resumed_proposes_the_same_points_as_an_uninterrupted_one() {
+    let d = scratch("study", "adaptive-crash");
+    heat_case(&d);
+    peak_pipeline(&d);
+    // One run at a time makes the sequence of asks and tells, hence the points, a
+    // function of the results alone.
+    let s = adaptive_study(&d, "a.toml", "", 1, 7);
+    let reference = d.join("reference");
+    let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", reference.to_str().unwrap(), "-q"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = adaptive_points(&reference);
+    for trial in 0..3u64 {
+        let dir = d.join(format!("t{trial}"));
+        let mut child = tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(700 + 900 * trial));
+        let _ = child.kill();
+        let _ = child.wait();
+        let args = if dir.join("journal.sqlite").exists() {
+            vec!["study", "resume", dir.to_str().unwrap(), "-q"]
+        } else {
+            vec!["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"]
+        };
+        let o = out(tessera(&args));
+        assert!(o.status.success(), "trial {trial}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(adaptive_points(&dir), want, "trial {trial}");
+        let done = Journal::open(&dir.join("journal.sqlite")).unwrap().event_counts("done").unwrap();
+        assert!(done.len() == 7 && done.values().all(|&n| n == 1), "trial {trial}: {done:?}");
+    }
+}
+
+#[test]
+fn bad_convergence_and_adaptive_studies_are_refused_with_their_location() {
+    let d = scratch("study", "bad-kinds");
+    heat_case(&d);
+    peak_pipeline(&d);
+    let conv = "[study]\ncase = \"heat.toml\"\nkind = \"convergence\"\n[convergence]\ncells = [8, 8]\nquantity = \"peak\"\ngci_target = 0.01\n[quantities]\npipeline = \"q.toml\"\n";
+    let adap = "[study]\ncase = \"heat.toml\"\nkind = \"adaptive\"\n[parameters]\n\"physics.diffusivity\" = { between = [0.01, 1.0] }\n[adaptive]\nquantity = \"peak\"\nloss_goal = 0.01\nmax_runs = 10\n[quantities]\npipeline = \"q.toml\"\n";
+    let cases = [
+        (conv.replace("quantity = \"peak\"", "quantity = \"peek\""), "6:12", "did you mean `peak`"),
+        (conv.replace("gci_target = 0.01", "gci_target = 5"), "7:14", "not in (0, 1)"),
+        (conv.replace("cells = [8, 8]", "cells = [8, 8]\nratio = 1.01"), "6:9", "same mesh"),
+        (
+            conv.replace("[quantities]", "[parameters]\n\"physics.diffusivity\" = { values = [1.0] }\n[quantities]"),
+            "9:1",
+            "takes no [parameters]",
+        ),
+        (conv.replace("gci_target = 0.01\n", "gci_target = 0.01\nmax_levels = 2\n"), "8:14", "not in 3..=12"),
+        (conv.replace("[quantities]\npipeline = \"q.toml\"\n", ""), "1:1", "needs [quantities]"),
+        (adap.replace("between = [0.01, 1.0]", "values = [0.1]"), "5:1", "samples `between` ranges"),
+        (adap.replace("max_runs = 10", "max_runs = 1"), "9:12", "initial design"),
+        (
+            adap.replace("[adaptive]", "[convergence]\ncells = [8]\nquantity = \"peak\"\ngci_target = 0.1\n[adaptive]"),
+            "6:1",
+            "belongs to kind = \"convergence\"",
+        ),
+    ];
+    for (k, (text, at, want)) in cases.iter().enumerate() {
+        let s = write(&d.join(format!("bad{k}.toml")), text);
+        let dir = d.join(format!("dir{k}"));
+        let o = out(tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap()]));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "case {k}: {e}");
+        assert!(e.contains(want) && e.contains(&format!("bad{k}.toml:{at}")), "case {k}: {e}");
+        assert!(!dir.join("journal.sqlite").exists(), "case {k}");
+    }
+}

@@ -8,6 +8,7 @@
 //! goes on. Four actor kinds with fixed protocols do not need a framework's
 //! supervision trees; plain tasks and channels keep the failure handling explicit.
 use crate::exec::{self, Class, Launch};
+use crate::generate::{self, Finish, Generator};
 use crate::journal::{Journal, RunRow, State};
 use crate::study::Study;
 use std::collections::{BTreeMap, VecDeque};
@@ -25,6 +26,7 @@ enum JournalMsg {
     Finish(i64, State, Option<String>, String, BTreeMap<String, f64>, f64, Reply<bool>),
     Requeue(i64, Reply<()>),
     Runs(Reply<Vec<RunRow>>),
+    Add(Vec<Vec<(String, String)>>, Reply<Vec<i64>>),
 }
 
 /// Handle to the journal writer.
@@ -43,6 +45,7 @@ impl JournalHandle {
                     JournalMsg::Finish(id, s, c, m, q, secs, r) => drop(r.send(journal.finish(id, s, c.as_deref(), &m, &q, secs))),
                     JournalMsg::Requeue(id, r) => drop(r.send(journal.requeue_interrupted(id))),
                     JournalMsg::Runs(r) => drop(r.send(journal.runs())),
+                    JournalMsg::Add(runs, r) => drop(r.send(journal.add_runs(&runs))),
                 }
             }
         });
@@ -292,6 +295,38 @@ pub struct Outcome {
     pub failed: usize,
     /// Interrupted by a signal (resume continues it).
     pub stopped: bool,
+    /// Why the study's generator added no more runs (None when stopped early).
+    pub finish: Option<Finish>,
+    /// The kind's own summary (the GCI of a convergence study, the loss of an adaptive one).
+    pub report: Option<String>,
+}
+
+/// Asks the generator for as many runs as there is room for, records them in the
+/// journal (committed before they launch) and starts their actors. Returns how many.
+async fn top_up(
+    gen: &mut dyn Generator,
+    ctx: &Arc<Ctx>,
+    tasks: &mut JoinSet<Report>,
+    task_run: &mut BTreeMap<tokio::task::Id, i64>,
+    sets: &mut BTreeMap<i64, Vec<String>>,
+) -> Result<usize, String> {
+    let room = ctx.study.max_parallel.saturating_sub(tasks.len());
+    if room == 0 {
+        return Ok(0);
+    }
+    let pts = gen.ask(room);
+    if pts.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<Vec<(String, String)>> = pts.iter().map(|p| p.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).collect();
+    let ids = ctx.journal.ask(|r| JournalMsg::Add(rows.clone(), r)).await?;
+    for (id, row) in ids.iter().zip(&rows) {
+        let s: Vec<String> = row.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        sets.insert(*id, s.clone());
+        let h = tasks.spawn(run_actor(ctx.clone(), *id, s, None));
+        task_run.insert(h.id(), *id);
+    }
+    Ok(ids.len())
 }
 
 fn attempts_allowed(study: &Study, class: Class) -> i64 {
@@ -305,6 +340,8 @@ fn attempts_allowed(study: &Study, class: Class) -> i64 {
 
 /// Drives the study in `dir` to its end: the study actor.
 pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, progress: bool) -> Result<Outcome, String> {
+    // The generator replays the journal before the writer takes it over.
+    let mut gen = generate::rebuild(&study, &journal, &journal.runs()?)?;
     let journal = JournalHandle::spawn(journal);
     let sched = Scheduler::spawn(study.slots, study.max_parallel);
     let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -335,7 +372,7 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
         let h = tasks.spawn(run_actor(ctx.clone(), row.id, sets_of(row), adopt));
         task_run.insert(h.id(), row.id);
     }
-    let total = rows.len();
+    let mut total = rows.len();
     let mut done = rows.iter().filter(|r| r.state == State::Done).count();
     let mut failed = rows.iter().filter(|r| r.state == State::Failed).count();
     let t0 = Instant::now();
@@ -344,6 +381,7 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
     write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    total += top_up(&mut *gen, &ctx, &mut tasks, &mut task_run, &mut sets).await?;
     while !tasks.is_empty() {
         let joined = tokio::select! {
             j = tasks.join_next_with_id() => j,
@@ -368,7 +406,8 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
         let n = rep.attempt;
         match rep.outcome {
             Ok(q) => {
-                journal.ask(|r| JournalMsg::Finish(id, State::Done, None, "completed".into(), q, rep.seconds, r)).await?;
+                journal.ask(|r| JournalMsg::Finish(id, State::Done, None, "completed".into(), q.clone(), rep.seconds, r)).await?;
+                gen.tell(id as usize, Some(&q));
                 done += 1;
             }
             Err((class, msg)) if n < attempts_allowed(&study, class) && !stopped => {
@@ -402,8 +441,12 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
                         )
                     })
                     .await?;
+                gen.tell(id as usize, None);
                 failed += 1;
             }
+        }
+        if !stopped {
+            total += top_up(&mut *gen, &ctx, &mut tasks, &mut task_run, &mut sets).await?;
         }
         write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
         if progress {
@@ -411,18 +454,27 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
             let left = total - done - failed;
             let eta = if finished > 0 { t0.elapsed().as_secs_f64() / finished as f64 * left as f64 } else { f64::NAN };
             let running = tasks.len().min(study.max_parallel);
+            let more = gen.progress();
+            // The ETA counts the runs known so far: a generator may add more.
             eprintln!(
-                "study {}: {done} done, {failed} failed, {running} running, {} queued of {total}; ETA {}",
+                "study {}: {done} done, {failed} failed, {running} running, {} queued of {total}; ETA {}{}",
                 study.name,
                 left.saturating_sub(running),
-                if eta.is_finite() { format!("{eta:.0} s") } else { "-".into() }
+                if eta.is_finite() && (gen.finished().is_some() || study.points.len() == total) {
+                    format!("{eta:.0} s")
+                } else {
+                    "-".into()
+                },
+                if more.is_empty() { more } else { format!("; {more}") }
             );
         }
     }
     let rows = journal.ask(JournalMsg::Runs).await?;
     write_results(dir, &study, &rows)?;
     write_plot(dir, &study, &rows);
-    Ok(Outcome { done, failed, stopped })
+    let report = gen.report(dir);
+    let finish = if stopped { None } else { gen.finished() };
+    Ok(Outcome { done, failed, stopped, finish, report })
 }
 
 fn csv_field(s: &str) -> String {

@@ -62,6 +62,17 @@ pub struct RunRow {
     pub seconds: f64,
 }
 
+/// One entry of [`Journal::generator_log`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogEntry {
+    /// A batch of runs added together (their ids, in order).
+    Added(Vec<i64>),
+    /// A run completed.
+    Done(i64),
+    /// A run failed for good.
+    Failed(i64),
+}
+
 /// The journal.
 pub struct Journal {
     conn: Connection,
@@ -93,7 +104,7 @@ impl Journal {
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE runs (id INTEGER PRIMARY KEY, params TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
                                 pid INTEGER, pid_start INTEGER, class TEXT, message TEXT NOT NULL DEFAULT '', quantities TEXT NOT NULL DEFAULT '{}',
-                                seconds REAL NOT NULL DEFAULT 0);
+                                seconds REAL NOT NULL DEFAULT 0, batch INTEGER);
              CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, run INTEGER, at REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL);",
         )
         .map_err(err)?;
@@ -228,6 +239,58 @@ impl Journal {
         Ok(())
     }
 
+    /// Adds runs a study's generator chose, as one batch, queued: committed (runs and
+    /// their `added` events) before any of them is launched. Returns their ids.
+    pub fn add_runs(&mut self, runs: &[Vec<(String, String)>]) -> Result<Vec<i64>, String> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let (next, batch): (i64, i64) = tx
+            .query_row("SELECT COALESCE(MAX(id) + 1, 0), COALESCE(MAX(batch) + 1, 0) FROM runs", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?;
+        let mut ids = Vec::with_capacity(runs.len());
+        for (k, p) in runs.iter().enumerate() {
+            let id = next + k as i64;
+            let js = serde_json::to_string(p).map_err(|e| e.to_string())?;
+            tx.execute("INSERT INTO runs (id, params, state, batch) VALUES (?1, ?2, 'queued', ?3)", params![id, js, batch]).map_err(err)?;
+            Self::event(&tx, id, "added", &format!("batch {batch}"))?;
+            ids.push(id);
+        }
+        tx.commit().map_err(err)?;
+        Ok(ids)
+    }
+
+    /// What a study's generator was asked and told, in order: each batch of added runs,
+    /// and each run's final result (done or failed; retries are not results).
+    pub fn generator_log(&self) -> Result<Vec<LogEntry>, String> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT e.run, e.event, r.batch FROM events e JOIN runs r ON r.id = e.run
+                 WHERE e.event IN ('added', 'done', 'failed') ORDER BY e.seq",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?)))
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let mut log: Vec<LogEntry> = Vec::new();
+        let mut last_batch = None;
+        for (run, event, batch) in rows {
+            match event.as_str() {
+                "added" => match log.last_mut() {
+                    Some(LogEntry::Added(ids)) if last_batch == batch => ids.push(run),
+                    _ => {
+                        log.push(LogEntry::Added(vec![run]));
+                        last_batch = batch;
+                    }
+                },
+                "done" => log.push(LogEntry::Done(run)),
+                _ => log.push(LogEntry::Failed(run)),
+            }
+        }
+        Ok(log)
+    }
+
     /// How many times each run logged `event` ("launching", "started", "done",
     /// "failed", "queued", "requeued"): a check that every run ran and finished once.
     pub fn event_counts(&self, event: &str) -> Result<BTreeMap<i64, i64>, String> {
@@ -263,5 +326,26 @@ mod tests {
         assert_eq!(runs[1].state, State::Queued);
         assert_eq!(j.meta("name").as_deref(), Some("s"));
         assert_eq!(j.event_counts("done").unwrap()[&0], 1);
+    }
+
+    #[test]
+    fn added_batches_and_results_replay_in_order() {
+        let d = std::env::temp_dir().join(format!("orch-journal-gen-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("j.sqlite");
+        let _ = std::fs::remove_file(&p);
+        let mut j = Journal::create(&p, &[], &[]).unwrap();
+        let pt = |v: &str| vec![("x".to_string(), v.to_string())];
+        assert_eq!(j.add_runs(&[pt("0"), pt("1")]).unwrap(), vec![0, 1]);
+        j.launching(1).unwrap();
+        j.finish(1, State::Queued, Some("system"), "retry", &BTreeMap::new(), 0.1).unwrap();
+        j.launching(1).unwrap();
+        j.finish(1, State::Done, None, "ok", &BTreeMap::new(), 0.1).unwrap();
+        assert_eq!(j.add_runs(&[pt("0.5")]).unwrap(), vec![2]);
+        j.launching(0).unwrap();
+        j.finish(0, State::Failed, Some("diverged"), "no", &BTreeMap::new(), 0.1).unwrap();
+        let log = j.generator_log().unwrap();
+        assert_eq!(log, vec![LogEntry::Added(vec![0, 1]), LogEntry::Done(1), LogEntry::Added(vec![2]), LogEntry::Failed(0)]);
+        assert_eq!(j.runs().unwrap()[2].params, pt("0.5"));
     }
 }

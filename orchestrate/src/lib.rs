@@ -8,6 +8,7 @@ pub mod adaptive;
 pub mod engine;
 pub mod exec;
 pub mod gci;
+pub mod generate;
 pub mod journal;
 pub mod study;
 
@@ -33,7 +34,7 @@ fn check_points(study: &Study, exe: &Path) -> Result<()> {
     rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
-        for (i, p) in study.points.iter().enumerate() {
+        for (i, p) in study.checks.iter().enumerate() {
             let mut c = tokio::process::Command::new(exe);
             c.arg("check").arg(&study.case);
             for (k, v) in p {
@@ -55,12 +56,12 @@ fn check_points(study: &Study, exe: &Path) -> Result<()> {
         }
         bad.sort();
         if let Some((i, msg)) = bad.first() {
-            let point: Vec<String> = study.points[*i].iter().map(|(k, v)| study::set_arg(k, v)).collect();
+            let point: Vec<String> = study.checks[*i].iter().map(|(k, v)| study::set_arg(k, v)).collect();
             return Err(PostError::input(format!(
-                "{}: {} of {} points are refused by the case; the first, run {i} ({}):\n{msg}",
+                "{}: {} of {} points are refused by the case; the first, point {i} ({}):\n{msg}",
                 study.file.display(),
                 bad.len(),
-                study.points.len(),
+                study.checks.len(),
                 point.join(" ")
             )));
         }
@@ -121,6 +122,14 @@ pub fn status(dir: &Path) -> Result<String> {
         count(journal::State::Running),
         count(journal::State::Queued)
     );
+    let gen = generate::rebuild(&study, &j, &rows).map_err(PostError::Failed)?;
+    let more = gen.progress();
+    if !more.is_empty() {
+        out += &format!("  {more}\n");
+    }
+    if let Some(f) = gen.finished() {
+        out += &format!("  finished: {}\n", f.reason);
+    }
     for r in rows.iter().filter(|r| r.state == journal::State::Failed) {
         out += &format!("  run {}: {} ({})\n", r.id, r.message, r.class.clone().unwrap_or_default());
     }
@@ -143,5 +152,7 @@ pub fn results(dir: &Path) -> Result<String> {
     let rows = j.runs().map_err(PostError::Failed)?;
     engine::write_results(dir, &study, &rows).map_err(PostError::Failed)?;
     engine::write_plot(dir, &study, &rows);
-    std::fs::read_to_string(dir.join("results.csv")).map_err(|e| PostError::Failed(e.to_string()))
+    let report = generate::rebuild(&study, &j, &rows).map_err(PostError::Failed)?.report(dir);
+    let csv = std::fs::read_to_string(dir.join("results.csv")).map_err(|e| PostError::Failed(e.to_string()))?;
+    Ok(csv + &report.map(|r| format!("\n{r}")).unwrap_or_default())
 }

@@ -23,6 +23,27 @@ struct RawFile {
     #[serde(default)]
     parameters: BTreeMap<Spanned<String>, Spanned<RawParam>>,
     quantities: Option<RawQuantities>,
+    convergence: Option<Spanned<RawConvergence>>,
+    adaptive: Option<Spanned<RawAdaptive>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConvergence {
+    parameter: Option<Spanned<String>>,
+    cells: Spanned<Vec<i64>>,
+    ratio: Option<Spanned<f64>>,
+    quantity: Spanned<String>,
+    gci_target: Spanned<f64>,
+    max_levels: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdaptive {
+    quantity: Spanned<String>,
+    loss_goal: Spanned<f64>,
+    max_runs: Spanned<i64>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +91,68 @@ pub struct Retries {
     pub diverged: u32,
 }
 
+/// A grid convergence study: the mesh refined by `ratio` per level from `cells` until
+/// the GCI of `quantity` on the three finest levels is at most `gci_target`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvergencePlan {
+    /// The case key refined (default `mesh.cells`).
+    pub parameter: String,
+    /// Cells per axis of the coarsest level.
+    pub cells: Vec<i64>,
+    /// Refinement ratio per level (cells per axis scale by it, rounded).
+    pub ratio: f64,
+    /// The quantity of interest (a `scalars` value of the quantities pipeline).
+    pub quantity: String,
+    /// Stop once GCI_fine is at most this (a fraction: 0.01 is 1 %).
+    pub gci_target: f64,
+    /// Levels at most (at least 3).
+    pub max_levels: usize,
+}
+
+impl ConvergencePlan {
+    /// Cells per axis of level `k` (0 = coarsest).
+    pub fn level_cells(&self, k: usize) -> Vec<i64> {
+        self.cells.iter().map(|&c| (c as f64 * self.ratio.powi(k as i32)).round() as i64).collect()
+    }
+}
+
+/// One sampled parameter of an adaptive study.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axis {
+    /// The case key.
+    pub name: String,
+    /// Lower bound.
+    pub lo: f64,
+    /// Upper bound.
+    pub hi: f64,
+    /// Sampled in log space.
+    pub log: bool,
+}
+
+/// Loss-driven sampling of one or two parameters (see `adaptive`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptivePlan {
+    /// The sampled parameters (1 or 2).
+    pub axes: Vec<Axis>,
+    /// The quantity learnt (a `scalars` value of the quantities pipeline).
+    pub quantity: String,
+    /// Stop once the largest loss is at most this.
+    pub loss_goal: f64,
+    /// Runs at most.
+    pub max_runs: usize,
+}
+
+/// What a study runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Every point of [`Study::points`], all known up front.
+    Sweep,
+    /// Levels of mesh refinement, added one by one until the GCI target is met.
+    Convergence(ConvergencePlan),
+    /// Points chosen one batch at a time where the loss is largest.
+    Adaptive(AdaptivePlan),
+}
+
 /// A checked study.
 #[derive(Clone, Debug)]
 pub struct Study {
@@ -95,8 +178,14 @@ pub struct Study {
     pub timeout: Option<f64>,
     /// `local` (Slurm comes with the slurm executor).
     pub executor: String,
-    /// The points: one `--set` list per run, with the parameter values for the table.
+    /// The points known up front (a sweep's): one `--set` list per run, with the
+    /// parameter values for the table. Empty for kinds that choose their points.
     pub points: Vec<Vec<(String, Value)>>,
+    /// Points checked with `tessera check` before anything runs: a sweep's points, every
+    /// level of a convergence study, the corners of an adaptive study's box.
+    pub checks: Vec<Vec<(String, Value)>>,
+    /// How the runs are chosen.
+    pub plan: Plan,
     /// Parameter names in order.
     pub parameters: Vec<String>,
     /// Quantities-of-interest pipeline (absolute).
@@ -149,10 +238,6 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
             did_you_mean(&kind, KINDS),
             KINDS.join(", ")
         )));
-    }
-    if kind != "sweep" {
-        return Err(PostError::at(loc_of(file, text, &s.kind), format!("study.kind: {kind:?} is not available in this build yet"))
-            .help("kind = \"sweep\""));
     }
     let executor = s.executor.as_ref().map(|e| e.get_ref().clone()).unwrap_or_else(|| "local".into());
     if executor != "local" {
@@ -256,7 +341,8 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
         }
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new()];
-    if !ranged.is_empty() {
+    // An adaptive study chooses the values of its `between` parameters itself.
+    if !ranged.is_empty() && kind != "adaptive" {
         let how = s.sampling.as_ref().map(|x| x.get_ref().as_str()).unwrap_or("lhs");
         let n = positive(file, text, &s.samples, "samples", 0)?;
         if n == 0 {
@@ -295,7 +381,7 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
         }
         points = next;
     }
-    if !ranged.is_empty() {
+    if !ranged.is_empty() && kind != "adaptive" {
         let mut next = Vec::new();
         for p in &points {
             for smp in &samples {
@@ -323,6 +409,11 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
             Some(p)
         }
     };
+    let (plan, points, checks) = plan_of(file, text, &raw, &kind, points, &ranged, pipeline.as_deref())?;
+    let parameters = match &plan {
+        Plan::Convergence(c) => vec![c.parameter.clone()],
+        _ => parameters,
+    };
     let name = s
         .name
         .as_ref()
@@ -341,9 +432,185 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
         timeout,
         executor,
         points,
+        checks,
+        plan,
         parameters,
         pipeline,
     })
+}
+
+/// The kind's plan, the points to create up front and the points to check.
+#[allow(clippy::type_complexity)]
+fn plan_of(
+    file: &str,
+    text: &str,
+    raw: &RawFile,
+    kind: &str,
+    points: Vec<Vec<(String, Value)>>,
+    ranged: &[(String, f64, f64, bool)],
+    pipeline: Option<&Path>,
+) -> Result<(Plan, Vec<Vec<(String, Value)>>, Vec<Vec<(String, Value)>>)> {
+    let study_loc = loc_of(file, text, &raw.study);
+    let stray = |name: &str, table: Option<Location>| -> Result<()> {
+        match table {
+            Some(l) => Err(PostError::at(l, format!("[{name}] belongs to kind = \"{name}\", but this study is kind = \"{kind}\""))),
+            None => Ok(()),
+        }
+    };
+    let need_pipeline = |what: &str| -> Result<&Path> {
+        pipeline.ok_or_else(|| {
+            PostError::at(study_loc.clone(), format!("a {kind} study needs [quantities] pipeline = \"...\" for its {what}"))
+                .help("a pipeline with a `scalars` output that computes the quantity, see docs/POST.md")
+        })
+    };
+    match kind {
+        "convergence" => {
+            stray("adaptive", raw.adaptive.as_ref().map(|a| loc_of(file, text, a)))?;
+            let c = raw.convergence.as_ref().ok_or_else(|| {
+                PostError::at(study_loc.clone(), "a convergence study needs a [convergence] table")
+                    .help("[convergence]\ncells = [16, 16]      # the coarsest mesh\nratio = 2\nquantity = \"peak\"\ngci_target = 0.01")
+            })?;
+            let cl = loc_of(file, text, c);
+            let c = c.get_ref();
+            if let Some((k, _)) = raw.parameters.first_key_value() {
+                return Err(PostError::at(
+                    loc_of(file, text, k),
+                    "a convergence study refines the mesh of one case: it takes no [parameters]",
+                )
+                .help("fix other values in the case (or a case that `extends` it); run a sweep of convergence studies for several"));
+            }
+            let parameter = c.parameter.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| "mesh.cells".into());
+            let cells = c.cells.get_ref().clone();
+            if cells.is_empty() || cells.len() > 3 || cells.iter().any(|&n| n < 1) {
+                return Err(PostError::at(loc_of(file, text, &c.cells), "convergence.cells: 1 to 3 positive cell counts, one per axis"));
+            }
+            let ratio = c.ratio.as_ref().map(|r| *r.get_ref()).unwrap_or(2.0);
+            if !(ratio > 1.0 && ratio <= 4.0) {
+                let at = c.ratio.as_ref().expect("the default is valid");
+                return Err(PostError::at(loc_of(file, text, at), format!("convergence.ratio: {ratio} is not in (1, 4]"))
+                    .help("Celik et al. (2008) recommend ratios above 1.3; 2 is usual"));
+            }
+            let max_levels = match &c.max_levels {
+                None => 6,
+                Some(m) if (3..=12).contains(m.get_ref()) => *m.get_ref() as usize,
+                Some(m) => {
+                    return Err(PostError::at(loc_of(file, text, m), format!("convergence.max_levels: {} is not in 3..=12", m.get_ref()))
+                        .help("three levels give one GCI; each further level a finer one"))
+                }
+            };
+            let gci_target = *c.gci_target.get_ref();
+            if !(gci_target > 0.0 && gci_target < 1.0) {
+                return Err(PostError::at(
+                    loc_of(file, text, &c.gci_target),
+                    format!("convergence.gci_target: {gci_target} is not in (0, 1)"),
+                )
+                .help("a fraction of the fine-grid value: 0.01 is 1 %"));
+            }
+            let plan = ConvergencePlan { parameter, cells, ratio, quantity: c.quantity.get_ref().clone(), gci_target, max_levels };
+            let total = |k: usize| plan.level_cells(k).iter().product::<i64>();
+            if let Some(k) = (1..max_levels).find(|&k| total(k) <= total(k - 1)) {
+                return Err(PostError::at(
+                    c.ratio.as_ref().map(|r| loc_of(file, text, r)).unwrap_or(cl),
+                    format!("convergence: levels {} and {k} have the same mesh {:?} after rounding", k - 1, plan.level_cells(k)),
+                )
+                .help("start from more cells or use a larger ratio"));
+            }
+            check_quantity(file, text, &c.quantity, need_pipeline("quantity")?)?;
+            let checks = (0..max_levels).map(|k| vec![(plan.parameter.clone(), cells_value(&plan.level_cells(k)))]).collect();
+            Ok((Plan::Convergence(plan), Vec::new(), checks))
+        }
+        "adaptive" => {
+            stray("convergence", raw.convergence.as_ref().map(|a| loc_of(file, text, a)))?;
+            let a = raw.adaptive.as_ref().ok_or_else(|| {
+                PostError::at(study_loc.clone(), "an adaptive study needs an [adaptive] table")
+                    .help("[adaptive]\nquantity = \"peak\"\nloss_goal = 0.01\nmax_runs = 40")
+            })?;
+            let a = a.get_ref();
+            let fixed: Vec<&Spanned<String>> =
+                raw.parameters.iter().filter(|(_, p)| p.get_ref().between.is_none()).map(|(k, _)| k).collect();
+            if let Some(k) = fixed.first() {
+                return Err(PostError::at(
+                    loc_of(file, text, *k),
+                    format!("parameter {}: an adaptive study samples `between` ranges", k.get_ref()),
+                )
+                .help("\"KEY\" = { between = [lo, hi] } (scale = \"log\" for a log axis); fix other values in the case"));
+            }
+            if ranged.is_empty() || ranged.len() > 2 {
+                return Err(PostError::at(
+                    study_loc.clone(),
+                    format!("an adaptive study samples 1 or 2 parameters, found {}", ranged.len()),
+                )
+                .help("[parameters]\n\"physics.diffusivity\" = { between = [0.01, 1.0] }"));
+            }
+            let loss_goal = *a.loss_goal.get_ref();
+            if !(loss_goal > 0.0 && loss_goal.is_finite()) {
+                return Err(PostError::at(loc_of(file, text, &a.loss_goal), "adaptive.loss_goal: expected a number > 0")
+                    .help("the loss is the scaled length (1D) or area (2D) of the worst interval or triangle; 0.01 is fine"));
+            }
+            let least = if ranged.len() == 1 { 2 } else { 5 };
+            let max_runs = *a.max_runs.get_ref();
+            if max_runs < least {
+                return Err(PostError::at(
+                    loc_of(file, text, &a.max_runs),
+                    format!("adaptive.max_runs: {max_runs} is below the {least} runs of the initial design"),
+                ));
+            }
+            check_quantity(file, text, &a.quantity, need_pipeline("quantity")?)?;
+            let axes: Vec<Axis> = ranged.iter().map(|(n, lo, hi, log)| Axis { name: n.clone(), lo: *lo, hi: *hi, log: *log }).collect();
+            // The corners of the box: the extreme values every axis takes.
+            let mut checks: Vec<Vec<(String, Value)>> = vec![Vec::new()];
+            for ax in &axes {
+                checks = checks
+                    .into_iter()
+                    .flat_map(|p| {
+                        [ax.lo, ax.hi].map(|v| {
+                            let mut q = p.clone();
+                            q.push((ax.name.clone(), Value::Float(v)));
+                            q
+                        })
+                    })
+                    .collect();
+            }
+            let plan = AdaptivePlan { axes, quantity: a.quantity.get_ref().clone(), loss_goal, max_runs: max_runs as usize };
+            Ok((Plan::Adaptive(plan), Vec::new(), checks))
+        }
+        _ => {
+            stray("convergence", raw.convergence.as_ref().map(|a| loc_of(file, text, a)))?;
+            stray("adaptive", raw.adaptive.as_ref().map(|a| loc_of(file, text, a)))?;
+            Ok((Plan::Sweep, points.clone(), points))
+        }
+    }
+}
+
+/// A mesh as a TOML array of cell counts.
+pub fn cells_value(cells: &[i64]) -> Value {
+    Value::Array(cells.iter().map(|&c| Value::Integer(c)).collect())
+}
+
+/// Checks that the quantities pipeline computes `q` as a `scalars` value.
+fn check_quantity(file: &str, text: &str, q: &Spanned<String>, pipeline: &Path) -> Result<()> {
+    let p = postproc::pipeline::load(pipeline)?;
+    let names: Vec<String> = p
+        .outputs
+        .iter()
+        .filter_map(|o| match &o.kind {
+            postproc::pipeline::OutputKind::Scalars { values } => Some(values.iter().map(|v| v.0.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let want = q.get_ref();
+    if names.iter().any(|n| n == want) {
+        return Ok(());
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    Err(PostError::at(loc_of(file, text, q), format!("quantity {want:?} is not computed by {}", pipeline.display())).help(
+        if names.is_empty() {
+            "the pipeline has no `scalars` output; add one: [[output]] kind = \"scalars\" values = { NAME = \"...\" }".to_string()
+        } else {
+            format!("{}its scalars: {}", did_you_mean(want, &refs), names.join(", "))
+        },
+    ))
 }
 
 /// `--set` text of a parameter value.

@@ -49,6 +49,9 @@ pub enum SeriesStyle {
     Line,
     /// One marker per point, no line (e.g. reference data such as Ghia et al.'s table).
     Points,
+    /// A translucent filled polygon through the points in order (closed back to the
+    /// first): an error band is its lower edge followed by its upper edge reversed.
+    Area,
 }
 
 /// A line plot: curves on common axes, with title, axis labels and optional log axes.
@@ -211,6 +214,16 @@ pub fn line_plot(path: &Path, plot: &LinePlot) -> Result<(), PlotError> {
 /// [`PlotError::Extent`] if the extent is not finite and increasing, and
 /// [`PlotError::Draw`] or [`PlotError::Write`] if drawing or writing fails.
 pub fn field_map(path: &Path, map: &FieldMap) -> Result<(), PlotError> {
+    map_checked(path, map, false)
+}
+
+/// As [`field_map`], but with a square plot area whatever the extent: for maps over a
+/// parameter space, whose axes have unrelated units.
+pub fn parameter_map(path: &Path, map: &FieldMap) -> Result<(), PlotError> {
+    map_checked(path, map, true)
+}
+
+fn map_checked(path: &Path, map: &FieldMap, square: bool) -> Result<(), PlotError> {
     let len = map.data.len();
     if map.nx == 0 || map.ny == 0 || map.nx.checked_mul(map.ny) != Some(len) {
         return Err(PlotError::Shape { path: path.to_path_buf(), nx: map.nx, ny: map.ny, len });
@@ -219,7 +232,7 @@ pub fn field_map(path: &Path, map: &FieldMap) -> Result<(), PlotError> {
     if !map.extent.iter().all(|v| v.is_finite()) || x0 >= x1 || y0 >= y1 {
         return Err(PlotError::Extent { path: path.to_path_buf(), extent: map.extent });
     }
-    write_atomically(path, |tmp| render_map(tmp, path, map))
+    write_atomically(path, |tmp| render_map(tmp, path, map, square))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -632,7 +645,7 @@ fn prepare_lines(plot: &LinePlot) -> Option<PreparedLines> {
             for (&x, &y) in s.x.iter().zip(&s.y) {
                 if keep(x, y) {
                     run.push((x, y));
-                } else if !run.is_empty() && s.style == SeriesStyle::Line {
+                } else if !run.is_empty() && s.style != SeriesStyle::Points {
                     runs.push(std::mem::take(&mut run));
                 }
             }
@@ -721,6 +734,9 @@ impl Axes<'_> {
                         chart.draw_series(LineSeries::new(run.iter().copied(), colour.stroke_width(2))).map_err(&err)?
                     }
                     SeriesStyle::Line => chart.draw_series(run.iter().map(|&q| Circle::new(q, 2, colour.filled()))).map_err(&err)?,
+                    SeriesStyle::Area => {
+                        chart.draw_series(std::iter::once(Polygon::new(run.clone(), colour.mix(0.22).filled()))).map_err(&err)?
+                    }
                     SeriesStyle::Points => match c.marker % 4 {
                         0 => chart.draw_series(run.iter().map(|&q| Circle::new(q, 4, colour.filled()))).map_err(&err)?,
                         1 => chart
@@ -738,6 +754,9 @@ impl Axes<'_> {
                 match (c.style, c.marker % 4) {
                     (SeriesStyle::Line, _) => {
                         anno.legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2)))
+                    }
+                    (SeriesStyle::Area, _) => {
+                        anno.legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 24, y + 6)], colour.mix(0.22).filled()))
                     }
                     (SeriesStyle::Points, 0) => anno.legend(move |(x, y)| Circle::new((x + 12, y), 4, colour.filled())),
                     (SeriesStyle::Points, 1) => {
@@ -868,9 +887,9 @@ struct MapPlan {
 }
 
 impl MapPlan {
-    fn new(map: &FieldMap) -> Self {
+    fn new(map: &FieldMap, square: bool) -> Self {
         let [x0, x1, y0, y1] = map.extent;
-        let aspect = (x1 / 2.0 - x0 / 2.0) / (y1 / 2.0 - y0 / 2.0);
+        let aspect = if square { 1.0 } else { (x1 / 2.0 - x0 / 2.0) / (y1 / 2.0 - y0 / 2.0) };
         let short = |a: f64| (MAP_LONG * a).round().clamp(MAP_SHORT_MIN, MAP_LONG) as u32;
         let (plot_w, plot_h) = if aspect >= 1.0 { (MAP_LONG as u32, short(1.0 / aspect)) } else { (short(aspect), MAP_LONG as u32) };
         let target = |len: u32| (len as usize / 110).clamp(3, 9);
@@ -904,9 +923,9 @@ impl MapLayout {
     }
 }
 
-fn render_map(tmp: &Path, path: &Path, map: &FieldMap) -> Result<(), PlotError> {
+fn render_map(tmp: &Path, path: &Path, map: &FieldMap, square: bool) -> Result<(), PlotError> {
     let err = draw_error(path);
-    let MapPlan { layout, scale, x: xa, y: ya, bar } = MapPlan::new(map);
+    let MapPlan { layout, scale, x: xa, y: ya, bar } = MapPlan::new(map, square);
     let tick_font = ("sans-serif", TICK_FONT).into_font();
     let desc_font = ("sans-serif", DESC_FONT).into_font();
 
@@ -1179,7 +1198,7 @@ mod tests {
         let path = dir.file("pos.png");
         field_map(&path, &map_fixture(&data, 64, 32, extent)).expect("field map");
         let img = Image::read(&path);
-        let layout = MapPlan::new(&map_fixture(&data, 64, 32, extent)).layout;
+        let layout = MapPlan::new(&map_fixture(&data, 64, 32, extent), false).layout;
         assert_eq!((img.width, img.height), (layout.width, layout.height));
         assert_eq!((layout.plot_w, layout.plot_h), (900, 450), "aspect ratio of the extent");
         let (x0, y0) = layout.plot_origin();
@@ -1208,7 +1227,7 @@ mod tests {
         let path = dir.file("sincos.png");
         field_map(&path, &map_fixture(&data, 128, 64, extent)).expect("field map");
         let img = Image::read(&path);
-        let layout = MapPlan::new(&map_fixture(&data, 128, 64, extent)).layout;
+        let layout = MapPlan::new(&map_fixture(&data, 128, 64, extent), false).layout;
         let (x0, y0) = layout.plot_origin();
         let (w, h) = (layout.plot_w as i32, layout.plot_h as i32);
         // (pi/2, ~0): +1, red; (3pi/2, ~0): -1, blue; (pi, pi/2): 0, near white.
@@ -1266,7 +1285,7 @@ mod tests {
         }
         // The all-NaN map is grey in the plot area.
         field_map(&path, &map_fixture(&[f64::NAN; 4], 2, 2, unit)).expect("nan map");
-        let layout = MapPlan::new(&map_fixture(&[f64::NAN; 4], 2, 2, unit)).layout;
+        let layout = MapPlan::new(&map_fixture(&[f64::NAN; 4], 2, 2, unit), false).layout;
         let (x0, y0) = layout.plot_origin();
         let grey = (MISSING.0, MISSING.1, MISSING.2);
         assert_eq!(Image::read(&path).at(x0 + 100, y0 + 100), grey);
