@@ -10,6 +10,8 @@ PKGS=(
   openmpi-bin libopenmpi-dev      # MPI runtime + headers (rsmpi)
   libhdf5-openmpi-dev             # parallel HDF5 (hdf5-metno, feature mpio)
   python3 python3-h5py python3-numpy python3-matplotlib  # format read-back tests, demo report
+  slurm-wlm munge                 # one-node Slurm for `tessera slurm` tests (scripts/slurm_local.sh)
+  libpmix-dev                     # srun --mpi=pmix: Slurm's pmix plugin dlopens libpmix.so from it
 )
 
 missing=()

@@ -79,6 +79,9 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Slurm batch jobs: `script` prints a readable sbatch script for a case, `submit`
+    /// writes it to RUN_DIR/job.sbatch, submits it and prints the job id (docs/SLURM.md).
+    Slurm(SlurmArgs),
 }
 
 #[derive(Subcommand)]
@@ -200,11 +203,127 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { case, set, np } => check(&case, &set, np),
         Command::Study { action } => study(action),
+        Command::Slurm(args) => slurm(args),
         Command::Post { run_dir, pipeline, out, graph, memory, no_cache, quiet } => {
             post(&run_dir, &pipeline, out, graph, memory, no_cache, quiet)
         }
         Command::Run { case, np: Some(n), set, out, restart, overwrite, quiet } => launch(n, &case, &set, out, restart, overwrite, quiet),
         Command::Run { case, np: None, set, out, restart, overwrite, quiet } => run_here(&case, &set, out, restart, overwrite, quiet),
+    }
+}
+
+/// The options of `tessera slurm script|submit`.
+#[derive(clap::Args)]
+struct SlurmArgs {
+    /// script | submit.
+    #[arg(value_parser = ["script", "submit"])]
+    action: String,
+    /// Case file (TOML).
+    case: PathBuf,
+    /// Override a case key (repeatable), passed on to `tessera run`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// RUN_DIR (default: the case's [output] dir); Slurm's output goes there too.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Nodes.
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// MPI ranks (default: nodes × ntasks-per-node, or the case's decomposition, or 1).
+    #[arg(long)]
+    ntasks: Option<u32>,
+    /// Ranks per node.
+    #[arg(long)]
+    ntasks_per_node: Option<u32>,
+    /// CPUs per rank.
+    #[arg(long)]
+    cpus_per_task: Option<u32>,
+    /// Time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS.
+    #[arg(long)]
+    time: Option<String>,
+    /// Partition (default: the cluster's default partition).
+    #[arg(long)]
+    partition: Option<String>,
+    /// Account to charge.
+    #[arg(long)]
+    account: Option<String>,
+    /// Quality of service.
+    #[arg(long)]
+    qos: Option<String>,
+    /// Memory per node (sbatch units: 4000, 16G, ...).
+    #[arg(long)]
+    mem: Option<String>,
+    /// Job name (default: the case name).
+    #[arg(long)]
+    job_name: Option<String>,
+    /// After the walltime signal, requeue and continue from the checkpoint.
+    #[arg(long)]
+    requeue: bool,
+    /// Send the walltime signal (USR1) this many seconds before the limit [default: 120].
+    #[arg(long, value_name = "S")]
+    signal_seconds: Option<u32>,
+    /// The first attempt replaces a run already in RUN_DIR.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// `tessera slurm script|submit`: the case is checked by the solver's own loading and
+/// decomposition, everything else by orchestrate::slurm, before anything is submitted.
+fn slurm(a: SlurmArgs) -> ExitCode {
+    let submit = a.action == "submit";
+    let opts = orchestrate::slurm::Options {
+        case: a.case,
+        set: a.set,
+        out: a.out,
+        nodes: a.nodes,
+        ntasks: a.ntasks,
+        ntasks_per_node: a.ntasks_per_node,
+        cpus_per_task: a.cpus_per_task,
+        time: a.time,
+        partition: a.partition,
+        account: a.account,
+        qos: a.qos,
+        mem: a.mem,
+        job_name: a.job_name,
+        requeue: a.requeue,
+        signal_seconds: a.signal_seconds,
+        overwrite: a.overwrite,
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            report(&format!("cannot find the tessera binary: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let check = |ranks: Option<usize>| -> Result<orchestrate::slurm::CaseInfo, String> {
+        let c = load(&opts.case, &opts.set, opts.out.clone()).map_err(|e| e.to_string())?;
+        if let Some(n) = ranks {
+            layout_for(&c, n).map_err(|e| e.to_string())?;
+        }
+        let fixed_ranks = match &c.ranks {
+            solver::case::Ranks::Fixed(p) => Some(p.iter().product()),
+            solver::case::Ranks::Auto => None,
+        };
+        Ok(orchestrate::slurm::CaseInfo { name: c.name.clone(), run_dir: c.output_dir.clone(), fixed_ranks })
+    };
+    let res = if submit {
+        orchestrate::slurm::submit(&opts, &exe, &check).map(|s| {
+            if let Some(ck) = &s.continues_from {
+                eprintln!("slurm: RUN_DIR holds a run: the job continues from {}", ck.display());
+            }
+            eprintln!("slurm: submitted job {} ({}); output in {}", s.job_id, s.script.display(), s.log.display());
+            println!("{}", s.job_id);
+        })
+    } else {
+        orchestrate::slurm::script(&opts, &exe, &check).map(|text| print!("{text}"))
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

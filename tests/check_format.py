@@ -557,10 +557,23 @@ def is_real(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def check_slurm(c, sp, summary):
+    """The optional `slurm` object of a summary.json written inside a Slurm job."""
+    if "slurm" not in summary:
+        return
+    sl = summary["slurm"]
+    if not c.check(isinstance(sl, dict), sp, "slurm must be an object"):
+        return
+    extra = sorted(set(sl) - {"job_id", "restarts", "partition", "nodes", "array_job_id", "array_task_id"})
+    c.check(not extra, sp, f"unexpected slurm key(s) {extra}")
+    c.check(isinstance(sl.get("job_id"), str) and sl["job_id"], sp, f"slurm.job_id {sl.get('job_id')!r} must be a non-empty string")
+    c.check(is_int(sl.get("restarts")) and sl["restarts"] >= 0, sp, f"slurm.restarts {sl.get('restarts')!r} must be a whole number >= 0")
+
+
 def check_summary_poisson(c, sp, summary):
     """The keys and plain values of a poisson summary.json (linear_solves: check_linear_solves)."""
     missing = [k for k in POISSON_SUMMARY_KEYS if k not in summary]
-    extra = sorted(set(summary) - set(POISSON_SUMMARY_KEYS))
+    extra = sorted(set(summary) - set(POISSON_SUMMARY_KEYS) - {"slurm"})
     c.check(not missing, sp, f"missing key(s) {missing}")
     check_performance(c, sp, summary)
     c.check(not extra, sp, f"unexpected key(s) {extra} for model poisson (not in format 1.0)")
@@ -1249,6 +1262,8 @@ def check_run_dir(run_dir):
             check_heat_solves(c, sp, summary, case_toml)
         else:
             c.check(summary.get("linear_solves") == [], sp, f"linear_solves must be empty for explicit model {model!r} (no linear solve)")
+    if summary:
+        check_slurm(c, sp, summary)
 
     # ---- output.h5
     op = os.path.join(rd, "output.h5")

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod gci;
 pub mod generate;
 pub mod journal;
+pub mod slurm;
 pub mod study;
 
 use postproc::error::PostError;

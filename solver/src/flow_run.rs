@@ -348,7 +348,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
             "performance": perf.to_json(),
             "format_version": output::FORMAT_VERSION,
         });
-        serde_json::to_string_pretty(&s).expect("json serialises").into_bytes()
+        output::summary_bytes(s)
     };
     output::write_on_rank0(comm, &dir.join("summary.json"), summary_text)?;
     state.summary_written = true;

@@ -35,6 +35,38 @@ pub fn write_on_rank0(comm: &dyn Comm, path: &Path, bytes: impl FnOnce() -> Vec<
     decomp::comm::agree(comm, res, |m| m).map_err(RunError::Failed)
 }
 
+/// The Slurm job a run belongs to, for summary.json: `None` outside Slurm, else
+/// `job_id`, `restarts` (times the job was requeued: `SLURM_RESTART_COUNT`), and
+/// `array_job_id`/`array_task_id`, `partition`, `nodes` when Slurm sets them. `var`
+/// reads an environment variable (`std::env::var(..).ok()`, or a map in tests).
+pub fn slurm_info(var: impl Fn(&str) -> Option<String>) -> Option<serde_json::Value> {
+    let job_id = var("SLURM_JOB_ID").filter(|v| !v.is_empty())?;
+    let restarts: u64 = var("SLURM_RESTART_COUNT").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let mut m = serde_json::Map::new();
+    m.insert("job_id".into(), job_id.into());
+    m.insert("restarts".into(), restarts.into());
+    for (key, env) in [
+        ("array_job_id", "SLURM_ARRAY_JOB_ID"),
+        ("array_task_id", "SLURM_ARRAY_TASK_ID"),
+        ("partition", "SLURM_JOB_PARTITION"),
+        ("nodes", "SLURM_JOB_NODELIST"),
+    ] {
+        if let Some(v) = var(env).filter(|v| !v.is_empty()) {
+            m.insert(key.into(), v.into());
+        }
+    }
+    Some(serde_json::Value::Object(m))
+}
+
+/// The text of summary.json: `summary`, plus a `slurm` object when the run is part of
+/// a Slurm job ([`slurm_info`]).
+pub fn summary_bytes(mut summary: serde_json::Value) -> Vec<u8> {
+    if let (Some(info), Some(m)) = (slurm_info(|k| std::env::var(k).ok()), summary.as_object_mut()) {
+        m.insert("slurm".into(), info);
+    }
+    serde_json::to_string_pretty(&summary).expect("json serialises").into_bytes()
+}
+
 /// Writes the root attributes, `/mesh` and `/decomposition` of a new file.
 pub fn write_header(h5: &H5File, comm: &dyn Comm, case: &Case, layout: &BlockLayout, kind: &str) -> Result<()> {
     let g = &layout.grid;
@@ -372,6 +404,19 @@ mod tests {
             let e = r.unwrap_err().to_string();
             assert!(e.contains("/nonexistent-dir/x.json"), "{e}");
         }
+    }
+
+    #[test]
+    fn slurm_info_records_the_job_and_its_restarts() {
+        let env =
+            |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        assert_eq!(slurm_info(env(&[])), None);
+        assert_eq!(slurm_info(env(&[("SLURM_JOB_ID", "")])), None);
+        let first = slurm_info(env(&[("SLURM_JOB_ID", "42"), ("SLURM_JOB_PARTITION", "debug")])).unwrap();
+        assert_eq!(first, serde_json::json!({ "job_id": "42", "restarts": 0, "partition": "debug" }));
+        let again = slurm_info(env(&[("SLURM_JOB_ID", "43"), ("SLURM_RESTART_COUNT", "2"), ("SLURM_ARRAY_TASK_ID", "7")])).unwrap();
+        assert_eq!(again["restarts"], 2);
+        assert_eq!(again["array_task_id"], "7");
     }
 
     #[test]

@@ -297,7 +297,7 @@ pub fn run(comm: &dyn Comm, case: &Case, opts: &RunOptions) -> Result<RunSummary
                 "restart_from": opts.restart.as_ref().map(|p| p.display().to_string()),
                 "format_version": output::FORMAT_VERSION,
             });
-            serde_json::to_string_pretty(&s).expect("json serialises").into_bytes()
+            output::summary_bytes(s)
         };
         let _ = output::write_on_rank0(comm, &case.output_dir.join("summary.json"), text);
     }
@@ -584,7 +584,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
             "performance": perf.to_json(),
             "format_version": output::FORMAT_VERSION,
         });
-        serde_json::to_string_pretty(&summary).expect("json serialises").into_bytes()
+        output::summary_bytes(summary)
     };
     output::write_on_rank0(comm, &dir.join("summary.json"), summary_text)?;
     state.summary_written = true;

@@ -1,0 +1,373 @@
+//! `tessera slurm` against a real one-node Slurm (munged, slurmctld, slurmd started by
+//! scripts/slurm_local.sh in this test binary's own state dir and port, and stopped
+//! by pid when the last test using it ends, pass or fail): a 2-rank job runs through
+//! `srun --mpi=pmix` and equals the same case under mpirun; a job that receives the
+//! walltime signal checkpoints, requeues itself and finishes equal to an uninterrupted
+//! run; bad input is refused with exit 2 before anything is submitted.
+//!
+//! Without the Slurm packages these tests FAIL (CI installs them with scripts/setup.sh).
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{assert_bitwise, scratch, snapshots, with_mpi_env, EXE};
+
+/// This suite's slurmctld port (slurmd takes the next one). Another suite starting its
+/// own cluster must use other ports.
+const PORT: &str = "16817";
+
+/// A small 2D heat case: 400 steps, snapshots every 100, checkpoints every 200.
+const CASE: &str = r#"
+[case]
+name = "slurm_heat"
+model = "heat"
+[mesh]
+cells = [48, 40]
+periodic = [false, false]
+[physics]
+diffusivity = 0.3
+source = "sin(pi*x)*(1 + t)"
+[boundary]
+xlo = { type = "dirichlet", value = "0" }
+xhi = { type = "dirichlet", value = "y" }
+ylo = { type = "neumann", gradient = "0" }
+yhi = { type = "dirichlet", value = "x*t" }
+[initial]
+temperature = "exp(-((x-0.5)^2 + (y-0.5)^2)*8)"
+[control]
+max_steps = 400
+[output]
+every = 100
+checkpoint_every = 200
+"#;
+
+fn state_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("slurm-tests-slurm")
+}
+
+fn conf() -> PathBuf {
+    state_dir().join("slurm.conf")
+}
+
+fn local_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join("slurm_local.sh")
+}
+
+/// Tests holding the cluster; the first starts it, the last one out stops it.
+static USERS: Mutex<usize> = Mutex::new(0);
+
+fn control(action: &str) -> Output {
+    Command::new("bash")
+        .arg(local_script())
+        .arg(action)
+        .arg(state_dir())
+        .env("TESSERA_SLURM_PORT", PORT)
+        .output()
+        .expect("run scripts/slurm_local.sh")
+}
+
+/// Holds the local cluster for one test; dropping it (also when the test panics)
+/// stops the cluster when no other test of this binary uses it.
+struct Cluster;
+
+impl Cluster {
+    fn get() -> Cluster {
+        let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
+        if *users == 0 {
+            let missing: Vec<&str> =
+                ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "srun"].into_iter().filter(|p| !on_path(p)).collect();
+            assert!(
+                missing.is_empty(),
+                "Slurm is not installed ({} not found): these tests need a real Slurm; install it with \
+                 scripts/setup.sh (Debian packages slurm-wlm munge libpmix-dev)",
+                missing.join(", ")
+            );
+            let o = control("start");
+            assert!(
+                o.status.success(),
+                "scripts/slurm_local.sh start {} failed:\n{}{}",
+                state_dir().display(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        *users += 1;
+        Cluster
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
+        *users -= 1;
+        if *users == 0 {
+            let o = control("stop");
+            if !o.status.success() {
+                eprintln!("slurm_local.sh stop: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            }
+        }
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// A Slurm client command talking to the test cluster.
+fn slurm_cmd(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.env("SLURM_CONF", conf());
+    c
+}
+
+/// `tessera ARGS` with the test cluster's SLURM_CONF and the Open MPI settings (the
+/// job inherits both: sbatch exports the submitting environment).
+fn tessera(args: &[&str]) -> Output {
+    let mut c = Command::new(EXE);
+    with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(args);
+    c.output().expect("run tessera")
+}
+
+fn text(o: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `tessera slurm submit ...`: the job id it prints.
+fn submit(args: &[&str]) -> String {
+    let mut all = vec!["slurm", "submit"];
+    all.extend_from_slice(args);
+    let o = tessera(&all);
+    assert!(o.status.success(), "submit failed: {}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()), "no job id printed: {}", text(&o));
+    id
+}
+
+/// The job's state as squeue reports it ("" once Slurm forgot it).
+fn job_state(id: &str) -> String {
+    let o = slurm_cmd("squeue").args(["-h", "-t", "all", "-o", "%T", "-j", id]).output().expect("squeue");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Waits until job `id` has finished; returns its final state.
+fn wait_done(id: &str, log: &Path, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        let s = job_state(id);
+        if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"].contains(&s.as_str()) {
+            return s;
+        }
+        if t0.elapsed() > limit {
+            let _ = slurm_cmd("scancel").arg(id).status();
+            panic!("job {id} still {s:?} after {limit:?}; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn summary(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json")).expect("summary.json parses")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `tessera run --np 2` (mpirun), the reference.
+fn mpirun_reference(case: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec!["run", "--np", "2", path(case), "--out", path(out), "--quiet"];
+    args.extend_from_slice(extra);
+    let o = tessera(&args);
+    assert!(o.status.success(), "mpirun reference failed: {}", text(&o));
+}
+
+#[test]
+fn a_two_rank_job_runs_through_srun_and_equals_mpirun() {
+    let _cluster = Cluster::get();
+    let d = scratch("slurm", "srun");
+    let case = d.join("case.toml");
+    std::fs::write(&case, CASE).unwrap();
+    let run_dir = d.join("slurm");
+    let id = submit(&[path(&case), "--ntasks", "2", "--time", "5", "--out", path(&run_dir)]);
+    let log = run_dir.join(format!("slurm-{id}.out"));
+    assert!(run_dir.join("job.sbatch").is_file());
+    let state = wait_done(&id, &log, Duration::from_secs(90));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "{log_text}");
+    assert!(log_text.contains("srun --mpi=pmix"), "launched through srun with PMIx:\n{log_text}");
+    assert!(log_text.contains("completed: 400 steps") && log_text.contains("on 2 rank(s)"), "{log_text}");
+
+    common::assert_valid_run_dir(&run_dir);
+    let s = summary(&run_dir);
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["ranks"], 2);
+    assert_eq!(s["slurm"]["job_id"], id.as_str(), "{s}");
+    assert_eq!(s["slurm"]["restarts"], 0, "{s}");
+
+    let reference = d.join("mpirun");
+    mpirun_reference(&case, &reference, &[]);
+    assert!(summary(&reference).get("slurm").is_none(), "a run outside Slurm records no job");
+    let (a, b) = (snapshots(&run_dir), snapshots(&reference));
+    assert_eq!(a.len(), 5, "snapshots at 0, 100, ..., 400");
+    assert_bitwise(&a, &b, "srun --mpi=pmix vs mpirun");
+
+    // The finished run is not overwritten by another submission.
+    let o = tessera(&["slurm", "submit", path(&case), "--ntasks", "2", "--out", path(&run_dir)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a completed run"), "{}", text(&o));
+}
+
+#[test]
+fn the_walltime_signal_checkpoints_requeues_and_finishes_like_an_uninterrupted_run() {
+    let _cluster = Cluster::get();
+    let d = scratch("slurm", "requeue");
+    let case = d.join("case.toml");
+    // A snapshot every other step keeps each step slow enough (an HDF5 write) for the
+    // signal to arrive mid-run on any machine, and monitor.csv is flushed with each.
+    let long = CASE.replace("every = 100", "every = 2");
+    std::fs::write(&case, long).unwrap();
+    let run_dir = d.join("slurm");
+    let id = submit(&[path(&case), "--ntasks", "2", "--requeue", "--out", path(&run_dir)]);
+    let log = run_dir.join(format!("slurm-{id}.out"));
+
+    // Once the time loop runs, the walltime signal, as Slurm sends it: USR1 to the
+    // batch shell only (`--signal=B:USR1@S` does the same before the time limit).
+    let monitor = run_dir.join("monitor.csv");
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&monitor).map(|m| m.lines().count() < 101).unwrap_or(true) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the job did not start (state {}); log:\n{}",
+            job_state(&id),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = slurm_cmd("scancel").args(["--signal=USR1", "--batch", &id]).output().unwrap();
+    assert!(o.status.success(), "scancel --signal: {}", text(&o));
+
+    let state = wait_done(&id, &log, Duration::from_secs(120));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "{log_text}");
+    // It stopped with a checkpoint, requeued itself, and continued from that checkpoint.
+    let stop_step: u64 = log_text
+        .split("stopped by a signal at step ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the run did not stop on the signal:\n{log_text}"));
+    assert!((100..400).contains(&stop_step), "stopped at {stop_step}");
+    let ck = run_dir.join(format!("checkpoints/step_{stop_step:08}.h5"));
+    assert!(ck.is_file(), "checkpoint of the stop step");
+    assert!(log_text.contains(&format!("requeueing job {id}")), "{log_text}");
+    assert!(log_text.contains(&format!("continuing from {}", ck.display())), "{log_text}");
+    assert!(log_text.contains("attempt 2") && log_text.contains("completed: 400 steps"), "{log_text}");
+
+    common::assert_valid_run_dir(&run_dir);
+    let s = summary(&run_dir);
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["steps"], 400);
+    assert_eq!(s["slurm"]["job_id"], id.as_str(), "{s}");
+    assert_eq!(s["slurm"]["restarts"], 1, "{s}");
+    assert_eq!(s["restart_from"], ck.display().to_string());
+    let rows = std::fs::read_to_string(&monitor).unwrap().lines().count();
+    assert_eq!(rows, 401, "header + one row per step, none lost or doubled by the requeue");
+
+    // Every snapshot of an uninterrupted run is in the requeued run's output, bit for
+    // bit (which also holds one more: the stop step's, when it is odd).
+    let reference = d.join("mpirun");
+    mpirun_reference(&case, &reference, &[]);
+    let want = snapshots(&reference);
+    let got: Vec<_> = snapshots(&run_dir).into_iter().filter(|(name, _)| want.iter().any(|(n, _)| n == name)).collect();
+    assert_eq!(want.len(), 201);
+    assert_bitwise(&got, &want, "requeued run vs uninterrupted run");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_submitted() {
+    let _cluster = Cluster::get();
+    let d = scratch("slurm", "bad");
+    let case = d.join("case.toml");
+    std::fs::write(&case, CASE).unwrap();
+    let name = format!("bad-input-{}", std::process::id());
+    let run_dir = d.join("never");
+    let bad_case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/bad/model_typo.toml");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--partition", "nosuch"], "unknown partition \"nosuch\""),
+        (vec!["--partition", "debg"], "did you mean `debug`?"),
+        (vec!["--nodes", "2"], "--nodes 2: partition debug has 1 node(s)"),
+        (vec!["--ntasks", "4096"], "partition debug has"),
+        (vec!["--ntasks", "1", "--cpus-per-task", "512"], "CPUs"),
+        (vec!["--mem", "64T"], "--mem 64T"),
+        (vec!["--partition", "short", "--time", "2:00:00"], "partition short allows at most 00:10:00"),
+        (vec!["--ntasks", "0"], "--ntasks 0"),
+        (vec!["--time", "1h"], "Slurm time formats"),
+        (vec!["--time", "10:75"], "seconds 75 must be below 60"),
+        (vec!["--time", "1-25"], "hours 25 must be below 24"),
+        (vec!["--time", "1:2:3:4"], "too many ':'"),
+        (vec!["--time", "2", "--signal-seconds", "300"], "is not shorter than --time"),
+    ];
+    for (extra, want) in &cases {
+        let mut args = vec!["slurm", "submit", path(&case), "--job-name", &name, "--out", path(&run_dir)];
+        args.extend_from_slice(extra);
+        let o = tessera(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?} must be refused with exit 2: {}", text(&o));
+        assert!(err.contains(want), "{extra:?}: expected {want:?} in:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A case the solver refuses: its located message, before anything is submitted.
+    let o = tessera(&["slurm", "submit", path(&bad_case), "--job-name", &name, "--out", path(&run_dir)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("model_typo.toml:7:9"), "{}", text(&o));
+    // A case that cannot run on the asked rank count.
+    let fixed = d.join("fixed.toml");
+    std::fs::write(&fixed, CASE.replace("[physics]", "[decomposition]\nranks = [2, 1]\n[physics]")).unwrap();
+    let o = tessera(&["slurm", "submit", path(&fixed), "--ntasks", "1", "--job-name", &name, "--out", path(&run_dir)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("decomposition.ranks"), "{}", text(&o));
+
+    // Nothing was submitted and nothing written.
+    let o = slurm_cmd("squeue").args(["-h", "-t", "all", "-n", &name, "-o", "%i"]).output().unwrap();
+    assert!(o.status.success(), "squeue: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "", "no job may have been submitted");
+    assert!(!run_dir.exists(), "RUN_DIR must not be created");
+
+    // `script` prints the same job as a readable, valid script (and submits nothing).
+    let o = tessera(&[
+        "slurm",
+        "script",
+        path(&case),
+        "--ntasks",
+        "2",
+        "--time",
+        "1:00:00",
+        "--partition",
+        "debug",
+        "--requeue",
+        "--job-name",
+        &name,
+        "--out",
+        path(&run_dir),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let script = String::from_utf8_lossy(&o.stdout).to_string();
+    for want in [
+        "#SBATCH --ntasks=2",
+        "#SBATCH --time=1:00:00",
+        "#SBATCH --partition=debug",
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --requeue",
+        "# Request checked against partition debug",
+    ] {
+        assert!(script.contains(want), "missing {want:?} in:\n{script}");
+    }
+    assert!(script.contains(&format!("#SBATCH --output={}/slurm-%j.out", run_dir.display())), "{script}");
+    let file = d.join("job.sbatch");
+    std::fs::write(&file, &script).unwrap();
+    let o = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(o.status.success(), "bash -n: {}", text(&o));
+    assert!(!run_dir.exists());
+}
