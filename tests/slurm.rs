@@ -371,3 +371,108 @@ fn bad_input_is_refused_before_anything_is_submitted() {
     assert!(o.status.success(), "bash -n: {}", text(&o));
     assert!(!run_dir.exists());
 }
+
+/// A small heat case for studies; `steps` sets how long each run takes.
+fn study_case(d: &Path, steps: usize) -> PathBuf {
+    let case = d.join("heat.toml");
+    std::fs::write(&case, CASE.replace("max_steps = 400", &format!("max_steps = {steps}")).replace("every = 100", "every = 0")).unwrap();
+    std::fs::write(d.join("q.toml"), "[[output]]\nname = \"q\"\nkind = \"scalars\"\nvalues = { peak = \"max(temperature)\" }\n").unwrap();
+    case
+}
+
+fn sweep_on_slurm(d: &Path, values: &str) -> PathBuf {
+    let s = d.join("s.toml");
+    std::fs::write(
+        &s,
+        format!("[study]\ncase = \"heat.toml\"\nkind = \"sweep\"\nexecutor = \"slurm\"\nmax_parallel = 2\nretries = {{ system = 1 }}\n[slurm]\npartition = \"debug\"\ntime = \"5\"\npoll_interval = 0.5\n[parameters]\n\"physics.diffusivity\" = {{ values = [{values}] }}\n[quantities]\npipeline = \"q.toml\"\n"),
+    )
+    .unwrap();
+    s
+}
+
+fn csv_rows(dir: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join("results.csv")).unwrap().lines().map(|l| l.split(',').map(String::from).collect()).collect()
+}
+
+#[test]
+fn a_sweep_on_the_slurm_executor_completes_and_reports_a_cancelled_job_as_such() {
+    let _cluster = Cluster::get();
+    let d = scratch("slurm", "study");
+    study_case(&d, 60);
+    let s = sweep_on_slurm(&d, "0.1, 0.2, 0.3");
+    let dir = d.join("study");
+    let o = tessera(&["study", "run", path(&s), "--dir", path(&dir), "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = csv_rows(&dir);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for (k, r) in rows[1..].iter().enumerate() {
+        assert_eq!(r[1], "done", "{rows:?}");
+        let run = dir.join(format!("runs/run_{k:04}"));
+        let job = summary(&run)["slurm"]["job_id"].clone();
+        assert!(job.is_string() || job.is_number(), "run {k} ran as a Slurm job: {job}");
+        assert!(run.join("job.sbatch").is_file());
+    }
+    // The study's runs equal plain local runs of the same points.
+    let local = d.join("local");
+    let o = tessera(&["run", path(&d.join("heat.toml")), "--set", "physics.diffusivity=0.2", "--out", path(&local), "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_bitwise(&snapshots(&local), &snapshots(&dir.join("runs/run_0001")), "slurm study run vs local run");
+
+    // A job cancelled from outside the study: reported as cancelled, not retried.
+    study_case(&d, 200_000);
+    let s = sweep_on_slurm(&d, "0.1");
+    let dir = d.join("cancelled");
+    let child = {
+        let mut c = Command::new(EXE);
+        with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(["study", "run", path(&s), "--dir", path(&dir), "-q"]);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    let job = wait_for_job(&dir, 0, Duration::from_secs(60));
+    let _ = slurm_cmd("scancel").arg(&job).status();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let rows = csv_rows(&dir);
+    assert_eq!(&rows[1][1..4], ["failed", "1", "cancelled"], "{rows:?}");
+}
+
+/// The job id of run `id` once the study has journaled it.
+fn wait_for_job(dir: &Path, id: i64, limit: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(j) = orchestrate::journal::Journal::open(&dir.join("journal.sqlite")) {
+            if let Some(job) = j.runs().ok().and_then(|r| r.into_iter().find(|r| r.id == id)).and_then(|r| r.job) {
+                if job_state(&job) == "RUNNING" {
+                    return job;
+                }
+            }
+        }
+        assert!(t0.elapsed() < limit, "run {id} has no running job after {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_study_killed_with_jobs_in_flight_resumes_and_adopts_them() {
+    let _cluster = Cluster::get();
+    let d = scratch("slurm", "study-resume");
+    study_case(&d, 3000);
+    let s = sweep_on_slurm(&d, "0.1, 0.2, 0.3");
+    let dir = d.join("study");
+    let mut child = {
+        let mut c = Command::new(EXE);
+        with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(["study", "run", path(&s), "--dir", path(&dir), "-q"]);
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
+    };
+    let job = wait_for_job(&dir, 0, Duration::from_secs(60));
+    let _ = child.kill(); // SIGKILL: the jobs stay queued or running on the cluster
+    let _ = child.wait();
+    assert!(["RUNNING", "COMPLETING", "COMPLETED"].contains(&job_state(&job).as_str()), "the job outlives the orchestrator");
+    let o = tessera(&["study", "resume", path(&dir), "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = csv_rows(&dir);
+    assert!(rows.len() == 4 && rows[1..].iter().all(|r| r[1] == "done"), "{rows:?}");
+    let j = orchestrate::journal::Journal::open(&dir.join("journal.sqlite")).unwrap();
+    let (launched, done) = (j.event_counts("launching").unwrap(), j.event_counts("done").unwrap());
+    assert_eq!(launched.get(&0), Some(&1), "run 0's job was adopted, not submitted again: {launched:?}");
+    assert!((0..3).all(|i| done.get(&i) == Some(&1)), "{done:?}");
+}

@@ -27,6 +27,7 @@ enum JournalMsg {
     Requeue(i64, Reply<()>),
     Runs(Reply<Vec<RunRow>>),
     Add(Vec<Vec<(String, String)>>, Reply<Vec<i64>>),
+    Submitted(i64, String, Reply<()>),
 }
 
 /// Handle to the journal writer.
@@ -46,6 +47,7 @@ impl JournalHandle {
                     JournalMsg::Requeue(id, r) => drop(r.send(journal.requeue_interrupted(id))),
                     JournalMsg::Runs(r) => drop(r.send(journal.runs())),
                     JournalMsg::Add(runs, r) => drop(r.send(journal.add_runs(&runs))),
+                    JournalMsg::Submitted(id, job, r) => drop(r.send(journal.submitted(id, &job))),
                 }
             }
         });
@@ -121,6 +123,8 @@ struct Report {
 
 struct Ctx {
     study: Study,
+    /// The Slurm poller (executor `slurm`).
+    poller: Option<crate::slurm::executor::Poller>,
     dir: PathBuf,
     exe: PathBuf,
     journal: JournalHandle,
@@ -134,8 +138,92 @@ impl Ctx {
     }
 }
 
-/// Runs one attempt of run `id` (or adopts the still-running process `adopt`).
-async fn run_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(i64, i64, i64)>) -> Report {
+/// What a resumed study takes over from the orchestrator that crashed.
+enum Adopt {
+    /// A local process: pid, start time, attempt.
+    Process(i64, i64, i64),
+    /// A Slurm job (None: it has ended and left the queue), attempt.
+    Job(Option<String>, i64),
+}
+
+/// Runs one attempt of run `id` as a Slurm job (or adopts its job).
+async fn slurm_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(Option<String>, i64)>) -> Report {
+    use crate::slurm::executor;
+    let t0 = Instant::now();
+    let run_dir = ctx.run_dir(id);
+    let mut cancel = ctx.cancel.clone();
+    let ranks = ctx.study.ranks;
+    let report = |attempt, outcome, cancelled| Report { id, attempt, outcome, seconds: t0.elapsed().as_secs_f64(), cancelled };
+    let Some(poller) = ctx.poller.clone() else { return report(0, Err((Class::System, "no Slurm poller".into())), true) };
+    tokio::select! {
+        r = ctx.sched.acquire(ranks) => if r.is_err() { return report(0, Err((Class::System, "scheduler stopped".into())), true) },
+        _ = wait_cancel(&mut cancel) => return report(0, Err((Class::System, "cancelled".into())), true),
+    }
+    let (job, attempt) = match adopt {
+        Some(a) => a,
+        None => {
+            let attempt = match ctx.journal.ask(|r| JournalMsg::Launching(id, r)).await {
+                Ok(a) => a,
+                Err(e) => {
+                    ctx.sched.release(ranks);
+                    return report(0, Err((Class::System, e)), true);
+                }
+            };
+            let (study, exe, dir, s) = (ctx.study.clone(), ctx.exe.clone(), run_dir.clone(), sets.clone());
+            match tokio::task::spawn_blocking(move || executor::submit(&study, &exe, id, &s, &dir)).await {
+                Ok(Ok(job)) => {
+                    let j = job.clone();
+                    let _ = ctx.journal.ask(|r| JournalMsg::Submitted(id, j, r)).await;
+                    (Some(job), attempt)
+                }
+                Ok(Err(e)) => {
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::System, format!("sbatch: {e}"))), false);
+                }
+                Err(e) => {
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::System, format!("sbatch: {e}"))), false);
+                }
+            }
+        }
+    };
+    let ended = match &job {
+        None => None,
+        Some(job) => {
+            tokio::select! {
+                e = poller.wait(job) => match e {
+                    Ok(e) => e,
+                    Err(e) => {
+                        ctx.sched.release(ranks);
+                        return report(attempt, Err((Class::System, e)), true);
+                    }
+                },
+                _ = wait_cancel(&mut cancel) => {
+                    // The study is cancelled: so is its job (resume submits it again).
+                    let ids = vec![job.clone()];
+                    let _ = tokio::task::spawn_blocking(move || crate::slurm::scancel(&ids, None)).await;
+                    ctx.sched.release(ranks);
+                    return report(attempt, Err((Class::System, "cancelled".into())), true);
+                }
+            }
+        }
+    };
+    let outcome = match executor::classify(&ended, &run_dir) {
+        Err(e) => Err(e),
+        Ok(()) => quantities(&ctx, &run_dir).await,
+    };
+    ctx.sched.release(ranks);
+    report(attempt, outcome, false)
+}
+
+/// Runs one attempt of run `id` (or adopts what the crashed orchestrator left running).
+async fn run_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<Adopt>) -> Report {
+    let adopt = match adopt {
+        Some(Adopt::Job(job, a)) => return slurm_actor(ctx, id, sets, Some((job, a))).await,
+        _ if ctx.poller.is_some() => return slurm_actor(ctx, id, sets, None).await,
+        Some(Adopt::Process(pid, st, a)) => Some((pid, st, a)),
+        None => None,
+    };
     let t0 = Instant::now();
     let run_dir = ctx.run_dir(id);
     let mut cancel = ctx.cancel.clone();
@@ -334,7 +422,7 @@ fn attempts_allowed(study: &Study, class: Class) -> i64 {
         Class::System => study.retries.system,
         Class::Timeout => study.retries.timeout,
         Class::Diverged => study.retries.diverged,
-        Class::Failed | Class::Input | Class::Post => 0,
+        Class::Failed | Class::Input | Class::Post | Class::Cancelled => 0,
     } as i64
 }
 
@@ -345,7 +433,9 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
     let journal = JournalHandle::spawn(journal);
     let sched = Scheduler::spawn(study.slots, study.max_parallel);
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let ctx = Arc::new(Ctx { study: study.clone(), dir: dir.to_path_buf(), exe, journal: journal.clone(), sched, cancel: cancel_rx });
+    let poller = study.slurm.as_ref().map(|s| crate::slurm::executor::Poller::spawn(Duration::from_secs_f64(s.poll_interval)));
+    let ctx =
+        Arc::new(Ctx { study: study.clone(), poller, dir: dir.to_path_buf(), exe, journal: journal.clone(), sched, cancel: cancel_rx });
     let sets_of = |row: &RunRow| row.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<String>>();
     let mut tasks: JoinSet<Report> = JoinSet::new();
     let mut task_run: BTreeMap<tokio::task::Id, i64> = BTreeMap::new();
@@ -356,17 +446,31 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
         // A run recorded as running outlived the orchestrator that launched it: adopt
         // its process (alive, or ended: then its summary.json tells the outcome).
         // Requeue it only when it never started.
-        let adopt = match (row.state, row.pid) {
-            (State::Running, Some((pid, st))) => Some((pid, st, row.attempts)),
-            (State::Running, None) => match exec::find_run(&ctx.run_dir(row.id)) {
-                Some((pid, st)) => Some((pid, st, row.attempts)),
-                None if ctx.run_dir(row.id).join("summary.json").exists() => Some((0, 0, row.attempts)),
+        let adopt = match (row.state, row.pid, &row.job) {
+            // On Slurm: its job, journaled, or found by its name when the crash came
+            // between sbatch and the journal; a job gone from the queue whose run left
+            // a summary is classified from it.
+            (State::Running, _, Some(job)) => Some(Adopt::Job(Some(job.clone()), row.attempts)),
+            (State::Running, _, None) if ctx.poller.is_some() => {
+                match tokio::task::block_in_place(|| crate::slurm::executor::find(&crate::slurm::executor::job_name(&study, row.id))) {
+                    Some(job) => Some(Adopt::Job(Some(job), row.attempts)),
+                    None if ctx.run_dir(row.id).join("summary.json").exists() => Some(Adopt::Job(None, row.attempts)),
+                    None => {
+                        journal.ask(|r| JournalMsg::Requeue(row.id, r)).await?;
+                        None
+                    }
+                }
+            }
+            (State::Running, Some((pid, st)), _) => Some(Adopt::Process(pid, st, row.attempts)),
+            (State::Running, None, _) => match exec::find_run(&ctx.run_dir(row.id)) {
+                Some((pid, st)) => Some(Adopt::Process(pid, st, row.attempts)),
+                None if ctx.run_dir(row.id).join("summary.json").exists() => Some(Adopt::Process(0, 0, row.attempts)),
                 None => {
                     journal.ask(|r| JournalMsg::Requeue(row.id, r)).await?;
                     None
                 }
             },
-            (State::Queued, _) => None,
+            (State::Queued, ..) => None,
             _ => continue,
         };
         let h = tasks.spawn(run_actor(ctx.clone(), row.id, sets_of(row), adopt));

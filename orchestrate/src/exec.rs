@@ -38,6 +38,8 @@ pub enum Class {
     Input,
     /// Post-processing of a completed run failed.
     Post,
+    /// Its Slurm job was cancelled from outside the study (scancel): not retried.
+    Cancelled,
 }
 
 impl Class {
@@ -50,6 +52,7 @@ impl Class {
             Class::Failed => "failed",
             Class::Input => "input",
             Class::Post => "post",
+            Class::Cancelled => "cancelled",
         }
     }
 }

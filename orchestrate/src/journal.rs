@@ -60,6 +60,8 @@ pub struct RunRow {
     pub quantities: BTreeMap<String, f64>,
     /// Wall seconds of the last attempt.
     pub seconds: f64,
+    /// The Slurm job of a running attempt (slurm executor).
+    pub job: Option<String>,
 }
 
 /// One entry of [`Journal::generator_log`].
@@ -104,7 +106,7 @@ impl Journal {
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE runs (id INTEGER PRIMARY KEY, params TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
                                 pid INTEGER, pid_start INTEGER, class TEXT, message TEXT NOT NULL DEFAULT '', quantities TEXT NOT NULL DEFAULT '{}',
-                                seconds REAL NOT NULL DEFAULT 0, batch INTEGER);
+                                seconds REAL NOT NULL DEFAULT 0, batch INTEGER, job TEXT);
              CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, run INTEGER, at REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL);",
         )
         .map_err(err)?;
@@ -138,7 +140,7 @@ impl Journal {
     pub fn runs(&self) -> Result<Vec<RunRow>, String> {
         let mut st = self
             .conn
-            .prepare("SELECT id, params, state, attempts, pid, pid_start, class, message, quantities, seconds FROM runs ORDER BY id")
+            .prepare("SELECT id, params, state, attempts, pid, pid_start, class, message, quantities, seconds, job FROM runs ORDER BY id")
             .map_err(err)?;
         let rows = st
             .query_map([], |r| {
@@ -161,6 +163,7 @@ impl Journal {
                         .map(|(k, v)| (k, v.as_f64().unwrap_or(f64::NAN)))
                         .collect(),
                     seconds: r.get(9)?,
+                    job: r.get(10)?,
                 })
             })
             .map_err(err)?;
@@ -177,7 +180,7 @@ impl Journal {
     /// before the process is launched.
     pub fn launching(&mut self, id: i64) -> Result<i64, String> {
         let tx = self.conn.transaction().map_err(err)?;
-        let n = tx.execute("UPDATE runs SET state = 'running', attempts = attempts + 1, pid = NULL, pid_start = NULL WHERE id = ?1 AND state = 'queued'", params![id]).map_err(err)?;
+        let n = tx.execute("UPDATE runs SET state = 'running', attempts = attempts + 1, pid = NULL, pid_start = NULL, job = NULL WHERE id = ?1 AND state = 'queued'", params![id]).map_err(err)?;
         if n != 1 {
             return Err(format!("study journal: run {id} is not queued"));
         }
@@ -192,6 +195,16 @@ impl Journal {
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute("UPDATE runs SET pid = ?2, pid_start = ?3 WHERE id = ?1 AND state = 'running'", params![id, pid, start]).map_err(err)?;
         Self::event(&tx, id, "started", &format!("pid {pid}"))?;
+        tx.commit().map_err(err)?;
+        Ok(())
+    }
+
+    /// Records the Slurm job of a running attempt (slurm executor), as soon as sbatch
+    /// has given its id.
+    pub fn submitted(&mut self, id: i64, job: &str) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("UPDATE runs SET job = ?2 WHERE id = ?1 AND state = 'running'", params![id, job]).map_err(err)?;
+        Self::event(&tx, id, "started", &format!("job {job}"))?;
         tx.commit().map_err(err)?;
         Ok(())
     }
@@ -217,7 +230,7 @@ impl Journal {
         .map_err(|e| e.to_string())?;
         let n = tx
             .execute(
-                "UPDATE runs SET state = ?2, class = ?3, message = ?4, quantities = ?5, seconds = ?6, pid = NULL, pid_start = NULL WHERE id = ?1 AND state = 'running'",
+                "UPDATE runs SET state = ?2, class = ?3, message = ?4, quantities = ?5, seconds = ?6, pid = NULL, pid_start = NULL, job = NULL WHERE id = ?1 AND state = 'running'",
                 params![id, state.as_str(), class, message, q, seconds],
             )
             .map_err(err)?;
@@ -232,7 +245,7 @@ impl Journal {
     /// counting it against the retries.
     pub fn requeue_interrupted(&mut self, id: i64) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute("UPDATE runs SET state = 'queued', attempts = MAX(attempts - 1, 0), pid = NULL, pid_start = NULL WHERE id = ?1 AND state = 'running'", params![id])
+        tx.execute("UPDATE runs SET state = 'queued', attempts = MAX(attempts - 1, 0), pid = NULL, pid_start = NULL, job = NULL WHERE id = ?1 AND state = 'running'", params![id])
             .map_err(err)?;
         Self::event(&tx, id, "requeued", "interrupted: the orchestrator stopped and the run's process is gone")?;
         tx.commit().map_err(err)?;

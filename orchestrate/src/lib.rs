@@ -81,6 +81,10 @@ pub fn run(file: &Path, dir: Option<PathBuf>, exe: &Path, progress: bool) -> Res
             .help(format!("continue it with `tessera study resume {}`, or pass another --dir", dir.display())));
     }
     check_points(&study, exe)?;
+    if study.executor == "slurm" {
+        // Partition, resources and time against the cluster, before any submission.
+        slurm::executor::check_request(&study, exe, &dir)?;
+    }
     std::fs::create_dir_all(dir.join("runs"))
         .map_err(|e| PostError::input(format!("{}: cannot create the study directory: {e}", dir.display())))?;
     postproc::sinks::write_atomic(&dir.join("study.toml"), study.text.as_bytes())?;

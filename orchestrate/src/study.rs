@@ -25,6 +25,38 @@ struct RawFile {
     quantities: Option<RawQuantities>,
     convergence: Option<Spanned<RawConvergence>>,
     adaptive: Option<Spanned<RawAdaptive>>,
+    slurm: Option<Spanned<RawSlurm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlurm {
+    partition: Option<String>,
+    account: Option<String>,
+    qos: Option<String>,
+    mem: Option<String>,
+    cpus_per_task: Option<u32>,
+    time: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<f64>>,
+}
+
+/// How runs are submitted with the slurm executor: sbatch options per run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlurmSpec {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--qos`.
+    pub qos: Option<String>,
+    /// `--mem` per node.
+    pub mem: Option<String>,
+    /// `--cpus-per-task`.
+    pub cpus_per_task: Option<u32>,
+    /// `--time` (default: from `study.timeout`, rounded up to minutes).
+    pub time: Option<String>,
+    /// Seconds between the batched squeue queries (default 5).
+    pub poll_interval: f64,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +222,8 @@ pub struct Study {
     pub parameters: Vec<String>,
     /// Quantities-of-interest pipeline (absolute).
     pub pipeline: Option<PathBuf>,
+    /// sbatch options (executor `slurm`).
+    pub slurm: Option<SlurmSpec>,
 }
 
 fn loc_of<T>(file: &str, text: &str, s: &Spanned<T>) -> Location {
@@ -240,15 +274,54 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
         )));
     }
     let executor = s.executor.as_ref().map(|e| e.get_ref().clone()).unwrap_or_else(|| "local".into());
-    if executor != "local" {
+    if executor != "local" && executor != "slurm" {
         let e = s.executor.as_ref().expect("given");
-        return Err(PostError::at(loc_of(file, text, e), format!("study.executor: {executor:?} is not available"))
-            .help(format!("{}executors: local (slurm: not yet)", did_you_mean(&executor, &["local", "slurm"]))));
+        return Err(PostError::at(loc_of(file, text, e), format!("study.executor: unknown executor {executor:?}"))
+            .help(format!("{}executors: local, slurm", did_you_mean(&executor, &["local", "slurm"]))));
     }
+    let slurm = match (&raw.slurm, executor.as_str()) {
+        (Some(t), "local") => {
+            return Err(PostError::at(loc_of(file, text, t), "[slurm] is for executor = \"slurm\", but this study runs locally")
+                .help("set study.executor = \"slurm\", or remove [slurm]"))
+        }
+        (None, "local") => None,
+        (t, _) => {
+            let t = t.as_ref().map(|t| t.get_ref());
+            if let Some(tm) = t.and_then(|t| t.time.as_ref()) {
+                crate::slurm::parse_time(tm.get_ref()).map_err(|m| {
+                    PostError::at(loc_of(file, text, tm), format!("slurm.time {:?}: {m}", tm.get_ref()))
+                        .help("MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS")
+                })?;
+            }
+            let poll_interval = match t.and_then(|t| t.poll_interval.as_ref()) {
+                None => 5.0,
+                Some(p) if *p.get_ref() >= 0.1 && *p.get_ref() <= 3600.0 => *p.get_ref(),
+                Some(p) => {
+                    return Err(PostError::at(loc_of(file, text, p), "slurm.poll_interval: expected seconds in [0.1, 3600]")
+                        .help("one batched squeue per interval for all the study's jobs; 5 to 60 s on a shared cluster"))
+                }
+            };
+            Some(SlurmSpec {
+                partition: t.and_then(|t| t.partition.clone()),
+                account: t.and_then(|t| t.account.clone()),
+                qos: t.and_then(|t| t.qos.clone()),
+                mem: t.and_then(|t| t.mem.clone()),
+                cpus_per_task: t.and_then(|t| t.cpus_per_task),
+                time: t.and_then(|t| t.time.as_ref().map(|x| x.get_ref().clone())),
+                poll_interval,
+            })
+        }
+    };
     let ranks = positive(file, text, &s.ranks_per_run, "ranks_per_run", 1)?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let slots = positive(file, text, &s.slots, "slots", cores.max(ranks))?;
-    let max_parallel = positive(file, text, &s.max_parallel, "max_parallel", (slots / ranks).max(1))?;
+    // On Slurm the cluster places the jobs: `max_parallel` bounds the jobs in flight.
+    let (default_slots, default_parallel) = match (&slurm, &s.max_parallel) {
+        (Some(_), Some(m)) => ((*m.get_ref()).max(1) as usize * ranks, None),
+        (Some(_), None) => (8 * ranks, Some(8)),
+        (None, _) => (cores.max(ranks), None),
+    };
+    let slots = positive(file, text, &s.slots, "slots", default_slots)?;
+    let max_parallel = positive(file, text, &s.max_parallel, "max_parallel", default_parallel.unwrap_or((slots / ranks).max(1)))?;
     if ranks > slots {
         let at = s.ranks_per_run.as_ref().expect("given when larger than the default slots");
         return Err(PostError::at(loc_of(file, text, at), format!("study.ranks_per_run = {ranks} needs more than the {slots} slots"))
@@ -436,6 +509,7 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
         plan,
         parameters,
         pipeline,
+        slurm,
     })
 }
 

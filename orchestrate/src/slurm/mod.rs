@@ -13,6 +13,7 @@
 //! Also here for the study executor: one batched [`squeue`] query for many jobs,
 //! [`JobState`] for every state Slurm reports, [`sbatch`] and [`scancel`].
 
+pub mod executor;
 pub mod script;
 
 use postproc::error::PostError;
