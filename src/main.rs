@@ -129,6 +129,11 @@ enum StudyAction {
     },
 }
 
+/// The base case of a study file (the study is parsed again by the orchestrator).
+fn study_case(file: &std::path::Path) -> Result<PathBuf, String> {
+    orchestrate::study::load(file).map(|s| s.case).map_err(|e| e.to_string())
+}
+
 fn study(action: StudyAction) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
@@ -152,7 +157,17 @@ fn study(action: StudyAction) -> ExitCode {
         }
     };
     let res = match action {
-        StudyAction::Run { study, dir, quiet } => orchestrate::run(&study, dir, &exe, !quiet).map(|(d, o)| done(&o, &d)),
+        StudyAction::Run { study, dir, quiet } => {
+            // Every point is checked in process, as `tessera check --np RANKS` would.
+            // (A study file that does not parse is reported by the orchestrator, located.)
+            let base = study_case(&study).ok();
+            let check = |sets: &[String], ranks: usize| -> Result<(), String> {
+                let Some(base) = &base else { return Ok(()) };
+                let c = solver::case::load(base, sets).map_err(|e| e.to_string())?;
+                layout_for(&c, ranks).map(|_| ()).map_err(|e| e.to_string())
+            };
+            orchestrate::run(&study, dir, &exe, Some(&check), !quiet).map(|(d, o)| done(&o, &d))
+        }
         StudyAction::Resume { dir, quiet } => orchestrate::resume(&dir, &exe, !quiet).map(|o| done(&o, &dir)),
         StudyAction::Status { dir } => orchestrate::status(&dir).map(|s| {
             print!("{s}");

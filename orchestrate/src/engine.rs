@@ -375,6 +375,9 @@ async fn quantities(ctx: &Ctx, run_dir: &Path) -> Result<BTreeMap<String, f64>, 
     Ok(q)
 }
 
+/// How often results.csv is rewritten while a study runs.
+const TABLE_EVERY: Duration = Duration::from_secs(1);
+
 /// How a study ended.
 pub struct Outcome {
     /// Runs done.
@@ -483,6 +486,7 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
     let started_done = done + failed;
     let mut stopped = false;
     write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
+    let (mut last_table, mut stale) = (tokio::time::Instant::now(), false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|e| e.to_string())?;
     total += top_up(&mut *gen, &ctx, &mut tasks, &mut task_run, &mut sets).await?;
@@ -491,6 +495,11 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
             j = tasks.join_next_with_id() => j,
             _ = term.recv() => { stopped = true; let _ = cancel_tx.send(true); continue }
             _ = int.recv() => { stopped = true; let _ = cancel_tx.send(true); continue }
+            _ = tokio::time::sleep_until(last_table + TABLE_EVERY), if stale => {
+                write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
+                (last_table, stale) = (tokio::time::Instant::now(), false);
+                continue
+            }
         };
         let Some(joined) = joined else { break };
         let rep = match joined {
@@ -552,7 +561,13 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
         if !stopped {
             total += top_up(&mut *gen, &ctx, &mut tasks, &mut task_run, &mut sets).await?;
         }
-        write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
+        // The table follows the journal at most a second behind (and exactly at the end):
+        // rewriting it after every one of a thousand short runs would cost more than the runs.
+        stale = true;
+        if last_table.elapsed() >= TABLE_EVERY {
+            write_results(dir, &study, &journal.ask(JournalMsg::Runs).await?)?;
+            (last_table, stale) = (tokio::time::Instant::now(), false);
+        }
         if progress {
             let finished = done + failed - started_done;
             let left = total - done - failed;

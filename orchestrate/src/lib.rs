@@ -28,50 +28,65 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| PostError::Failed(format!("cannot start the runtime: {e}")))
 }
 
-/// Checks every point of `study` with `tessera check` (all at once, in parallel), so a
-/// bad parameter value is an error before anything runs.
-fn check_points(study: &Study, exe: &Path) -> Result<()> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
-        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+/// Checks one point: the base case with these `--set` overrides, decomposed onto this
+/// many ranks; the error is the solver's own located message.
+pub type PointCheck<'a> = &'a (dyn Fn(&[String], usize) -> std::result::Result<(), String> + Sync);
+
+/// Checks every point of `study` before anything runs, so a bad parameter value is an
+/// error (exit 2) up front: in process with `check` (the solver's own case loading, a
+/// fraction of a millisecond per point), else with `tessera check` per point.
+fn check_points(study: &Study, exe: &Path, check: Option<PointCheck>) -> Result<()> {
+    let sets = |p: &[(String, toml::Value)]| p.iter().map(|(k, v)| study::set_arg(k, v)).collect::<Vec<String>>();
+    let mut bad: Vec<(usize, String)> = Vec::new();
+    if let Some(check) = check {
         for (i, p) in study.checks.iter().enumerate() {
-            let mut c = tokio::process::Command::new(exe);
-            c.arg("check").arg(&study.case);
-            for (k, v) in p {
-                c.arg("--set").arg(study::set_arg(k, v));
-            }
-            let sem = sem.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire().await;
-                (i, c.output().await)
-            });
-        }
-        let mut bad = Vec::new();
-        while let Some(j) = set.join_next().await {
-            let (i, o) = j.map_err(|e| PostError::Failed(e.to_string()))?;
-            let o = o.map_err(|e| PostError::Failed(format!("cannot run {} check: {e}", exe.display())))?;
-            if !o.status.success() {
-                bad.push((i, String::from_utf8_lossy(&o.stderr).trim().to_string()));
+            if let Err(e) = check(&sets(p), study.ranks) {
+                bad.push((i, e));
             }
         }
-        bad.sort();
-        if let Some((i, msg)) = bad.first() {
-            let point: Vec<String> = study.checks[*i].iter().map(|(k, v)| study::set_arg(k, v)).collect();
-            return Err(PostError::input(format!(
-                "{}: {} of {} points are refused by the case; the first, point {i} ({}):\n{msg}",
-                study.file.display(),
-                bad.len(),
-                study.checks.len(),
-                point.join(" ")
-            )));
-        }
-        Ok(())
-    })
+    } else {
+        let rt = runtime()?;
+        bad = rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+            for (i, p) in study.checks.iter().enumerate() {
+                let mut c = tokio::process::Command::new(exe);
+                c.arg("check").arg(&study.case).arg("--np").arg(study.ranks.to_string());
+                for s in sets(p) {
+                    c.arg("--set").arg(s);
+                }
+                let sem = sem.clone();
+                set.spawn(async move {
+                    let _permit = sem.acquire().await;
+                    (i, c.output().await)
+                });
+            }
+            let mut bad = Vec::new();
+            while let Some(j) = set.join_next().await {
+                let (i, o) = j.map_err(|e| PostError::Failed(e.to_string()))?;
+                let o = o.map_err(|e| PostError::Failed(format!("cannot run {} check: {e}", exe.display())))?;
+                if !o.status.success() {
+                    bad.push((i, String::from_utf8_lossy(&o.stderr).trim().to_string()));
+                }
+            }
+            Ok::<_, PostError>(bad)
+        })?;
+    }
+    bad.sort();
+    if let Some((i, msg)) = bad.first() {
+        return Err(PostError::input(format!(
+            "{}: {} of {} points are refused by the case; the first, point {i} ({}):\n{msg}",
+            study.file.display(),
+            bad.len(),
+            study.checks.len(),
+            sets(&study.checks[*i]).join(" ")
+        )));
+    }
+    Ok(())
 }
 
 /// `tessera study run`: checks, creates the study directory and its journal, runs.
-pub fn run(file: &Path, dir: Option<PathBuf>, exe: &Path, progress: bool) -> Result<(PathBuf, engine::Outcome)> {
+pub fn run(file: &Path, dir: Option<PathBuf>, exe: &Path, check: Option<PointCheck>, progress: bool) -> Result<(PathBuf, engine::Outcome)> {
     let study = study::load(file)?;
     let dir = dir.unwrap_or_else(|| PathBuf::from("studies").join(&study.name));
     // Absolute, so run processes can be recognised by their --out after a crash.
@@ -80,7 +95,7 @@ pub fn run(file: &Path, dir: Option<PathBuf>, exe: &Path, progress: bool) -> Res
         return Err(PostError::input(format!("{}: a study is already recorded here", dir.display()))
             .help(format!("continue it with `tessera study resume {}`, or pass another --dir", dir.display())));
     }
-    check_points(&study, exe)?;
+    check_points(&study, exe, check)?;
     if study.executor == "slurm" {
         // Partition, resources and time against the cluster, before any submission.
         slurm::executor::check_request(&study, exe, &dir)?;
