@@ -12,7 +12,7 @@ export OMPI_MCA_rmaps_base_oversubscribe := 1
 # Quieter Open MPI in containers without a high-speed fabric.
 export OMPI_MCA_btl_vader_single_copy_mechanism := none
 
-.PHONY: setup build demo test test-slow bench bench-petsc bench-openfoam bench-dask clean
+.PHONY: setup build demo test test-slow bench bench-petsc bench-openfoam bench-dask bench-ray bench-adaptive clean
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +44,8 @@ bench: setup
 	$(MAKE) bench-petsc
 	$(MAKE) bench-openfoam
 	$(MAKE) bench-dask
+	$(MAKE) bench-ray
+	$(MAKE) bench-adaptive
 
 # Multigrid-CG against PETSc KSP CG + PCMG (installs petsc-dev and python3-petsc4py).
 bench-petsc: setup
@@ -63,6 +65,24 @@ bench-dask: setup
 	@bash scripts/setup_dask.sh
 	$(CARGO) build --release --locked
 	/usr/bin/python3 benches/post_vs_dask.py --json target/post_vs_dask.json
+
+# Orchestration overhead per run: `tessera study run` vs Ray tasks/actors vs a plain
+# thread pool, 1000 trivial runs 2 at a time (installs ray and adaptive into
+# target/study-bench-venv); about 20 minutes.
+STUDY_BENCH_PY := target/study-bench-venv/bin/python
+bench-ray: setup
+	@bash scripts/setup_study_bench.sh
+	$(CARGO) build --release --locked
+	$(STUDY_BENCH_PY) benches/study_vs_ray.py --json target/study_vs_ray.json
+
+# Runs needed to reach an interpolation error: orchestrate::adaptive::Learner1D vs
+# python-adaptive's Learner1D on a sharp peak (same venv as bench-ray); a few minutes.
+bench-adaptive: setup
+	@bash scripts/setup_study_bench.sh
+	$(CARGO) build --release --locked --example adaptive_bench -p orchestrate
+	$(STUDY_BENCH_PY) benches/adaptive_vs_python.py --json target/adaptive_vs_python.json
+	$(STUDY_BENCH_PY) benches/adaptive_vs_python.py --protocols batch2 --functions peak,tanh \
+		--centers 0.0,0.1234,0.3333 --json target/adaptive_vs_python_batch2.json
 
 clean:
 	$(CARGO) clean
