@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the references of the study benchmarks (docs/BENCHMARKS.md §6) into a venv
+# Installs the references of the study benchmarks (docs/BENCHMARKS.md §6, §7) into a venv
 # of Debian's /usr/bin/python3, target/study-bench-venv:
 #   ray       (benches/study_vs_ray.py: 1000 trivial runs through Ray tasks)
 #   adaptive  (benches/adaptive_vs_python.py: python-adaptive's Learner1D)
