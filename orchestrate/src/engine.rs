@@ -170,15 +170,12 @@ async fn slurm_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(O
                 }
             };
             let (study, exe, dir, s) = (ctx.study.clone(), ctx.exe.clone(), run_dir.clone(), sets.clone());
-            match tokio::task::spawn_blocking(move || executor::submit(&study, &exe, id, &s, &dir)).await {
-                Ok(Ok(job)) => {
+            let submitted = tokio::task::spawn_blocking(move || executor::submit(&study, &exe, id, &s, &dir)).await;
+            match submitted.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(job) => {
                     let j = job.clone();
                     let _ = ctx.journal.ask(|r| JournalMsg::Submitted(id, j, r)).await;
                     (Some(job), attempt)
-                }
-                Ok(Err(e)) => {
-                    ctx.sched.release(ranks);
-                    return report(attempt, Err((Class::System, format!("sbatch: {e}"))), false);
                 }
                 Err(e) => {
                     ctx.sched.release(ranks);

@@ -59,6 +59,12 @@ pub struct SlurmSpec {
     pub poll_interval: f64,
 }
 
+impl Default for SlurmSpec {
+    fn default() -> Self {
+        SlurmSpec { partition: None, account: None, qos: None, mem: None, cpus_per_task: None, time: None, poll_interval: 5.0 }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConvergence {
@@ -294,7 +300,7 @@ pub fn parse(file: &str, text: &str, path: &Path) -> Result<Study> {
                 })?;
             }
             let poll_interval = match t.and_then(|t| t.poll_interval.as_ref()) {
-                None => 5.0,
+                None => SlurmSpec::default().poll_interval,
                 Some(p) if *p.get_ref() >= 0.1 && *p.get_ref() <= 3600.0 => *p.get_ref(),
                 Some(p) => {
                     return Err(PostError::at(loc_of(file, text, p), "slurm.poll_interval: expected seconds in [0.1, 3600]")

@@ -96,15 +96,7 @@ pub fn job_name(study: &Study, id: i64) -> String {
 
 /// The sbatch options of one attempt of a run of `study`.
 pub fn options(study: &Study, sets: &[String], run_dir: &Path) -> Result<Options, String> {
-    let spec = study.slurm.clone().unwrap_or_else(|| crate::study::SlurmSpec {
-        partition: None,
-        account: None,
-        qos: None,
-        mem: None,
-        cpus_per_task: None,
-        time: None,
-        poll_interval: 5.0,
-    });
+    let spec = study.slurm.clone().unwrap_or_default();
     // The walltime: [slurm] time, else the study's timeout rounded up to minutes.
     let time = spec.time.clone().or_else(|| study.timeout.map(|t| format_time(((t / 60.0).ceil() as u64).max(1) * 60)));
     let secs = match &time {
@@ -134,20 +126,21 @@ pub fn options(study: &Study, sets: &[String], run_dir: &Path) -> Result<Options
 /// Checks the study's sbatch request against the cluster (partition, resources, time)
 /// before anything is submitted.
 pub fn check_request(study: &Study, exe: &Path, dir: &Path) -> crate::Result<String> {
-    let run_dir = dir.join("runs").join("run_0000");
-    let opts = options(study, &[], &run_dir).map_err(crate::StudyError::input)?;
-    let info = CaseInfo { name: study.name.clone(), run_dir, fixed_ranks: None };
+    Ok(job_of(study, exe, 0, &[], &dir.join("runs").join("run_0000"), true)?.checked)
+}
+
+/// The checked job of run `id`. The points were checked by the study already (the case
+/// loads and decomposes), so the case check here only names the run.
+fn job_of(study: &Study, exe: &Path, id: i64, sets: &[String], run_dir: &Path, need_cluster: bool) -> crate::Result<super::Job> {
+    let opts = options(study, sets, run_dir).map_err(crate::StudyError::input)?;
+    let info = CaseInfo { name: study.name.clone(), run_dir: run_dir.to_path_buf(), fixed_ranks: None };
     let check = move |_: Option<usize>| Ok(info.clone());
-    let job = plan(&Options { job_name: Some(job_name(study, 0)), ..opts }, exe, &check, true)?;
-    Ok(job.checked)
+    plan(&Options { job_name: Some(job_name(study, id)), ..opts }, exe, &check, need_cluster)
 }
 
 /// Writes RUN_DIR/job.sbatch for attempt of run `id` and submits it; returns the job id.
 pub fn submit(study: &Study, exe: &Path, id: i64, sets: &[String], run_dir: &Path) -> Result<String, String> {
-    let opts = options(study, sets, run_dir)?;
-    let info = CaseInfo { name: study.name.clone(), run_dir: run_dir.to_path_buf(), fixed_ranks: None };
-    let check = move |_: Option<usize>| Ok(info.clone());
-    let job = plan(&Options { job_name: Some(job_name(study, id)), ..opts }, exe, &check, false).map_err(|e| e.to_string())?;
+    let job = job_of(study, exe, id, sets, run_dir, false).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let path = run_dir.join(super::SCRIPT_NAME);
     postproc::sinks::write_atomic(&path, script::render(&job).as_bytes()).map_err(|e| e.to_string())?;
