@@ -13,9 +13,10 @@ and stderr) appended to SIDE/runs/run_NNNN.log, in its own process group, stdin 
                subprocess.run: the cost of the runs themselves, nothing else
   tessera      `tessera study run STUDY.toml --dir DIR --quiet` on a sweep of 1000 points
                (ranks_per_run 1, slots 2, max_parallel 2, no quantities pipeline): loads
-               the study, checks every point with `tessera check`, creates the journal,
-               runs, journals every transition (SQLite, WAL, synchronous=FULL) and
-               rewrites results.csv after each run, as it always does
+               the study, checks every point (case loading and decomposition, in
+               process), creates the journal, runs, journals every transition (SQLite,
+               WAL; synchronous=NORMAL for the local executor) and keeps results.csv at
+               most a second behind, as it always does
   ray-tasks    ray.init(num_cpus=2), one @ray.remote(num_cpus=1) task per run that runs
                the command with subprocess.run; all 1000 submitted at once, ray.get
   ray-actors   ray.init(num_cpus=2), ray.util.ActorPool of 2 actors (num_cpus=1), each

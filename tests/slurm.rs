@@ -405,34 +405,68 @@ fn a_sweep_on_the_slurm_executor_completes_and_reports_a_cancelled_job_as_such()
     assert!(o.status.success(), "{}", text(&o));
     let rows = csv_rows(&dir);
     assert_eq!(rows.len(), 4, "{rows:?}");
+    let mut arrays = Vec::new();
     for (k, r) in rows[1..].iter().enumerate() {
         assert_eq!(r[1], "done", "{rows:?}");
         let run = dir.join(format!("runs/run_{k:04}"));
-        let job = summary(&run)["slurm"]["job_id"].clone();
-        assert!(job.is_string() || job.is_number(), "run {k} ran as a Slurm job: {job}");
-        assert!(run.join("job.sbatch").is_file());
+        let slurm = summary(&run)["slurm"].clone();
+        // The sweep went as one job array whose task ids are the run numbers.
+        assert_eq!(slurm["array_task_id"].as_str(), Some(k.to_string().as_str()), "run {k}: {slurm}");
+        arrays.push(slurm["array_job_id"].as_str().unwrap_or("").to_string());
+        assert!(run.join("job.sbatch").is_file(), "each run keeps its own script, to resubmit it by hand");
+        assert!(
+            run.read_dir().unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("slurm-")),
+            "Slurm's output is in RUN_DIR"
+        );
     }
+    assert!(arrays.iter().all(|a| a == &arrays[0]) && !arrays[0].is_empty(), "one array for the sweep: {arrays:?}");
+    let script = std::fs::read_to_string(dir.join("runs/array_0000-0002.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-2%2\n"), "{script}");
     // The study's runs equal plain local runs of the same points.
     let local = d.join("local");
     let o = tessera(&["run", path(&d.join("heat.toml")), "--set", "physics.diffusivity=0.2", "--out", path(&local), "-q"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_bitwise(&snapshots(&local), &snapshots(&dir.join("runs/run_0001")), "slurm study run vs local run");
 
-    // A job cancelled from outside the study: reported as cancelled, not retried.
+    // A job cancelled from outside the study: reported as cancelled, not retried. A
+    // single run is one plain job; two are an array, whose task is cancelled alone.
     study_case(&d, 200_000);
-    let s = sweep_on_slurm(&d, "0.1");
-    let dir = d.join("cancelled");
-    let child = {
-        let mut c = Command::new(EXE);
-        with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(["study", "run", path(&s), "--dir", path(&dir), "-q"]);
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
-    };
-    let job = wait_for_job(&dir, 0, Duration::from_secs(60));
-    let _ = slurm_cmd("scancel").arg(&job).status();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    let rows = csv_rows(&dir);
-    assert_eq!(&rows[1][1..4], ["failed", "1", "cancelled"], "{rows:?}");
+    for (values, name) in [("0.1", "cancelled"), ("0.1, 0.2", "cancelled-task")] {
+        let s = sweep_on_slurm(&d, values);
+        let dir = d.join(name);
+        let child = {
+            let mut c = Command::new(EXE);
+            with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(["study", "run", path(&s), "--dir", path(&dir), "-q"]);
+            c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        };
+        let job = wait_for_job(&dir, 0, Duration::from_secs(60));
+        assert_eq!(job.contains('_'), values.contains(','), "{job}");
+        let _ = slurm_cmd("scancel").arg(&job).status();
+        let other = (values.contains(',')).then(|| wait_for_job(&dir, 1, Duration::from_secs(60)));
+        let t0 = Instant::now();
+        while other.is_some() && csv_rows(&dir).get(1).map(|r| r[1] == "failed") != Some(true) {
+            assert!(t0.elapsed() < Duration::from_secs(60), "run 0 not reported failed: {:?}", csv_rows(&dir));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(other) = &other {
+            // The other task still runs: stopping the study cancels it (resume submits it again).
+            assert_eq!(job_state(other), "RUNNING");
+            // SAFETY: kill(2) on the child we spawned.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while !["CANCELLED", ""].contains(&job_state(other).as_str()) {
+                assert!(t0.elapsed() < Duration::from_secs(60), "task {other} not cancelled with its study: {}", job_state(other));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        let rows = csv_rows(&dir);
+        assert_eq!(&rows[1][1..4], ["failed", "1", "cancelled"], "{rows:?}");
+        if other.is_some() {
+            assert_eq!(&rows[2][1..3], ["queued", "0"], "the stopped run waits for resume: {rows:?}");
+        }
+    }
 }
 
 /// The job id of run `id` once the study has journaled it.

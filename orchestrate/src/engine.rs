@@ -21,13 +21,13 @@ use tokio::task::JoinSet;
 type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 enum JournalMsg {
-    Launching(i64, Reply<i64>),
+    Launching(Vec<i64>, Reply<Vec<i64>>),
     Started(i64, i64, i64, Reply<()>),
     Finish(i64, State, Option<String>, String, BTreeMap<String, f64>, f64, Reply<bool>),
     Requeue(i64, Reply<()>),
     Runs(Reply<Vec<RunRow>>),
     Add(Vec<Vec<(String, String)>>, Reply<Vec<i64>>),
-    Submitted(i64, String, Reply<()>),
+    Submitted(Vec<(i64, String)>, Reply<()>),
 }
 
 /// Handle to the journal writer.
@@ -41,13 +41,13 @@ impl JournalHandle {
         std::thread::spawn(move || {
             while let Some(m) = rx.blocking_recv() {
                 match m {
-                    JournalMsg::Launching(id, r) => drop(r.send(journal.launching(id))),
+                    JournalMsg::Launching(ids, r) => drop(r.send(journal.launching(&ids))),
                     JournalMsg::Started(id, pid, st, r) => drop(r.send(journal.started(id, pid, st))),
                     JournalMsg::Finish(id, s, c, m, q, secs, r) => drop(r.send(journal.finish(id, s, c.as_deref(), &m, &q, secs))),
                     JournalMsg::Requeue(id, r) => drop(r.send(journal.requeue_interrupted(id))),
                     JournalMsg::Runs(r) => drop(r.send(journal.runs())),
                     JournalMsg::Add(runs, r) => drop(r.send(journal.add_runs(&runs))),
-                    JournalMsg::Submitted(id, job, r) => drop(r.send(journal.submitted(id, &job))),
+                    JournalMsg::Submitted(jobs, r) => drop(r.send(journal.submitted(&jobs))),
                 }
             }
         });
@@ -155,17 +155,27 @@ async fn slurm_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(O
     let ranks = ctx.study.ranks;
     let report = |attempt, outcome, cancelled| Report { id, attempt, outcome, seconds: t0.elapsed().as_secs_f64(), cancelled };
     let Some(poller) = ctx.poller.clone() else { return report(0, Err((Class::System, "no Slurm poller".into())), true) };
-    tokio::select! {
-        r = ctx.sched.acquire(ranks) => if r.is_err() { return report(0, Err((Class::System, "scheduler stopped".into())), true) },
-        _ = wait_cancel(&mut cancel) => return report(0, Err((Class::System, "cancelled".into())), true),
+    // A task of a job array is throttled by the array itself (`%max_parallel`) and
+    // bypasses the scheduler: only the jobs this actor submits, or adopts, hold slots.
+    let holds_slots = !matches!(&adopt, Some((Some(job), _)) if job.contains('_'));
+    let release = || {
+        if holds_slots {
+            ctx.sched.release(ranks)
+        }
+    };
+    if holds_slots {
+        tokio::select! {
+            r = ctx.sched.acquire(ranks) => if r.is_err() { return report(0, Err((Class::System, "scheduler stopped".into())), true) },
+            _ = wait_cancel(&mut cancel) => return report(0, Err((Class::System, "cancelled".into())), true),
+        }
     }
     let (job, attempt) = match adopt {
         Some(a) => a,
         None => {
-            let attempt = match ctx.journal.ask(|r| JournalMsg::Launching(id, r)).await {
-                Ok(a) => a,
+            let attempt = match ctx.journal.ask(|r| JournalMsg::Launching(vec![id], r)).await {
+                Ok(a) => a[0],
                 Err(e) => {
-                    ctx.sched.release(ranks);
+                    release();
                     return report(0, Err((Class::System, e)), true);
                 }
             };
@@ -174,11 +184,11 @@ async fn slurm_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(O
             match submitted.map_err(|e| e.to_string()).and_then(|r| r) {
                 Ok(job) => {
                     let j = job.clone();
-                    let _ = ctx.journal.ask(|r| JournalMsg::Submitted(id, j, r)).await;
+                    let _ = ctx.journal.ask(|r| JournalMsg::Submitted(vec![(id, j)], r)).await;
                     (Some(job), attempt)
                 }
                 Err(e) => {
-                    ctx.sched.release(ranks);
+                    release();
                     return report(attempt, Err((Class::System, format!("sbatch: {e}"))), false);
                 }
             }
@@ -191,15 +201,14 @@ async fn slurm_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(O
                 e = poller.wait(job) => match e {
                     Ok(e) => e,
                     Err(e) => {
-                        ctx.sched.release(ranks);
+                        release();
                         return report(attempt, Err((Class::System, e)), true);
                     }
                 },
                 _ = wait_cancel(&mut cancel) => {
                     // The study is cancelled: so is its job (resume submits it again).
-                    let ids = vec![job.clone()];
-                    let _ = tokio::task::spawn_blocking(move || crate::slurm::scancel(&ids, None)).await;
-                    ctx.sched.release(ranks);
+                    poller.cancel(job).await;
+                    release();
                     return report(attempt, Err((Class::System, "cancelled".into())), true);
                 }
             }
@@ -209,7 +218,7 @@ async fn slurm_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<(O
         Err(e) => Err(e),
         Ok(()) => quantities(&ctx, &run_dir).await,
     };
-    ctx.sched.release(ranks);
+    release();
     report(attempt, outcome, false)
 }
 
@@ -257,8 +266,8 @@ async fn run_actor(ctx: Arc<Ctx>, id: i64, sets: Vec<String>, adopt: Option<Adop
                 r = ctx.sched.acquire(ranks) => if r.is_err() { return report(0, Err((Class::System, "scheduler stopped".into())), true) },
                 _ = wait_cancel(&mut cancel) => return report(0, Err((Class::System, "cancelled".into())), true),
             }
-            match ctx.journal.ask(|r| JournalMsg::Launching(id, r)).await {
-                Ok(a) => attempt = a,
+            match ctx.journal.ask(|r| JournalMsg::Launching(vec![id], r)).await {
+                Ok(a) => attempt = a[0],
                 Err(e) => {
                     ctx.sched.release(ranks);
                     return report(0, Err((Class::System, e)), true);
@@ -408,13 +417,63 @@ async fn top_up(
     }
     let rows: Vec<Vec<(String, String)>> = pts.iter().map(|p| p.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()).collect();
     let ids = ctx.journal.ask(|r| JournalMsg::Add(rows.clone(), r)).await?;
+    let mut new = Vec::with_capacity(ids.len());
     for (id, row) in ids.iter().zip(&rows) {
         let s: Vec<String> = row.iter().map(|(k, v)| format!("{k}={v}")).collect();
         sets.insert(*id, s.clone());
-        let h = tasks.spawn(run_actor(ctx.clone(), *id, s, None));
-        task_run.insert(h.id(), *id);
+        new.push((*id, s));
     }
+    launch(ctx, tasks, task_run, new).await?;
     Ok(ids.len())
+}
+
+/// Starts the actors of queued runs `(id, sets)`. On Slurm, two or more runs go as one
+/// job array: all of them journaled as launching before sbatch, and their tasks right
+/// after it (a crash in between is caught on resume by the array's job name). An array
+/// Slurm refuses falls back to one job per run, each reporting its own sbatch error.
+async fn launch(
+    ctx: &Arc<Ctx>,
+    tasks: &mut JoinSet<Report>,
+    task_run: &mut BTreeMap<tokio::task::Id, i64>,
+    runs: Vec<(i64, Vec<String>)>,
+) -> Result<(), String> {
+    use crate::slurm::executor;
+    let mut adopt: BTreeMap<i64, Adopt> = BTreeMap::new();
+    if ctx.poller.is_some() && runs.len() >= 2 {
+        // Task ids are run numbers, and Slurm bounds them (MaxArraySize).
+        let max = tokio::task::block_in_place(executor::max_array_task);
+        let batch: Vec<(i64, Vec<String>)> = runs.iter().filter(|r| r.0 <= max).cloned().collect();
+        if batch.len() >= 2 {
+            let ids: Vec<i64> = batch.iter().map(|r| r.0).collect();
+            let attempts = ctx.journal.ask(|r| JournalMsg::Launching(ids.clone(), r)).await?;
+            let (study, exe, dir) = (ctx.study.clone(), ctx.exe.clone(), ctx.dir.clone());
+            let submitted = tokio::task::spawn_blocking(move || executor::submit_array(&study, &exe, &dir, &batch)).await;
+            match submitted.map_err(|e| e.to_string()).and_then(|r| r) {
+                Ok(array) => {
+                    let jobs: Vec<(i64, String)> = ids.iter().map(|id| (*id, format!("{array}_{id}"))).collect();
+                    ctx.journal.ask(|r| JournalMsg::Submitted(jobs.clone(), r)).await?;
+                    for ((id, job), a) in jobs.into_iter().zip(attempts) {
+                        adopt.insert(id, Adopt::Job(Some(job), a));
+                    }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "study {}: a job array of {} runs was not submitted ({e}); submitting them one by one",
+                        ctx.study.name,
+                        ids.len()
+                    );
+                    for id in ids {
+                        ctx.journal.ask(|r| JournalMsg::Requeue(id, r)).await?;
+                    }
+                }
+            }
+        }
+    }
+    for (id, sets) in runs {
+        let h = tasks.spawn(run_actor(ctx.clone(), id, sets, adopt.remove(&id)));
+        task_run.insert(h.id(), id);
+    }
+    Ok(())
 }
 
 fn attempts_allowed(study: &Study, class: Class) -> i64 {
@@ -430,6 +489,8 @@ fn attempts_allowed(study: &Study, class: Class) -> i64 {
 pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, progress: bool) -> Result<Outcome, String> {
     // The generator replays the journal before the writer takes it over.
     let mut gen = generate::rebuild(&study, &journal, &journal.runs()?)?;
+    // Local runs die with the machine, Slurm jobs do not: see the journal's documentation.
+    journal.sync_to_disk(study.slurm.is_some())?;
     let journal = JournalHandle::spawn(journal);
     let sched = Scheduler::spawn(study.slots, study.max_parallel);
     let (cancel_tx, cancel_rx) = watch::channel(false);
@@ -441,6 +502,11 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
     let mut task_run: BTreeMap<tokio::task::Id, i64> = BTreeMap::new();
     let rows = journal.ask(JournalMsg::Runs).await?;
     let mut sets: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    // Array tasks of runs whose crash came between sbatch and the journal, by run.
+    let lost = ctx.poller.is_some() && rows.iter().any(|r| r.state == State::Running && r.job.is_none());
+    let mut array_tasks =
+        if lost { tokio::task::block_in_place(|| crate::slurm::executor::find_tasks(&study)) } else { Default::default() };
+    let mut queued = Vec::new();
     for row in &rows {
         sets.insert(row.id, sets_of(row));
         // A run recorded as running outlived the orchestrator that launched it: adopt
@@ -452,7 +518,10 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
             // a summary is classified from it.
             (State::Running, _, Some(job)) => Some(Adopt::Job(Some(job.clone()), row.attempts)),
             (State::Running, _, None) if ctx.poller.is_some() => {
-                match tokio::task::block_in_place(|| crate::slurm::executor::find(&crate::slurm::executor::job_name(&study, row.id))) {
+                let job = array_tasks.remove(&row.id).or_else(|| {
+                    tokio::task::block_in_place(|| crate::slurm::executor::find(&crate::slurm::executor::job_name(&study, row.id)))
+                });
+                match job {
                     Some(job) => Some(Adopt::Job(Some(job), row.attempts)),
                     None if ctx.run_dir(row.id).join("summary.json").exists() => Some(Adopt::Job(None, row.attempts)),
                     None => {
@@ -473,9 +542,15 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
             (State::Queued, ..) => None,
             _ => continue,
         };
-        let h = tasks.spawn(run_actor(ctx.clone(), row.id, sets_of(row), adopt));
-        task_run.insert(h.id(), row.id);
+        match adopt {
+            Some(adopt) => {
+                let h = tasks.spawn(run_actor(ctx.clone(), row.id, sets_of(row), Some(adopt)));
+                task_run.insert(h.id(), row.id);
+            }
+            None => queued.push((row.id, sets_of(row))),
+        }
     }
+    launch(&ctx, &mut tasks, &mut task_run, queued).await?;
     let mut total = rows.len();
     let mut done = rows.iter().filter(|r| r.state == State::Done).count();
     let mut failed = rows.iter().filter(|r| r.state == State::Failed).count();

@@ -1,7 +1,11 @@
-//! The study executor on Slurm: each run attempt is one batch job (the same script as
-//! `tessera slurm submit` writes, in the run's RUN_DIR), and one poller watches every
-//! job of the study with a single batched `squeue` per interval (never one query per
-//! job), as submitit and Snakemake learnt to do. Job states map onto the study's failure
+//! The study executor on Slurm. Runs that are ready together (a sweep's points, a
+//! convergence study's first levels, the queued runs of a resumed study) go in one job
+//! array, whose task ids are the run numbers, throttled to `max_parallel` running
+//! tasks; any other attempt (a retry, a generator's single new point) is one batch job
+//! (the same script as `tessera slurm submit` writes, in the run's RUN_DIR). One poller
+//! watches every job and task of the study with a single batched `squeue` per interval
+//! (never one query per job), as submitit and Snakemake learnt to do, and cancels them
+//! with one `scancel`. Job states map onto the study's failure
 //! classes: NODE_FAIL, PREEMPTED and BOOT_FAIL are system failures (retried), TIMEOUT and
 //! DEADLINE the timeout class, OUT_OF_MEMORY an application failure, CANCELLED from
 //! outside the study its own class; a job that completed or failed is classified from
@@ -20,6 +24,7 @@ pub type Ended = Option<QueuedJob>;
 
 enum PollMsg {
     Watch(String, oneshot::Sender<Ended>),
+    Cancel(String, oneshot::Sender<()>),
 }
 
 /// Handle to the poller.
@@ -30,6 +35,9 @@ pub struct Poller(mpsc::UnboundedSender<PollMsg>);
 /// controller's table as soon as sbatch returns, so one miss would do; two tolerate a
 /// controller restart).
 const MISSES: u32 = 2;
+
+/// How long the poller waits for more cancellations to send with the first.
+const CANCEL_GATHER: Duration = Duration::from_millis(50);
 
 impl Poller {
     /// Starts the poller: one `squeue` for all watched jobs every `interval`.
@@ -43,6 +51,23 @@ impl Poller {
                 tokio::select! {
                     m = rx.recv() => match m {
                         Some(PollMsg::Watch(job, r)) => { watched.insert(job, (r, 0)); }
+                        Some(PollMsg::Cancel(job, r)) => {
+                            // A cancelled study cancels all its jobs at once: gather the
+                            // requests that arrive together into one scancel.
+                            let mut jobs = vec![(job, r)];
+                            tokio::time::sleep(CANCEL_GATHER).await;
+                            while let Ok(m) = rx.try_recv() {
+                                match m {
+                                    PollMsg::Cancel(job, r) => jobs.push((job, r)),
+                                    PollMsg::Watch(job, r) => { watched.insert(job, (r, 0)); }
+                                }
+                            }
+                            let ids: Vec<String> = jobs.iter().map(|j| j.0.clone()).collect();
+                            let _ = tokio::task::spawn_blocking(move || super::scancel(&ids, None)).await;
+                            for (_, r) in jobs {
+                                let _ = r.send(());
+                            }
+                        }
                         None => break,
                     },
                     _ = tick.tick() => {
@@ -77,6 +102,14 @@ impl Poller {
             }
         });
         Poller(tx)
+    }
+
+    /// Cancels `job` (batched with the other cancellations that come at the same time).
+    pub async fn cancel(&self, job: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(PollMsg::Cancel(job.to_string(), tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Resolves when `job` has ended.
@@ -147,10 +180,87 @@ pub fn submit(study: &Study, exe: &Path, id: i64, sets: &[String], run_dir: &Pat
     super::sbatch(&path).map_err(|e| e.to_string())
 }
 
-/// A job of this name that Slurm still knows (queued, running or recently ended).
+/// The job name of the study's job arrays.
+pub fn array_name(study: &Study) -> String {
+    job_name(study, 0).replace(".run_0000", ".runs")
+}
+
+/// The ids of the jobs (or array tasks: `JOBID_TASK`) of this name that Slurm still
+/// knows (queued, running or recently ended), newest first.
+fn named(name: &str) -> Vec<String> {
+    let Ok(o) = std::process::Command::new("squeue").args(["-h", "-t", "all", "-r", "-o", "%i", "-n", name]).output() else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> =
+        String::from_utf8_lossy(&o.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let base = |id: &String| id.split('_').next().and_then(|b| b.parse::<u64>().ok()).unwrap_or(0);
+    ids.sort_by_key(|id| std::cmp::Reverse(base(id)));
+    ids
+}
+
+/// The newest job of this name that Slurm still knows.
 pub fn find(name: &str) -> Option<String> {
-    let o = std::process::Command::new("squeue").args(["-h", "-t", "all", "-o", "%i", "-n", name]).output().ok()?;
-    String::from_utf8_lossy(&o.stdout).lines().map(str::trim).find(|l| !l.is_empty()).map(String::from)
+    named(name).into_iter().next()
+}
+
+/// The newest array task of each run among the study's job arrays Slurm still knows:
+/// run number → `JOBID_TASK`.
+pub fn find_tasks(study: &Study) -> HashMap<i64, String> {
+    let mut tasks = HashMap::new();
+    for id in named(&array_name(study)) {
+        if let Some(task) = id.split_once('_').and_then(|(_, t)| t.parse::<i64>().ok()) {
+            tasks.entry(task).or_insert(id);
+        }
+    }
+    tasks
+}
+
+/// The largest task id a job array may have (Slurm's MaxArraySize − 1; 1000 when
+/// scontrol does not say).
+pub fn max_array_task() -> i64 {
+    static MAX: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let o = std::process::Command::new("scontrol").args(["show", "config"]).output().ok();
+        let text = o.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let size = text
+            .lines()
+            .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == "MaxArraySize").and_then(|(_, v)| v.trim().parse::<i64>().ok()));
+        size.unwrap_or(1001) - 1
+    })
+}
+
+/// Submits runs `(id, sets)` of the study as one job array (task id = run id, at most
+/// `max_parallel` running at once); returns the array's job id (its tasks are
+/// `JOBID_ID`). The array script goes to `runs/array_FIRST-LAST.sbatch`, and every
+/// run's RUN_DIR gets the one-run script too (`job.sbatch`), to resubmit it by hand.
+pub fn submit_array(study: &Study, exe: &Path, dir: &Path, runs: &[(i64, Vec<String>)]) -> Result<String, String> {
+    let (Some(first), Some(last)) = (runs.iter().map(|r| r.0).min(), runs.iter().map(|r| r.0).max()) else {
+        return Err("an empty job array".into());
+    };
+    let runs_dir = dir.join("runs");
+    let run_dir = |id: i64| runs_dir.join(format!("run_{id:04}"));
+    let one = job_of(study, exe, first, &[], &run_dir(first), false).map_err(|e| e.to_string())?;
+    let mut tasks = Vec::with_capacity(runs.len());
+    for (id, sets) in runs {
+        let rd = std::path::absolute(run_dir(*id)).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&rd).map_err(|e| format!("{}: {e}", rd.display()))?;
+        let overwrite = newest_checkpoint(&rd).is_none();
+        let single = super::Job { set: sets.clone(), run_dir: rd.clone(), overwrite, job_name: job_name(study, *id), ..one.clone() };
+        postproc::sinks::write_atomic(&rd.join(super::SCRIPT_NAME), script::render(&single).as_bytes()).map_err(|e| e.to_string())?;
+        tasks.push(super::ArrayTask { id: *id, run_dir: rd, set: sets.clone(), overwrite });
+    }
+    let ids: Vec<i64> = runs.iter().map(|r| r.0).collect();
+    let abs_runs = std::path::absolute(&runs_dir).map_err(|e| e.to_string())?;
+    let array = super::ArrayTasks {
+        spec: super::array_spec(&ids, study.max_parallel),
+        // %4a: the task id zero-padded to 4 digits, as the run directories are named.
+        output: format!("{}/run_%4a/slurm-%A_%a.out", abs_runs.display().to_string().replace('%', "%%")),
+        tasks,
+    };
+    let job = super::Job { job_name: array_name(study), array: Some(array), ..one };
+    let path = runs_dir.join(format!("array_{first:04}-{last:04}.sbatch"));
+    postproc::sinks::write_atomic(&path, script::render(&job).as_bytes()).map_err(|e| e.to_string())?;
+    super::sbatch(&path).map_err(|e| e.to_string())
 }
 
 /// How an ended job went, as a failure class (or Ok for a completed run).

@@ -127,6 +127,52 @@ pub struct Job {
     /// "checked against partition ..." or "not checked against a cluster (why)", for
     /// the script's header.
     pub checked: String,
+    /// A job array: one task per run (the study's sweeps); `None` for one run.
+    pub array: Option<ArrayTasks>,
+}
+
+/// The runs of a job array. Each task's id is its run's number, so Slurm's own names
+/// (`JOBID_TASK`, `%a` in file names) say which run a task is.
+#[derive(Clone, Debug)]
+pub struct ArrayTasks {
+    /// The `--array` value: task ids and ranges, with a `%N` throttle.
+    pub spec: String,
+    /// The `--output` and `--error` pattern (`%A` the array's job id, `%a` the task id).
+    pub output: String,
+    /// One entry per task.
+    pub tasks: Vec<ArrayTask>,
+}
+
+/// One task of a job array.
+#[derive(Clone, Debug)]
+pub struct ArrayTask {
+    /// Task id (the run's number).
+    pub id: i64,
+    /// RUN_DIR, absolute.
+    pub run_dir: PathBuf,
+    /// `--set` overrides.
+    pub set: Vec<String>,
+    /// The task's first attempt replaces a run in RUN_DIR.
+    pub overwrite: bool,
+}
+
+/// The `--array` value for task `ids` with at most `throttle` running at once:
+/// consecutive ids collapse into ranges (`0-9,12,15-20%2`).
+pub fn array_spec(ids: &[i64], throttle: usize) -> String {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < ids.len() {
+        let mut end = k;
+        while end + 1 < ids.len() && ids[end + 1] == ids[end] + 1 {
+            end += 1;
+        }
+        parts.push(if end == k { ids[k].to_string() } else { format!("{}-{}", ids[k], ids[end]) });
+        k = end + 1;
+    }
+    format!("{}%{}", parts.join(","), throttle.max(1))
 }
 
 /// `tessera slurm script`: checks everything and returns the script text.
@@ -253,6 +299,7 @@ pub fn plan(opts: &Options, exe: &Path, check: CaseCheck, need_cluster: bool) ->
         signal_seconds,
         overwrite: opts.overwrite,
         checked: String::new(),
+        array: None,
     };
     job.checked = match Cluster::query() {
         Ok(Some(cluster)) => format!("checked against {}", cluster.check(&job)?),
@@ -842,15 +889,17 @@ pub struct QueuedJob {
 }
 
 /// The state of many jobs with ONE squeue call (`squeue -h -t all -r -j ID,...`):
-/// jobs Slurm no longer knows (purged after MinJobAge) are missing from the map.
+/// jobs Slurm no longer knows (purged after MinJobAge) are missing from the map. Array
+/// tasks (`JOBID_TASK`) are asked for by their array's id, which lists every task.
 pub fn squeue(ids: &[String]) -> Result<HashMap<String, QueuedJob>> {
     let mut out = HashMap::new();
     if ids.is_empty() {
         return Ok(out);
     }
+    let asked: std::collections::BTreeSet<&str> = ids.iter().map(|id| id.split('_').next().unwrap_or(id)).collect();
     let o = Command::new("squeue")
         .args(["-h", "-t", "all", "-r", "-o", "%i|%T|%r", "-j"])
-        .arg(ids.join(","))
+        .arg(asked.into_iter().collect::<Vec<_>>().join(","))
         .output()
         .map_err(|e| PostError::Failed(format!("cannot run squeue: {e}")))?;
     let err = String::from_utf8_lossy(&o.stderr);
@@ -942,7 +991,14 @@ NodeName=n2 CPUTot=4 RealMemory=16000 Partitions=debug,old State=IDLE Reason=bei
             signal_seconds: 120,
             overwrite: false,
             checked: String::new(),
+            array: None,
         }
+    }
+
+    #[test]
+    fn array_specs_collapse_ranges() {
+        assert_eq!(array_spec(&[3, 0, 1, 2, 7, 9, 10, 11, 9], 2), "0-3,7,9-11%2");
+        assert_eq!(array_spec(&[5], 0), "5%1");
     }
 
     #[test]

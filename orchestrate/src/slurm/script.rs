@@ -23,7 +23,10 @@ fn q(s: &str) -> String {
 pub fn render(job: &Job) -> String {
     let run_dir = job.run_dir.display().to_string();
     // A '%' in --output is a filename pattern; '%%' is a literal one.
-    let log = format!("{}/slurm-%j.out", run_dir.replace('%', "%%"));
+    let log = match &job.array {
+        Some(a) => a.output.clone(),
+        None => format!("{}/slurm-%j.out", run_dir.replace('%', "%%")),
+    };
     let mut s = String::new();
     let mut line = |l: &str| {
         s.push_str(l);
@@ -31,6 +34,9 @@ pub fn render(job: &Job) -> String {
     };
     line("#!/bin/bash");
     line(&format!("# tessera on Slurm: case {} ({}) on {} rank(s).", job.case_name, job.case.display(), job.ranks));
+    if let Some(a) = &job.array {
+        line(&format!("# A job array of {} runs: each task runs the study's run whose number is its task id.", a.tasks.len()));
+    }
     line(&format!("# Written by `tessera slurm script` (tessera {}). Submit it with `sbatch FILE`;", env!("CARGO_PKG_VERSION")));
     line("# `tessera slurm submit` (same options) writes it to RUN_DIR/job.sbatch and submits it.");
     line(&format!("# Request {}.", job.checked.replace(['\n', '\r'], " ")));
@@ -38,6 +44,10 @@ pub fn render(job: &Job) -> String {
     line("# the tessera binary and the case must be visible on the compute nodes.");
     line("#");
     line(&format!("#SBATCH --job-name={}", job.job_name));
+    if let Some(a) = &job.array {
+        line("#   Task ids (run numbers); after the '%': how many tasks run at once.");
+        line(&format!("#SBATCH --array={}", a.spec));
+    }
     if let Some(p) = &job.partition {
         line(&format!("#SBATCH --partition={p}"));
     }
@@ -83,13 +93,33 @@ pub fn render(job: &Job) -> String {
     line("");
     line("set -u");
     line("");
-    line(&format!("RUN_DIR={}", q(&run_dir)));
+    let sets = |set: &[String]| set.iter().map(|s| format!("--set {}", q(s))).collect::<Vec<String>>().join(" ");
+    match &job.array {
+        None => {
+            line(&format!("RUN_DIR={}", q(&run_dir)));
+            line(&format!("SETS=({})", sets(&job.set)));
+            line(&format!("OVERWRITE={}    # 1: the first attempt replaces a run already in RUN_DIR", u8::from(job.overwrite)));
+        }
+        Some(a) => {
+            line("# This task's run: its directory, its --set overrides, and whether its first attempt");
+            line("# replaces a run already in RUN_DIR.");
+            line("case \"${SLURM_ARRAY_TASK_ID:-}\" in");
+            for t in &a.tasks {
+                line(&format!(
+                    "  {}) RUN_DIR={}; SETS=({}); OVERWRITE={} ;;",
+                    t.id,
+                    q(&t.run_dir.display().to_string()),
+                    sets(&t.set),
+                    u8::from(t.overwrite)
+                ));
+            }
+            line("  *) echo \"tessera job: array task ${SLURM_ARRAY_TASK_ID:-(none)} is not one of this array's runs\" >&2; exit 1 ;;");
+            line("esac");
+        }
+    }
     line(&format!("CASE={}", q(&job.case.display().to_string())));
     line(&format!("TESSERA={}", q(&job.exe.display().to_string())));
-    let sets: Vec<String> = job.set.iter().map(|s| format!("--set {}", q(s))).collect();
-    line(&format!("SETS=({})", sets.join(" ")));
     line(&format!("REQUEUE={}      # 1: requeue after the walltime signal", u8::from(job.requeue)));
-    line(&format!("OVERWRITE={}    # 1: the first attempt replaces a run already in RUN_DIR", u8::from(job.overwrite)));
     line("cd \"$RUN_DIR\" || exit 1");
     line("");
     line("restarts=${SLURM_RESTART_COUNT:-0}");
@@ -197,6 +227,7 @@ mod tests {
             signal_seconds: 300,
             overwrite: false,
             checked: "checked against partition batch\nof a cluster".into(),
+            array: None,
         }
     }
 
@@ -235,12 +266,54 @@ mod tests {
         assert!(plain.contains("No --time"));
     }
 
+    fn array() -> Job {
+        let task = |id: i64, set: &str, overwrite| super::super::ArrayTask {
+            id,
+            run_dir: format!("/scratch/study/runs/run_{id:04}").into(),
+            set: vec![set.to_string()],
+            overwrite,
+        };
+        Job {
+            array: Some(super::super::ArrayTasks {
+                spec: "0-1,5%2".into(),
+                output: "/scratch/study/runs/run_%4a/slurm-%A_%a.out".into(),
+                tasks: vec![task(0, "physics.diffusivity=0.1", true), task(1, "physics.diffusivity=0.2", true), task(5, "a=it's", false)],
+            }),
+            requeue: false,
+            ..job()
+        }
+    }
+
+    #[test]
+    fn an_array_script_picks_its_run_by_task_id() {
+        let s = render(&array());
+        for want in [
+            "#SBATCH --array=0-1,5%2\n",
+            "#SBATCH --output=/scratch/study/runs/run_%4a/slurm-%A_%a.out\n",
+            "  0) RUN_DIR=/scratch/study/runs/run_0000; SETS=(--set physics.diffusivity=0.1); OVERWRITE=1 ;;\n",
+            "  5) RUN_DIR=/scratch/study/runs/run_0005; SETS=(--set 'a=it'\\''s'); OVERWRITE=0 ;;\n",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
+        // Run the selection part of the script for task 5 and for a task that is not in it.
+        let select: String = s.lines().skip_while(|l| !l.starts_with("case ")).take_while(|l| *l != "esac").collect::<Vec<_>>().join("\n");
+        let probe = format!("{select}\nesac\necho \"$RUN_DIR|${{SETS[*]}}|$OVERWRITE\"\n");
+        let run = |task: &str| std::process::Command::new("bash").arg("-c").arg(&probe).env("SLURM_ARRAY_TASK_ID", task).output().unwrap();
+        let o = run("5");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "/scratch/study/runs/run_0005|--set a=it's|0");
+        let o = run("3");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("array task 3 is not one of this array's runs"));
+    }
+
     #[test]
     fn the_script_is_valid_bash() {
         let d = std::env::temp_dir().join(format!("tessera-slurm-script-{}.sh", std::process::id()));
-        std::fs::write(&d, render(&job())).unwrap();
-        let o = std::process::Command::new("bash").arg("-n").arg(&d).output().unwrap();
+        for job in [job(), array()] {
+            std::fs::write(&d, render(&job)).unwrap();
+            let o = std::process::Command::new("bash").arg("-n").arg(&d).output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
         let _ = std::fs::remove_file(&d);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 }
