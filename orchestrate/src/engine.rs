@@ -491,10 +491,12 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
     let mut gen = generate::rebuild(&study, &journal, &journal.runs()?)?;
     // Local runs die with the machine, Slurm jobs do not: see the journal's documentation.
     journal.sync_to_disk(study.slurm.is_some())?;
+    // Accounting is searched back to the study's first launch (now, for a new study).
+    let since = journal.first_event().unwrap_or_else(std::time::SystemTime::now);
     let journal = JournalHandle::spawn(journal);
     let sched = Scheduler::spawn(study.slots, study.max_parallel);
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let poller = study.slurm.as_ref().map(|s| crate::slurm::executor::Poller::spawn(Duration::from_secs_f64(s.poll_interval)));
+    let poller = study.slurm.as_ref().map(|s| crate::slurm::executor::Poller::spawn(Duration::from_secs_f64(s.poll_interval), since));
     let ctx =
         Arc::new(Ctx { study: study.clone(), poller, dir: dir.to_path_buf(), exe, journal: journal.clone(), sched, cancel: cancel_rx });
     let sets_of = |row: &RunRow| row.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<String>>();

@@ -333,6 +333,12 @@ impl Journal {
         Ok(log)
     }
 
+    /// When the study's first event was recorded (its first launch), if any.
+    pub fn first_event(&self) -> Option<std::time::SystemTime> {
+        let at: Option<f64> = self.conn.query_row("SELECT MIN(at) FROM events", [], |r| r.get(0)).ok().flatten();
+        at.filter(|a| a.is_finite() && *a >= 0.0).map(|a| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(a))
+    }
+
     /// How many times each run logged `event` ("launching", "started", "done",
     /// "failed", "queued", "requeued"): a check that every run ran and finished once.
     pub fn event_counts(&self, event: &str) -> Result<BTreeMap<i64, i64>, String> {

@@ -5,7 +5,9 @@
 //! (the same script as `tessera slurm submit` writes, in the run's RUN_DIR). One poller
 //! watches every job and task of the study with a single batched `squeue` per interval
 //! (never one query per job), as submitit and Snakemake learnt to do, and cancels them
-//! with one `scancel`. Job states map onto the study's failure
+//! with one `scancel`. A job that squeue has forgotten (it ended more than `MinJobAge`
+//! ago: an orchestrator resumed late) gets its final state from one `sacct` call when
+//! the cluster keeps accounting, else from the run's summary.json. Job states map onto the study's failure
 //! classes: NODE_FAIL, PREEMPTED and BOOT_FAIL are system failures (retried), TIMEOUT and
 //! DEADLINE the timeout class, OUT_OF_MEMORY an application failure, CANCELLED from
 //! outside the study its own class; a job that completed or failed is classified from
@@ -19,7 +21,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the poller reports for a job: its final state, or `None` when it has left the
-/// queue without one being seen (it ended more than Slurm's MinJobAge ago).
+/// queue without one being seen (it ended more than Slurm's MinJobAge ago) and
+/// accounting does not know it either.
 pub type Ended = Option<QueuedJob>;
 
 enum PollMsg {
@@ -40,8 +43,9 @@ const MISSES: u32 = 2;
 const CANCEL_GATHER: Duration = Duration::from_millis(50);
 
 impl Poller {
-    /// Starts the poller: one `squeue` for all watched jobs every `interval`.
-    pub fn spawn(interval: Duration) -> Poller {
+    /// Starts the poller: one `squeue` for all watched jobs every `interval` (and one
+    /// `sacct` for those squeue no longer lists, searching accounting back to `since`).
+    pub fn spawn(interval: Duration, since: std::time::SystemTime) -> Poller {
         let (tx, mut rx) = mpsc::unbounded_channel::<PollMsg>();
         tokio::spawn(async move {
             let mut watched: HashMap<String, (oneshot::Sender<Ended>, u32)> = HashMap::new();
@@ -79,7 +83,7 @@ impl Poller {
                         // A failed query (controller busy or restarting) is tried again
                         // at the next tick; the jobs keep their state meanwhile.
                         let Ok(Ok(seen)) = tokio::task::spawn_blocking(move || squeue(&ids)).await else { continue };
-                        let mut ended = Vec::new();
+                        let (mut ended, mut gone) = (Vec::new(), Vec::new());
                         for (job, (_, misses)) in watched.iter_mut() {
                             match seen.get(job) {
                                 Some(q) if q.state.is_final() => ended.push((job.clone(), Some(q.clone()))),
@@ -87,8 +91,24 @@ impl Poller {
                                 None => {
                                     *misses += 1;
                                     if *misses >= MISSES {
-                                        ended.push((job.clone(), None));
+                                        gone.push(job.clone());
                                     }
+                                }
+                            }
+                        }
+                        if !gone.is_empty() {
+                            let asked = gone.clone();
+                            let known = tokio::task::spawn_blocking(move || {
+                                if super::accounting() { super::sacct(&asked, since).unwrap_or_default() } else { HashMap::new() }
+                            })
+                            .await
+                            .unwrap_or_default();
+                            for job in gone {
+                                match known.get(&job) {
+                                    Some(q) if q.state.is_final() => ended.push((job, Some(q.clone()))),
+                                    // Accounting says it is still queued or running: keep watching.
+                                    Some(_) => { if let Some(w) = watched.get_mut(&job) { w.1 = 0 } }
+                                    None => ended.push((job, None)),
                                 }
                             }
                         }
@@ -218,15 +238,7 @@ pub fn find_tasks(study: &Study) -> HashMap<i64, String> {
 /// The largest task id a job array may have (Slurm's MaxArraySize − 1; 1000 when
 /// scontrol does not say).
 pub fn max_array_task() -> i64 {
-    static MAX: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
-        let o = std::process::Command::new("scontrol").args(["show", "config"]).output().ok();
-        let text = o.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-        let size = text
-            .lines()
-            .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == "MaxArraySize").and_then(|(_, v)| v.trim().parse::<i64>().ok()));
-        size.unwrap_or(1001) - 1
-    })
+    super::config_value("MaxArraySize").and_then(|v| v.parse::<i64>().ok()).unwrap_or(1001) - 1
 }
 
 /// Submits runs `(id, sets)` of the study as one job array (task id = run id, at most

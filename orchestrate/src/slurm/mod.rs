@@ -918,9 +918,88 @@ pub fn squeue(ids: &[String]) -> Result<HashMap<String, QueuedJob>> {
     Ok(out)
 }
 
+/// A value of `scontrol show config` (`Key = value` lines), read once per process;
+/// `None` when scontrol is missing, cannot reach the controller, or has no such key.
+pub fn config_value(key: &str) -> Option<String> {
+    static CONFIG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = CONFIG.get_or_init(|| {
+        Command::new("scontrol")
+            .args(["show", "config"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    });
+    config_lookup(text, key)
+}
+
+fn config_lookup(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim().to_string()))
+}
+
+/// Whether the cluster keeps job accounting (slurmdbd), so that `sacct` knows jobs
+/// squeue has already forgotten (after `MinJobAge`).
+pub fn accounting() -> bool {
+    config_value("AccountingStorageType").is_some_and(|v| has_accounting(&v))
+}
+
+fn has_accounting(storage: &str) -> bool {
+    !storage.is_empty() && !storage.ends_with("/none") && storage != "(null)"
+}
+
+/// The final states of jobs (or array tasks) that squeue no longer lists, from the
+/// accounting database with ONE call: `sacct -n -P -X -o JobID,State -j ID,...
+/// --starttime now-SECONDS`, the start time bounding the database search to the
+/// study's lifetime. Jobs accounting does not know are missing from the map.
+pub fn sacct(ids: &[String], since: std::time::SystemTime) -> Result<HashMap<String, QueuedJob>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let back = since.elapsed().map(|d| d.as_secs()).unwrap_or(0) + 3600;
+    let o = Command::new("sacct")
+        .args(["-n", "-P", "-X", "-o", "JobID,State", "--starttime"])
+        .arg(format!("now-{back}"))
+        .arg("-j")
+        .arg(ids.join(","))
+        .output()
+        .map_err(|e| PostError::Failed(format!("cannot run sacct: {e}")))?;
+    if !o.status.success() {
+        return Err(PostError::Failed(format!("sacct: {}", String::from_utf8_lossy(&o.stderr).trim())));
+    }
+    Ok(parse_sacct(&String::from_utf8_lossy(&o.stdout)))
+}
+
+/// `JobID|State` lines of sacct (`36_1|COMPLETED`, `37|CANCELLED by 0`); a job listed
+/// more than once (requeued) keeps its last line, the latest.
+fn parse_sacct(text: &str) -> HashMap<String, QueuedJob> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if let Some((id, state)) = line.split_once('|') {
+            let id = id.trim();
+            if !id.is_empty() {
+                out.insert(id.to_string(), QueuedJob { state: JobState::parse(state), reason: "from accounting".into() });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accounting_answers() {
+        let cfg = "Configuration data as of 2026-12-02T01:00:00\nAccountingStorageType   = accounting_storage/slurmdbd\nMaxArraySize            = 4001\n";
+        assert_eq!(config_lookup(cfg, "MaxArraySize").as_deref(), Some("4001"));
+        assert_eq!(config_lookup(cfg, "MaxJobCount"), None);
+        assert!(has_accounting(&config_lookup(cfg, "AccountingStorageType").unwrap()));
+        assert!(!has_accounting("accounting_storage/none") && !has_accounting(""));
+        let m = parse_sacct("36_1|COMPLETED\n37|CANCELLED by 0\n38|NODE_FAIL\n38|TIMEOUT\n\n");
+        assert_eq!(m["36_1"].state, JobState::Completed);
+        assert_eq!(m["37"].state, JobState::Cancelled);
+        assert_eq!(m["38"].state, JobState::Timeout, "the latest record of a requeued job");
+        assert_eq!(m.len(), 3);
+    }
 
     #[test]
     fn slurm_time_formats() {
