@@ -93,16 +93,47 @@ impl Learner1D {
         Ok(Self { a: a + 0.0, b: b + 0.0, samples: Vec::new() }) // + 0.0: -0.0 -> 0.0
     }
 
-    /// The next `n` points to run, registered as pending: first a and b, then midpoints of
-    /// the intervals of largest loss. Returns fewer only if no interval can be split any
-    /// more in floating point.
+    /// The next `n` points to run, registered as pending: first a and b, then points
+    /// spread over the intervals of largest loss. As python-adaptive does, the `n` points
+    /// are placed together: an interval of loss L that gets k - 1 of them is cut into k
+    /// equal parts of loss L / k each, with the k_i chosen to minimise the largest L_i / k_i
+    /// (one point at a time to the interval whose parts have the largest loss; ties go to
+    /// the leftmost), so a batch of two in one interval cuts it in thirds rather than
+    /// halving it and then halving a half. Returns fewer only if no interval can be split
+    /// any more in floating point.
     pub fn ask(&mut self, n: usize) -> Vec<f64> {
         let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let bound = [self.a, self.b].into_iter().find(|&x| self.find(x).is_err());
-            let Some(x) = bound.or_else(|| self.best_split()) else { break };
-            self.record(x, State::Pending);
-            out.push(x);
+        for x in [self.a, self.b] {
+            if out.len() < n && self.find(x).is_err() {
+                self.record(x, State::Pending);
+                out.push(x);
+            }
+        }
+        let mut ivals = self.interval_losses();
+        // Parts per interval; an interval that cannot be cut finer stops taking points.
+        let mut parts = vec![1usize; ivals.len()];
+        let cut = |(l, r): (f64, f64), k: usize, j: usize| l + (r - l) * (j as f64 / k as f64);
+        let fits = |(l, r): (f64, f64), k: usize| (1..k).all(|j| cut((l, r), k, j - 1) < cut((l, r), k, j)) && cut((l, r), k, k - 1) < r;
+        while out.len() + parts.iter().map(|k| k - 1).sum::<usize>() < n {
+            let mut best: Option<(f64, usize)> = None;
+            for (i, iv) in ivals.iter().enumerate() {
+                let loss = iv.2 / parts[i] as f64;
+                if loss.is_finite() && best.is_none_or(|(b, _)| loss > b) && fits((iv.0, iv.1), parts[i] + 1) {
+                    best = Some((loss, i));
+                }
+            }
+            let Some((_, i)) = best else { break };
+            parts[i] += 1;
+            if !fits((ivals[i].0, ivals[i].1), parts[i] + 1) {
+                ivals[i].2 = f64::NAN; // no finer cut: it takes no more points
+            }
+        }
+        for (iv, &k) in ivals.iter().zip(&parts) {
+            for j in 1..k {
+                let x = cut((iv.0, iv.1), k, j);
+                self.record(x, State::Pending);
+                out.push(x);
+            }
         }
         out
     }
@@ -164,8 +195,10 @@ impl Learner1D {
         scale.map_or(dx, |s| dx.hypot((y1 - y0) / s))
     }
 
-    /// Midpoint of the interval (between consecutive points of any state) of largest loss.
-    fn best_split(&self) -> Option<f64> {
+    /// Every interval between consecutive points of any state, with its loss: the loss
+    /// of the enclosing completed pair weighted by the interval's length fraction, or
+    /// dx / (b - a) where no completed pair encloses it.
+    fn interval_losses(&self) -> Vec<(f64, f64, f64)> {
         let scale = self.value_scale();
         let done = |i: usize| self.samples[i].1.value().map(|y| (self.samples[i].0, y));
         // Nearest completed point at or before / at or after each sample.
@@ -177,22 +210,18 @@ impl Learner1D {
         for i in (0..self.samples.len()).rev() {
             after[i] = done(i).or_else(|| after.get(i + 1).copied().flatten());
         }
-        let mut best: Option<(f64, f64)> = None;
-        for (i, w) in self.samples.windows(2).enumerate() {
-            let (l, r) = (w[0].0, w[1].0);
-            let mid = l + 0.5 * (r - l);
-            if !(l < mid && mid < r) {
-                continue;
-            }
-            let loss = match (before[i], after[i + 1]) {
-                (Some(p), Some(q)) => self.interval_loss(p, q, scale) * (r - l) / (q.0 - p.0),
-                _ => (r - l) / (self.b - self.a),
-            };
-            if best.is_none_or(|(b, _)| loss > b) {
-                best = Some((loss, mid));
-            }
-        }
-        best.map(|(_, mid)| mid)
+        self.samples
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let (l, r) = (w[0].0, w[1].0);
+                let loss = match (before[i], after[i + 1]) {
+                    (Some(p), Some(q)) => self.interval_loss(p, q, scale) * (r - l) / (q.0 - p.0),
+                    _ => (r - l) / (self.b - self.a),
+                };
+                (l, r, loss)
+            })
+            .collect()
     }
 }
 
@@ -492,15 +521,14 @@ mod tests {
         assert!(!l.done(1.0) && l.loss() == 0.0 && l.points().is_empty());
     }
 
-    /// f(x) = x told at 0, 1/2, 1: both intervals have loss sqrt(2)/2. Each pending point
-    /// halves its interval's loss, so a batch of 4 covers all four quarters instead of
-    /// stacking in one interval.
+    /// f(x) = x told at 0, 1/2, 1: both intervals have loss sqrt(2)/2. A batch of 4 gives
+    /// each interval two points, at its thirds, instead of stacking them in one.
     #[test]
     fn pending_points_share_their_interval_loss() {
         let mut l = Learner1D::new(0.0, 1.0).unwrap();
         run_1d(&mut l, |x| x, 3, 3);
         assert!((l.loss() - 0.5f64.hypot(0.5)).abs() < 1e-15);
-        assert_eq!(l.ask(4), [0.25, 0.75, 0.125, 0.375]);
+        assert_eq!(l.ask(4), [1.0 / 6.0, 1.0 / 3.0, 0.5 + 1.0 / 6.0, 0.5 + 1.0 / 3.0], "each interval cut in thirds");
     }
 
     #[test]
