@@ -330,11 +330,16 @@ impl Refinement {
     }
 }
 
+/// The learner of one or two parameters.
+enum Learner {
+    One(Learner1D),
+    Two(Learner2D),
+}
+
 /// Adaptive sampling of one or two parameters.
 struct Sampler {
     plan: AdaptivePlan,
-    one: Option<Learner1D>,
-    two: Option<Learner2D>,
+    learner: Learner,
     /// Learner coordinates (log of the value on a log axis) of each proposed point.
     asked: Vec<Vec<f64>>,
     told: usize,
@@ -350,14 +355,14 @@ impl Sampler {
                 (a.lo, a.hi)
             }
         };
-        let (one, two) = if plan.axes.len() == 1 {
+        let learner = if plan.axes.len() == 1 {
             let (a, b) = u(0);
-            (Some(Learner1D::new(a, b).expect("bounds checked with the study")), None)
+            Learner::One(Learner1D::new(a, b).expect("bounds checked with the study"))
         } else {
             let ((a, b), (c, d)) = (u(0), u(1));
-            (None, Some(Learner2D::new([a, b], [c, d]).expect("bounds checked with the study")))
+            Learner::Two(Learner2D::new([a, b], [c, d]).expect("bounds checked with the study"))
         };
-        Sampler { plan, one, two, asked: Vec::new(), told: 0 }
+        Sampler { plan, learner, asked: Vec::new(), told: 0 }
     }
 
     /// The parameter value at learner coordinate `u` (the bounds exactly as given).
@@ -372,19 +377,24 @@ impl Sampler {
     }
 
     fn loss(&self) -> f64 {
-        self.one.as_ref().map(Learner1D::loss).or(self.two.as_ref().map(Learner2D::loss)).unwrap_or(f64::INFINITY)
+        match &self.learner {
+            Learner::One(l) => l.loss(),
+            Learner::Two(l) => l.loss(),
+        }
     }
 
     fn done(&self) -> bool {
-        self.one.as_ref().map(|l| l.done(self.plan.loss_goal)).or(self.two.as_ref().map(|l| l.done(self.plan.loss_goal))).unwrap_or(false)
+        match &self.learner {
+            Learner::One(l) => l.done(self.plan.loss_goal),
+            Learner::Two(l) => l.done(self.plan.loss_goal),
+        }
     }
 
     /// Completed points in parameter values, and their quantity.
     fn points(&self) -> Vec<(Vec<f64>, f64)> {
-        match (&self.one, &self.two) {
-            (Some(l), _) => l.points().into_iter().map(|(u, y)| (vec![self.value(0, u)], y)).collect(),
-            (_, Some(l)) => l.points().into_iter().map(|(p, y)| (vec![self.value(0, p[0]), self.value(1, p[1])], y)).collect(),
-            _ => Vec::new(),
+        match &self.learner {
+            Learner::One(l) => l.points().into_iter().map(|(u, y)| (vec![self.value(0, u)], y)).collect(),
+            Learner::Two(l) => l.points().into_iter().map(|(p, y)| (vec![self.value(0, p[0]), self.value(1, p[1])], y)).collect(),
         }
     }
 }
@@ -395,10 +405,9 @@ impl Generator for Sampler {
             return Vec::new();
         }
         let n = room.min(self.plan.max_runs - self.asked.len());
-        let us: Vec<Vec<f64>> = match (&mut self.one, &mut self.two) {
-            (Some(l), _) => l.ask(n).into_iter().map(|u| vec![u]).collect(),
-            (_, Some(l)) => l.ask(n).into_iter().map(|p| p.to_vec()).collect(),
-            _ => Vec::new(),
+        let us: Vec<Vec<f64>> = match &mut self.learner {
+            Learner::One(l) => l.ask(n).into_iter().map(|u| vec![u]).collect(),
+            Learner::Two(l) => l.ask(n).into_iter().map(|p| p.to_vec()).collect(),
         };
         let pts = us
             .iter()
@@ -411,10 +420,9 @@ impl Generator for Sampler {
     fn tell(&mut self, index: usize, quantities: Option<&BTreeMap<String, f64>>) {
         let Some(u) = self.asked.get(index).cloned() else { return };
         let y = value_of(&self.plan.quantity, quantities).unwrap_or(f64::NAN);
-        match (&mut self.one, &mut self.two) {
-            (Some(l), _) => l.tell(u[0], y),
-            (_, Some(l)) => l.tell([u[0], u[1]], y),
-            _ => false,
+        match &mut self.learner {
+            Learner::One(l) => l.tell(u[0], y),
+            Learner::Two(l) => l.tell([u[0], u[1]], y),
         };
         self.told += 1;
     }
@@ -465,7 +473,7 @@ impl Sampler {
     fn plot(&self, dir: &Path) {
         let pts = self.points();
         let ax = &self.plan.axes;
-        if let Some(_l) = &self.one {
+        if let Learner::One(_) = &self.learner {
             let plot = LinePlot {
                 title: format!("adaptive sampling: {} against {} ({} runs)", self.plan.quantity, ax[0].name, pts.len()),
                 x_label: ax[0].name.clone(),
@@ -480,7 +488,7 @@ impl Sampler {
             let _ = line_plot(&dir.join("adaptive.png"), &plot);
             return;
         }
-        let Some(l) = &self.two else { return };
+        let Learner::Two(l) = &self.learner else { return };
         let scatter = LinePlot {
             title: format!("adaptive sampling: where the {} runs fell", pts.len()),
             x_label: ax[0].name.clone(),
