@@ -597,6 +597,16 @@ fn launch(
 
 /// A run on the ranks of the current MPI job (singleton when started plainly).
 fn run_here(case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Option<PathBuf>, overwrite: bool, quiet: bool) -> ExitCode {
+    // SIGINT/SIGTERM (Ctrl-C, scancel, mpirun forwarding) and SIGUSR1 (Slurm's
+    // pre-timeout signal) stop the run cleanly with a checkpoint. Installed first, so a
+    // signal during the case check or MPI start-up stops the run at its first step
+    // instead of killing the process (USR1's default action).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            report(&format!("cannot install signal handler: {e}"));
+        }
+    }
     // Outside a launcher, report input errors before paying for MPI start-up. Under
     // mpirun/srun every rank must initialise MPI, and rank 0 alone reports.
     if !MpiComm::launched_by_mpi() {
@@ -610,14 +620,6 @@ fn run_here(case: &PathBuf, set: &[String], out: Option<PathBuf>, restart: Optio
         return ExitCode::from(1);
     };
     let create_parents = out.is_none();
-    // SIGINT/SIGTERM (Ctrl-C, scancel, mpirun forwarding) and SIGUSR1 (Slurm's
-    // pre-timeout signal) stop the run cleanly with a checkpoint.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
-        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
-            report(&format!("cannot install signal handler: {e}"));
-        }
-    }
     let res = load(case, set, out).and_then(|c| {
         let opts = RunOptions { restart, overwrite, progress: !quiet, create_parents, stop: Some(stop.clone()) };
         run(&comm, &c, &opts)
