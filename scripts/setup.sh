@@ -12,6 +12,7 @@ PKGS=(
   python3 python3-h5py python3-numpy python3-matplotlib  # format read-back tests, demo report
   slurm-wlm munge                 # one-node Slurm for `tessera slurm` tests (scripts/slurm_local.sh)
   libpmix-dev                     # srun --mpi=pmix: Slurm's pmix plugin dlopens libpmix.so from it
+  slurmdbd mariadb-server         # job accounting (sacct) for `slurm_local.sh start --accounting`
 )
 
 missing=()

@@ -8,10 +8,10 @@
 //! Without the Slurm packages these tests FAIL (CI installs them with scripts/setup.sh).
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::slurm::{csv_rows, text, LocalSlurm};
 use common::{assert_bitwise, scratch, snapshots, with_mpi_env, EXE};
 
 /// This suite's slurmctld port (slurmd takes the next one). Another suite starting its
@@ -43,95 +43,18 @@ every = 100
 checkpoint_every = 200
 "#;
 
-fn state_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("slurm-tests-slurm")
-}
+static SLURM: LocalSlurm = LocalSlurm { port: PORT, name: "slurm", accounting: false };
 
 fn conf() -> PathBuf {
-    state_dir().join("slurm.conf")
+    SLURM.conf()
 }
 
-fn local_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join("slurm_local.sh")
-}
-
-/// Tests holding the cluster; the first starts it, the last one out stops it.
-static USERS: Mutex<usize> = Mutex::new(0);
-
-fn control(action: &str) -> Output {
-    Command::new("bash")
-        .arg(local_script())
-        .arg(action)
-        .arg(state_dir())
-        .env("TESSERA_SLURM_PORT", PORT)
-        .output()
-        .expect("run scripts/slurm_local.sh")
-}
-
-/// Holds the local cluster for one test; dropping it (also when the test panics)
-/// stops the cluster when no other test of this binary uses it.
-struct Cluster;
-
-impl Cluster {
-    fn get() -> Cluster {
-        let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        if *users == 0 {
-            let missing: Vec<&str> =
-                ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "srun"].into_iter().filter(|p| !on_path(p)).collect();
-            assert!(
-                missing.is_empty(),
-                "Slurm is not installed ({} not found): these tests need a real Slurm; install it with \
-                 scripts/setup.sh (Debian packages slurm-wlm munge libpmix-dev)",
-                missing.join(", ")
-            );
-            let o = control("start");
-            assert!(
-                o.status.success(),
-                "scripts/slurm_local.sh start {} failed:\n{}{}",
-                state_dir().display(),
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        *users += 1;
-        Cluster
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        *users -= 1;
-        if *users == 0 {
-            let o = control("stop");
-            if !o.status.success() {
-                eprintln!("slurm_local.sh stop: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-            }
-        }
-    }
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
-/// A Slurm client command talking to the test cluster.
 fn slurm_cmd(program: &str) -> Command {
-    let mut c = Command::new(program);
-    c.env("SLURM_CONF", conf());
-    c
+    SLURM.cmd(program)
 }
 
-/// `tessera ARGS` with the test cluster's SLURM_CONF and the Open MPI settings (the
-/// job inherits both: sbatch exports the submitting environment).
 fn tessera(args: &[&str]) -> Output {
-    let mut c = Command::new(EXE);
-    with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(args);
-    c.output().expect("run tessera")
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    SLURM.tessera_cmd(args).output().expect("run tessera")
 }
 
 /// `tessera slurm submit ...`: the job id it prints.
@@ -145,17 +68,11 @@ fn submit(args: &[&str]) -> String {
     id
 }
 
-/// The job's state as squeue reports it ("" once Slurm forgot it).
-fn job_state(id: &str) -> String {
-    let o = slurm_cmd("squeue").args(["-h", "-t", "all", "-o", "%T", "-j", id]).output().expect("squeue");
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// Waits until job `id` has finished; returns its final state.
 fn wait_done(id: &str, log: &Path, limit: Duration) -> String {
     let t0 = Instant::now();
     loop {
-        let s = job_state(id);
+        let s = SLURM.job_state(id);
         if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"].contains(&s.as_str()) {
             return s;
         }
@@ -185,7 +102,7 @@ fn mpirun_reference(case: &Path, out: &Path, extra: &[&str]) {
 
 #[test]
 fn a_two_rank_job_runs_through_srun_and_equals_mpirun() {
-    let _cluster = Cluster::get();
+    let _cluster = SLURM.hold();
     let d = scratch("slurm", "srun");
     let case = d.join("case.toml");
     std::fs::write(&case, CASE).unwrap();
@@ -221,7 +138,7 @@ fn a_two_rank_job_runs_through_srun_and_equals_mpirun() {
 
 #[test]
 fn the_walltime_signal_checkpoints_requeues_and_finishes_like_an_uninterrupted_run() {
-    let _cluster = Cluster::get();
+    let _cluster = SLURM.hold();
     let d = scratch("slurm", "requeue");
     let case = d.join("case.toml");
     // A snapshot every other step keeps each step slow enough (an HDF5 write) for the
@@ -240,7 +157,7 @@ fn the_walltime_signal_checkpoints_requeues_and_finishes_like_an_uninterrupted_r
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "the job did not start (state {}); log:\n{}",
-            job_state(&id),
+            SLURM.job_state(&id),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -287,7 +204,7 @@ fn the_walltime_signal_checkpoints_requeues_and_finishes_like_an_uninterrupted_r
 
 #[test]
 fn bad_input_is_refused_before_anything_is_submitted() {
-    let _cluster = Cluster::get();
+    let _cluster = SLURM.hold();
     let d = scratch("slurm", "bad");
     let case = d.join("case.toml");
     std::fs::write(&case, CASE).unwrap();
@@ -390,13 +307,9 @@ fn sweep_on_slurm(d: &Path, values: &str) -> PathBuf {
     s
 }
 
-fn csv_rows(dir: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(dir.join("results.csv")).unwrap().lines().map(|l| l.split(',').map(String::from).collect()).collect()
-}
-
 #[test]
 fn a_sweep_on_the_slurm_executor_completes_and_reports_a_cancelled_job_as_such() {
-    let _cluster = Cluster::get();
+    let _cluster = SLURM.hold();
     let d = scratch("slurm", "study");
     study_case(&d, 60);
     let s = sweep_on_slurm(&d, "0.1, 0.2, 0.3");
@@ -439,10 +352,10 @@ fn a_sweep_on_the_slurm_executor_completes_and_reports_a_cancelled_job_as_such()
             with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(["study", "run", path(&s), "--dir", path(&dir), "-q"]);
             c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
         };
-        let job = wait_for_job(&dir, 0, Duration::from_secs(60));
+        let job = SLURM.wait_for_job(&dir, 0, Duration::from_secs(60));
         assert_eq!(job.contains('_'), values.contains(','), "{job}");
         let _ = slurm_cmd("scancel").arg(&job).status();
-        let other = (values.contains(',')).then(|| wait_for_job(&dir, 1, Duration::from_secs(60)));
+        let other = (values.contains(',')).then(|| SLURM.wait_for_job(&dir, 1, Duration::from_secs(60)));
         let t0 = Instant::now();
         while other.is_some() && csv_rows(&dir).get(1).map(|r| r[1] == "failed") != Some(true) {
             assert!(t0.elapsed() < Duration::from_secs(60), "run 0 not reported failed: {:?}", csv_rows(&dir));
@@ -450,12 +363,12 @@ fn a_sweep_on_the_slurm_executor_completes_and_reports_a_cancelled_job_as_such()
         }
         if let Some(other) = &other {
             // The other task still runs: stopping the study cancels it (resume submits it again).
-            assert_eq!(job_state(other), "RUNNING");
+            assert_eq!(SLURM.job_state(other), "RUNNING");
             // SAFETY: kill(2) on the child we spawned.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let t0 = Instant::now();
-            while !["CANCELLED", ""].contains(&job_state(other).as_str()) {
-                assert!(t0.elapsed() < Duration::from_secs(60), "task {other} not cancelled with its study: {}", job_state(other));
+            while !["CANCELLED", ""].contains(&SLURM.job_state(other).as_str()) {
+                assert!(t0.elapsed() < Duration::from_secs(60), "task {other} not cancelled with its study: {}", SLURM.job_state(other));
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
@@ -469,25 +382,9 @@ fn a_sweep_on_the_slurm_executor_completes_and_reports_a_cancelled_job_as_such()
     }
 }
 
-/// The job id of run `id` once the study has journaled it.
-fn wait_for_job(dir: &Path, id: i64, limit: Duration) -> String {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(j) = orchestrate::journal::Journal::open(&dir.join("journal.sqlite")) {
-            if let Some(job) = j.runs().ok().and_then(|r| r.into_iter().find(|r| r.id == id)).and_then(|r| r.job) {
-                if job_state(&job) == "RUNNING" {
-                    return job;
-                }
-            }
-        }
-        assert!(t0.elapsed() < limit, "run {id} has no running job after {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn a_study_killed_with_jobs_in_flight_resumes_and_adopts_them() {
-    let _cluster = Cluster::get();
+    let _cluster = SLURM.hold();
     let d = scratch("slurm", "study-resume");
     study_case(&d, 3000);
     let s = sweep_on_slurm(&d, "0.1, 0.2, 0.3");
@@ -497,10 +394,10 @@ fn a_study_killed_with_jobs_in_flight_resumes_and_adopts_them() {
         with_mpi_env(&mut c).env("SLURM_CONF", conf()).args(["study", "run", path(&s), "--dir", path(&dir), "-q"]);
         c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
     };
-    let job = wait_for_job(&dir, 0, Duration::from_secs(60));
+    let job = SLURM.wait_for_job(&dir, 0, Duration::from_secs(60));
     let _ = child.kill(); // SIGKILL: the jobs stay queued or running on the cluster
     let _ = child.wait();
-    assert!(["RUNNING", "COMPLETING", "COMPLETED"].contains(&job_state(&job).as_str()), "the job outlives the orchestrator");
+    assert!(["RUNNING", "COMPLETING", "COMPLETED"].contains(&SLURM.job_state(&job).as_str()), "the job outlives the orchestrator");
     let o = tessera(&["study", "resume", path(&dir), "-q"]);
     assert!(o.status.success(), "{}", text(&o));
     let rows = csv_rows(&dir);

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod slurm;
+
 use decomp::comm::SerialComm;
 use decomp::io::H5File;
 use decomp::{Field, IndexBox};
