@@ -371,6 +371,121 @@ fn the_cache_reads_nothing_for_an_unchanged_pipeline_and_only_the_new_part_after
     assert_eq!(post(&run, &plotted, &out, 1 << 30).field_reads, 6);
 }
 
+#[test]
+fn time_statistics_fold_batches_of_snapshots_bit_for_bit() {
+    // 400 rows: with a memory bound that holds a whole snapshot, the executor folds
+    // all 7 snapshots in one pass over the accumulators (thin pieces); a bound of 96
+    // rows of a snapshot allows at most 3 per batch (on 2 threads: pieces of at least
+    // a block per thread), which does not divide the 7 snapshots (batches of 2, 2 and
+    // 3); a bound of 1 byte no batching at all. Every number must be the same to the bit, and agree with the
+    // two-pass statistics computed here.
+    let root = scratch("post", "fold");
+    let times = [0.0, 0.3, 0.7, 1.1, 1.6, 2.0, 2.5];
+    let g: &Func = &|p, t| t.sin() * p[0] + t + p[1];
+    let h: &Func = &|p, t| (2.0 * t).cos() * p[1] * p[1] - p[0];
+    let run = root.join("run");
+    analytic_run(&run, &[24, 400], &[1.0, 1.0], &[false, false], 2, &times, &[("g", g), ("h", h)]);
+    // Sources only (accumulated straight from the read buffers), beside per-snapshot
+    // reductions and samples in the same batches.
+    let direct = r#"
+[[output]]
+name = "stats"
+kind = "time_statistics"
+fields = ["g", "h"]
+statistics = ["mean", "rms", "min", "max"]
+plot = false
+
+[[output]]
+name = "tab"
+kind = "table"
+columns = ["step", "time", "max(g)", "mean(h)", "l2(g*h)"]
+
+[[output]]
+name = "probe"
+kind = "probe"
+fields = ["h"]
+points = [[0.3, 0.2], [0.7, 0.9]]
+plot = false
+"#;
+    // Computed fields, and a second pass that reads the first one's time mean.
+    let computed = r#"
+[[derive]]
+name = "dg"
+expr = "ddy(g)"
+
+[[derive]]
+name = "gh"
+expr = "g*h"
+
+[[derive]]
+name = "fl"
+expr = "g - time_mean(g)"
+
+[[output]]
+name = "stats"
+kind = "time_statistics"
+fields = ["dg", "gh", "fl"]
+statistics = ["mean", "rms"]
+plot = false
+"#;
+    let read = |out: &Path, names: &[&str]| -> Vec<Vec<f64>> {
+        let _g = HDF5_IN_PROCESS.read().unwrap_or_else(|e| e.into_inner());
+        let r = H5Reader::open(&out.join("stats.h5")).unwrap();
+        names.iter().map(|n| r.read_all_f64(&format!("/{n}")).unwrap()).collect()
+    };
+    let direct_names = ["g_mean", "g_rms", "g_min", "g_max", "h_mean", "h_rms", "h_min", "h_max"];
+    let computed_names = ["dg_mean", "dg_rms", "gh_mean", "gh_rms", "fl_mean", "fl_rms"];
+    let bits = |v: &[Vec<f64>]| -> Vec<Vec<u64>> { v.iter().map(|d| d.iter().map(|x| x.to_bits()).collect()).collect() };
+    let mut first: Option<(Vec<Vec<u64>>, String, String, Vec<Vec<u64>>)> = None;
+    // 96 rows of the sources g and h: 24 values x 8 bytes x (3 x 2 + 1) each.
+    for (k, memory) in [1usize << 30, 96 * 1344 + 1000, 1].into_iter().enumerate() {
+        let out = root.join(format!("direct{k}"));
+        let rep = post(&run, direct, &out, memory);
+        if k == 0 && std::thread::available_parallelism().map_or(1, |n| n.get()) <= 12 {
+            // Batched: more pieces than snapshots although one piece fits a snapshot.
+            assert!(rep.pieces > times.len(), "{} pieces", rep.pieces);
+        }
+        let d = read(&out, &direct_names);
+        let tab = std::fs::read_to_string(out.join("tab.csv")).unwrap();
+        let probe = std::fs::read_to_string(out.join("probe.csv")).unwrap();
+        let out = root.join(format!("computed{k}"));
+        let rep = post(&run, computed, &out, memory);
+        assert_eq!(rep.passes, 2, "the fluctuation needs the mean first");
+        let c = read(&out, &computed_names);
+        if k == 0 {
+            // Against two-pass statistics of the analytic values.
+            let n = times.len() as f64;
+            let (nx, ny) = (24, 400);
+            for cell in 0..nx * ny {
+                let (x, y) = ((cell % nx) as f64 / nx as f64 + 0.5 / nx as f64, (cell / nx) as f64 / ny as f64 + 0.5 / ny as f64);
+                for (f, base) in [(g, 0), (h, 4)] {
+                    let vals: Vec<f64> = times.iter().map(|&t| f([x, y, 0.0], t)).collect();
+                    let mean = vals.iter().sum::<f64>() / n;
+                    let rms = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+                    assert!((d[base][cell] - mean).abs() < 1e-13, "{}: {} vs {mean}", direct_names[base], d[base][cell]);
+                    assert!((d[base + 1][cell] - rms).abs() < 1e-13, "{}: {} vs {rms}", direct_names[base + 1], d[base + 1][cell]);
+                    // (The writer's cell centres may differ from these in the last bit.)
+                    assert!((d[base + 2][cell] - vals.iter().copied().fold(f64::INFINITY, f64::min)).abs() < 1e-14);
+                    assert!((d[base + 3][cell] - vals.iter().copied().fold(f64::NEG_INFINITY, f64::max)).abs() < 1e-14);
+                }
+                let gh: Vec<f64> = times.iter().map(|&t| g([x, y, 0.0], t) * h([x, y, 0.0], t)).collect();
+                let mean = gh.iter().sum::<f64>() / n;
+                let rms = (gh.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+                assert!((c[2][cell] - mean).abs() < 1e-13 && (c[3][cell] - rms).abs() < 1e-13, "g*h at {cell}");
+                // ddy(g) = 1 (exact differences of a linear function), no fluctuation.
+                assert!((c[0][cell] - 1.0).abs() < 1e-11 && c[1][cell] < 1e-11, "ddy(g) at {cell}: {} {}", c[0][cell], c[1][cell]);
+                // The fluctuation about the time mean: mean 0, the same rms as g.
+                assert!(c[4][cell].abs() < 1e-13 && (c[5][cell] - d[1][cell]).abs() < 1e-13, "fluctuation at {cell}");
+            }
+        }
+        let now = (bits(&d), tab, probe, bits(&c));
+        match &first {
+            None => first = Some(now),
+            Some(f) => assert!(*f == now, "memory bound {memory}: results differ from the batched run"),
+        }
+    }
+}
+
 fn cli(args: &[&str]) -> (i32, String, String) {
     let o = output_of(Command::new(EXE).args(args));
     (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())

@@ -6,9 +6,14 @@
 //! aligned to 16-row blocks and sized to the memory bound). A reader thread does all
 //! HDF5 reads, at most two pieces ahead, so memory stays flat however many snapshots
 //! there are; the rows of a piece are computed in parallel blocks on the rayon pool.
+//! Time statistics fold a *batch* of consecutive snapshots (up to [`MAX_FOLD`]) per
+//! pass over their accumulators: the batch shares one snapshot's bytes in flight, cut
+//! into thinner pieces, and each accumulator row is updated by every snapshot of the
+//! batch while it is in registers (temporal blocking; the same Welford arithmetic in
+//! the same order, so the numbers do not depend on the batch size).
 //! Reductions combine per-block partial results in block order, so the numbers do
 //! not depend on the thread count or on the memory bound.
-use crate::kernel::{binary, unary, Buf, Geometry, Program, Regs};
+use crate::kernel::{binary, fold_rows, unary, Buf, Geometry, Program, Regs, MAX_FOLD};
 use crate::plan::{Id, Level, Op, Plan, Red, Stat, TRed};
 use crate::rundir::Run;
 use rayon::prelude::*;
@@ -309,9 +314,8 @@ type SinkSet = (Vec<Id>, Vec<usize>, Vec<usize>, Vec<usize>);
 /// A receiver of whole fields: (index into `Request::full`, step, values).
 pub type FullSink<'a> = dyn FnMut(usize, u64, &[f64]) -> Result<(), String> + 'a;
 
-/// State of the snapshot being computed.
+/// State of a snapshot being computed (one per snapshot of the batch).
 struct Current {
-    step_idx: usize,
     scalars: HashMap<Id, f64>,
     parts: Vec<Vec<Part>>,
     fulls: Vec<Vec<f64>>,
@@ -323,16 +327,56 @@ struct AccRows<'a> {
     m2: Option<&'a mut [f64]>,
     min: Option<&'a mut [f64]>,
     max: Option<&'a mut [f64]>,
-    count: usize,
+    /// Snapshots folded in before this batch.
+    count0: usize,
 }
 
+/// One piece of a batch of snapshots: what the reader reads and the compute side
+/// computes in one go.
 struct Item {
-    step_idx: usize,
-    step: u64,
+    /// The batch it belongs to (consecutive snapshots with the same work).
+    batch: usize,
+    /// The steps of the batch's snapshots, in time order.
+    steps: Vec<u64>,
     work: usize,
     piece: (usize, usize),
-    /// Sources to read: (slot, field name, first row, rows).
+    /// Sources to read at each step: (slot, field name, first row, rows).
     reads: Vec<(usize, String, isize, usize)>,
+}
+
+/// Bytes a batch piece reads, at most (unless that would make it thinner than
+/// [`batch_min_rows`]). Small enough that the pieces in flight (about three) stay in
+/// the last-level cache between the read that writes them and the fold that reads
+/// them, large enough that a piece is several blocks of work.
+const BATCH_READ_BYTES: usize = 4 << 20;
+
+/// Rows of a batch piece, at least: a block per thread (two at least), so that the
+/// compute of one piece keeps every thread busy.
+fn batch_min_rows() -> usize {
+    BLOCK * rayon::current_num_threads().max(2)
+}
+
+/// How many consecutive snapshots (of `run_len` with the same work) to fold per pass
+/// over the accumulators, and the rows of their pieces. `max_rows` is the piece one
+/// snapshot alone could have within the memory bound; `read_row_bytes` the bytes read
+/// per row of one snapshot. Batching only pays for time statistics (every other sink
+/// is per snapshot), and whole fields are kept per snapshot, so it is off when the
+/// work has them. A batch's pieces take at most the rows of one snapshot's piece
+/// between them, so the bytes in flight stay within those of one snapshot: memory is
+/// flat in the batch size as it is in the snapshot count.
+fn batching(work: &StepWork, max_rows: usize, nrows: usize, run_len: usize, read_row_bytes: usize) -> (usize, usize) {
+    let cap = max_rows.min(nrows);
+    let min_rows = batch_min_rows();
+    if work.accums.is_empty() || !work.fulls.is_empty() {
+        return (1, max_rows);
+    }
+    let b = (cap / min_rows).clamp(1, MAX_FOLD).min(run_len.max(1));
+    if b == 1 {
+        return (1, max_rows);
+    }
+    let by_bytes = BATCH_READ_BYTES / (b * read_row_bytes).max(1);
+    let rows = (cap / b).min(by_bytes.max(min_rows));
+    (b, (rows / BLOCK * BLOCK).max(BLOCK))
 }
 
 /// Runs `req` over `run`. `full_sink` receives each whole field of `req.full` as it
@@ -480,15 +524,15 @@ pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_s
         }
         res.passes += 1;
         for a in accums.iter_mut().filter(|a| plan.nodes[a.arg].pass == pass) {
-            a.mean = vec![0.0; nrows * len];
+            a.mean = filled(nrows * len, 0.0);
             if a.want_m2 {
-                a.m2 = vec![0.0; nrows * len];
+                a.m2 = filled(nrows * len, 0.0);
             }
             if a.want_min {
-                a.min = vec![f64::INFINITY; nrows * len];
+                a.min = filled(nrows * len, f64::INFINITY);
             }
             if a.want_max {
-                a.max = vec![f64::NEG_INFINITY; nrows * len];
+                a.max = filled(nrows * len, f64::NEG_INFINITY);
             }
         }
         // Build the work of each distinct sink set once.
@@ -496,7 +540,8 @@ pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_s
         let mut work_of: HashMap<SinkSet, usize> = HashMap::new();
         let mut items: Vec<Item> = Vec::new();
         let steps: Vec<u64> = order.iter().copied().filter(|s| per_step.contains_key(s)).collect();
-        for (si, &step) in steps.iter().enumerate() {
+        let mut step_work = Vec::with_capacity(steps.len());
+        for &step in &steps {
             let key = per_step[&step].clone();
             let w = match work_of.get(&key) {
                 Some(&w) => w,
@@ -507,8 +552,17 @@ pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_s
                     works.len() - 1
                 }
             };
+            step_work.push(w);
+        }
+        // Runs of consecutive snapshots with the same work, cut into batches of about
+        // equal size (so every piece of the run has the same rows), and these into pieces.
+        let mut si = 0;
+        let mut nbatch = 0;
+        while si < steps.len() {
+            let w = step_work[si];
             let work = &works[w];
-            // Rows this snapshot needs.
+            let run_len = step_work[si..].iter().take_while(|&&x| x == w).count();
+            // Rows these snapshots need.
             let blocks = block_ranges(nrows);
             let wanted: Vec<bool> = if work.all_rows {
                 vec![true; blocks.len()]
@@ -526,82 +580,106 @@ pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_s
             let nmat = work.mat.len() - nsrc;
             let bytes_per_row = len * 8 * (3 * nsrc + nmat + work.fulls.len() + 1);
             let max_rows = ((opts.memory_bytes / bytes_per_row.max(1)) / BLOCK * BLOCK).max(BLOCK);
-            let mut b = 0;
-            while b < blocks.len() {
-                if !wanted[b] {
-                    b += 1;
-                    continue;
-                }
-                let p0 = blocks[b].0;
-                let mut p1 = blocks[b].1;
-                b += 1;
-                while b < blocks.len() && wanted[b] && blocks[b].1 - p0 <= max_rows {
-                    p1 = blocks[b].1;
-                    b += 1;
-                }
-                let mut reads = Vec::new();
-                for &(id, slot, g) in &work.mat {
-                    if let Op::Source(name) = &plan.nodes[id].op {
-                        let (lo, rows) = extended(p0, p1, g, nrows, geo.periodic[geo.slow()]);
-                        reads.push((slot, name.clone(), lo, rows));
+            let (nb, max_rows) = batching(work, max_rows, nrows, run_len, len * 8 * nsrc);
+            let nbat = run_len.div_ceil(nb);
+            for j in 0..nbat {
+                // Sizes differ by one at most, none above nb.
+                let group: Vec<u64> = steps[si + j * run_len / nbat..si + (j + 1) * run_len / nbat].to_vec();
+                let mut b = 0;
+                while b < blocks.len() {
+                    if !wanted[b] {
+                        b += 1;
+                        continue;
                     }
+                    let p0 = blocks[b].0;
+                    let mut p1 = blocks[b].1;
+                    b += 1;
+                    while b < blocks.len() && wanted[b] && blocks[b].1 - p0 <= max_rows {
+                        p1 = blocks[b].1;
+                        b += 1;
+                    }
+                    let mut reads = Vec::new();
+                    for &(id, slot, g) in &work.mat {
+                        if let Op::Source(name) = &plan.nodes[id].op {
+                            let (lo, rows) = extended(p0, p1, g, nrows, geo.periodic[geo.slow()]);
+                            reads.push((slot, name.clone(), lo, rows));
+                        }
+                    }
+                    items.push(Item { batch: nbatch, steps: group.clone(), work: w, piece: (p0, p1), reads });
                 }
-                items.push(Item { step_idx: si, step, work: w, piece: (p0, p1), reads });
+                nbatch += 1;
             }
+            si += run_len;
         }
         // The reader thread runs ahead by at most two pieces.
         let nslots = works.iter().map(|w| w.mat.iter().map(|m| m.1 + 1).max().unwrap_or(0)).max().unwrap_or(0);
         let outcome: Result<(), String> = std::thread::scope(|scope| {
-            let (tx, rx) = mpsc::sync_channel::<Result<Vec<(usize, Buf)>, String>>(1);
+            // Per item: for each snapshot of its batch, the (slot, buffer) it read.
+            type Got = Result<Vec<Vec<(usize, Buf)>>, String>;
+            let (tx, rx) = mpsc::sync_channel::<Got>(1);
             // Buffers the compute side is done with go back to the reader for reuse.
             let (give_back, recycled) = mpsc::channel::<Vec<f64>>();
             let items_ref = &items;
             let reader = scope.spawn(move || {
                 for it in items_ref {
-                    let mut got = Vec::new();
-                    let mut err = None;
-                    for (slot, name, lo, rows) in &it.reads {
-                        let spare = recycled.try_recv().unwrap_or_default();
-                        match read_rows(run, it.step, name, *lo, *rows, len, nrows, spare) {
-                            Ok(b) => got.push((*slot, b)),
-                            Err(e) => {
-                                err = Some(e);
-                                break;
-                            }
+                    // Every read of the batch at once, in parallel (a thin piece lies in
+                    // one HDF5 chunk: its read alone would use one core).
+                    let jobs: Vec<(usize, usize, Vec<f64>)> = (0..it.steps.len())
+                        .flat_map(|s| (0..it.reads.len()).map(move |r| (s, r)))
+                        .map(|(s, r)| (s, r, recycled.try_recv().unwrap_or_default()))
+                        .collect();
+                    let read: Result<Vec<(usize, usize, Buf)>, String> = jobs
+                        .into_par_iter()
+                        .map(|(s, r, spare)| {
+                            let (slot, name, lo, rows) = &it.reads[r];
+                            read_rows(run, it.steps[s], name, *lo, *rows, len, nrows, spare).map(|b| (s, *slot, b))
+                        })
+                        .collect();
+                    let msg = read.map(|v| {
+                        let mut got: Vec<Vec<(usize, Buf)>> = (0..it.steps.len()).map(|_| Vec::new()).collect();
+                        for (s, slot, b) in v {
+                            got[s].push((slot, b));
                         }
-                    }
-                    let msg = match err {
-                        Some(e) => Err(e),
-                        None => Ok(got),
-                    };
+                        got
+                    });
                     let failed = msg.is_err();
                     if tx.send(msg).is_err() || failed {
                         return;
                     }
                 }
             });
-            let mut current: Option<Current> = None;
+            // The snapshots of the batch being computed.
+            let mut current: Option<(usize, Vec<Current>)> = None;
             for (k, it) in items.iter().enumerate() {
                 let got = rx.recv().map_err(|_| "the reader thread stopped".to_string())??;
                 let work = &works[it.work];
-                if current.as_ref().map(|c| c.step_idx) != Some(it.step_idx) {
-                    // A new snapshot: scalars its kernels need, fresh partial results.
-                    let mut sc = HashMap::new();
-                    for p in std::iter::once(&work.program).chain(work.mat_programs.values()) {
-                        for &id in &p.scalars {
-                            sc.insert(id, scalar_value(plan, id, it.step, &times, &order, &partials, vol, &mut res.scalars));
+                if current.as_ref().map(|c| c.0) != Some(it.batch) {
+                    // A new batch: per snapshot, the scalars its kernels need and fresh
+                    // partial results.
+                    let mut snaps = Vec::with_capacity(it.steps.len());
+                    for &step in &it.steps {
+                        let mut sc = HashMap::new();
+                        for p in std::iter::once(&work.program).chain(work.mat_programs.values()) {
+                            for &id in &p.scalars {
+                                sc.insert(id, scalar_value(plan, id, step, &times, &order, &partials, vol, &mut res.scalars));
+                            }
                         }
+                        let fulls = work.fulls.iter().map(|_| vec![0.0; nrows * len]).collect();
+                        snaps.push(Current { scalars: sc, parts: Vec::new(), fulls });
                     }
-                    let fulls = work.fulls.iter().map(|_| vec![0.0; nrows * len]).collect();
                     for &a in &work.accums {
-                        accums[a].n += 1;
+                        accums[a].n += it.steps.len();
                     }
-                    current = Some(Current { step_idx: it.step_idx, scalars: sc, parts: Vec::new(), fulls });
+                    current = Some((it.batch, snaps));
                 }
-                let Current { scalars: sc, parts, fulls, .. } = current.as_mut().expect("set above");
-                let mut bufs: Vec<Option<Buf>> = vec![None; nslots];
-                for (slot, b) in got {
-                    bufs[slot] = Some(b);
+                let (_, snaps) = current.as_mut().expect("set above");
+                let mut bufs: Vec<Vec<Option<Buf>>> = Vec::with_capacity(got.len());
+                for g in got {
+                    let mut b: Vec<Option<Buf>> = vec![None; nslots];
+                    for (slot, buf) in g {
+                        b[slot] = Some(buf);
+                    }
+                    bufs.push(b);
                 }
                 let mut stat_view: Vec<Option<&Buf>> = vec![None; nslots];
                 for (id, b) in &statics {
@@ -609,39 +687,46 @@ pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_s
                         stat_view[slot] = Some(b);
                     }
                 }
-                compute_piece(&geo, work, it.piece, &mut bufs, &stat_view, sc, &mut accums, fulls, parts);
+                compute_piece(&geo, work, it.piece, &mut bufs, &stat_view, &mut accums, snaps);
                 // Samples owned by this piece.
-                for &si in &work.samples {
-                    let slot = work.mat.iter().find(|m| m.0 == req.samples[si].node).map(|m| m.1).expect("sampled nodes are materialised");
-                    let b = bufs[slot].as_ref().or(stat_view[slot]).expect("computed");
-                    let vals = res.samples[si].entry(it.step).or_insert_with(|| vec![f64::NAN; sample_stencils[si].len()]);
-                    for (pi, st) in sample_stencils[si].iter().enumerate() {
-                        if st.owner >= it.piece.0 && st.owner < it.piece.1 {
-                            vals[pi] = st.constant + st.terms.iter().map(|&(r, i, w)| w * b.row(r, len)[i]).sum::<f64>();
+                for (s, &step) in it.steps.iter().enumerate() {
+                    for &si in &work.samples {
+                        let slot =
+                            work.mat.iter().find(|m| m.0 == req.samples[si].node).map(|m| m.1).expect("sampled nodes are materialised");
+                        let b = bufs[s][slot].as_ref().or(stat_view[slot]).expect("computed");
+                        let vals = res.samples[si].entry(step).or_insert_with(|| vec![f64::NAN; sample_stencils[si].len()]);
+                        for (pi, st) in sample_stencils[si].iter().enumerate() {
+                            if st.owner >= it.piece.0 && st.owner < it.piece.1 {
+                                vals[pi] = st.constant + st.terms.iter().map(|&(r, i, w)| w * b.row(r, len)[i]).sum::<f64>();
+                            }
                         }
                     }
                 }
                 res.pieces += 1;
                 // Only the buffers the reader filled go back (one per read: bounded).
-                for (slot, ..) in &it.reads {
-                    if let Some(b) = bufs[*slot].take() {
-                        let _ = give_back.send(b.data);
+                for b in &mut bufs {
+                    for (slot, ..) in &it.reads {
+                        if let Some(b) = b[*slot].take() {
+                            let _ = give_back.send(b.data);
+                        }
                     }
                 }
-                let last_piece = items.get(k + 1).is_none_or(|n| n.step_idx != it.step_idx);
+                let last_piece = items.get(k + 1).is_none_or(|n| n.batch != it.batch);
                 if last_piece {
-                    let Current { parts, fulls, .. } = current.take().expect("set above");
-                    for (ri, &rid) in work.reduces.iter().enumerate() {
-                        let mut tot = Part::new();
-                        for block in &parts {
-                            tot.merge(&block[ri]);
+                    let (_, snaps) = current.take().expect("set above");
+                    for (Current { parts, fulls, .. }, &step) in snaps.into_iter().zip(&it.steps) {
+                        for (ri, &rid) in work.reduces.iter().enumerate() {
+                            let mut tot = Part::new();
+                            for block in &parts {
+                                tot.merge(&block[ri]);
+                            }
+                            partials.insert((rid, step), tot);
                         }
-                        partials.insert((rid, it.step), tot);
+                        for (fi, &f) in work.fulls.iter().enumerate() {
+                            full_sink(f, step, &fulls[fi])?;
+                        }
+                        progress.tick(pass, step, times.get(&step).copied().unwrap_or(0.0));
                     }
-                    for (fi, &f) in work.fulls.iter().enumerate() {
-                        full_sink(f, it.step, &fulls[fi])?;
-                    }
-                    progress.tick(pass, it.step, times.get(&it.step).copied().unwrap_or(0.0));
                 }
             }
             drop(rx);
@@ -650,17 +735,26 @@ pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_s
         });
         outcome?;
         // Time statistics computed in this pass become whole-mesh buffers for later ones.
+        // Each statistic of an accumulator is one node (nodes are unique by content),
+        // so each takes its accumulator's vector rather than copying it.
         for (&id, &k) in &stat_accum {
-            let a = &accums[k];
+            let a = &mut accums[k];
             if plan.nodes[a.arg].pass != pass {
                 continue;
             }
             let Op::TimeStat(st, _, _) = plan.nodes[id].op else { continue };
             let data: Vec<f64> = match st {
-                Stat::Mean => a.mean.clone(),
-                Stat::Rms => a.m2.iter().map(|m| (m / a.n.max(1) as f64).sqrt()).collect(),
-                Stat::Min => a.min.clone(),
-                Stat::Max => a.max.clone(),
+                Stat::Mean => std::mem::take(&mut a.mean),
+                Stat::Rms => {
+                    let n = a.n.max(1) as f64;
+                    let mut v = std::mem::take(&mut a.m2);
+                    for m in v.iter_mut() {
+                        *m = (*m / n).sqrt();
+                    }
+                    v
+                }
+                Stat::Min => std::mem::take(&mut a.min),
+                Stat::Max => std::mem::take(&mut a.max),
             };
             statics.insert(id, Buf { lo: 0, rows: nrows, data, wrap: nrows });
         }
@@ -681,6 +775,16 @@ pub fn execute(plan: &Plan, run: &Run, req: &Request, opts: &ExecOptions, full_s
         }
     }
     Ok(res)
+}
+
+/// `n` copies of `v`, written in parallel. Zeroed memory from the allocator maps the
+/// shared zero page when first read, and the first write after that costs a
+/// copy-on-write fault with a TLB shootdown on every core: writing each page first
+/// (in parallel) faults it in once, cheaply.
+fn filled(n: usize, v: f64) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    out.par_chunks_mut(1 << 15).for_each(|c| c.fill(v));
+    out
 }
 
 /// Rows `[p0 - g, p1 + g)`, clipped to the mesh on a non-periodic axis.
@@ -712,7 +816,13 @@ pub fn block_ranges(n: usize) -> Vec<(usize, usize)> {
 #[allow(clippy::too_many_arguments)]
 fn read_rows(run: &Run, step: u64, name: &str, lo: isize, rows: usize, len: usize, n: usize, mut data: Vec<f64>) -> Result<Buf, String> {
     // A recycled vector keeps its pages: no page faults, no zeroing of fresh memory.
-    data.resize(rows * len, 0.0);
+    // A fresh one comes zeroed from the allocator (untouched pages the read itself
+    // faults in), not written with zeros first.
+    if data.capacity() < rows * len {
+        data = vec![0.0; rows * len];
+    } else {
+        data.resize(rows * len, 0.0);
+    }
     // Contiguous runs of mesh rows (a periodic range wraps around once at most per side).
     let mut r = 0;
     while r < rows {
@@ -811,40 +921,45 @@ fn build_work(plan: &Plan, geo: &Geometry, key: &SinkSet, accums: &[Accum], req:
     }
 }
 
-/// Computes one piece: materialised nodes over their ghosted ranges, then the row
-/// program over the piece's rows, block by block in parallel.
-#[allow(clippy::too_many_arguments)]
+/// Computes one piece of a batch of snapshots: per snapshot, the materialised nodes over
+/// their ghosted ranges; then the row program over the piece's rows, block by block in
+/// parallel. At each row every snapshot of the batch is computed before the next row,
+/// so each time-statistics accumulator's row is folded over the whole batch at once
+/// (temporal blocking: one pass over the accumulators per batch, not per snapshot).
 fn compute_piece(
     geo: &Geometry,
     work: &StepWork,
     piece: (usize, usize),
-    bufs: &mut [Option<Buf>],
+    bufs: &mut [Vec<Option<Buf>>],
     statics: &[Option<&Buf>],
-    sc: &HashMap<Id, f64>,
     accums: &mut [Accum],
-    fulls: &mut [Vec<f64>],
-    parts: &mut Vec<Vec<Part>>,
+    snaps: &mut [Current],
 ) {
     let len = geo.row_len();
     let n = geo.cells[geo.slow()];
     let periodic = geo.periodic[geo.slow()];
-    for &(_, slot, g) in &work.mat {
-        let Some(p) = work.mat_programs.get(&slot) else { continue };
-        let (lo, rows) = extended(piece.0, piece.1, g, n, periodic);
-        let mut data = vec![0.0; rows * len];
-        {
-            let view = views(bufs, statics);
-            let view = &view[..];
-            data.par_chunks_mut(BLOCK * len).enumerate().for_each(|(c, chunk)| {
-                let mut regs = p.regs(len);
-                for (k, out) in chunk.chunks_mut(len).enumerate() {
-                    let r = lo + (c * BLOCK + k) as isize;
-                    p.run(geo, r, r.rem_euclid(n as isize) as usize, view, sc, &mut regs);
-                    out.copy_from_slice(regs.get(p.roots[0]));
-                }
-            });
+    let nb = snaps.len();
+    debug_assert!((1..=MAX_FOLD).contains(&nb) && bufs.len() == nb);
+    for (own, snap) in bufs.iter_mut().zip(snaps.iter()) {
+        let sc = &snap.scalars;
+        for &(_, slot, g) in &work.mat {
+            let Some(p) = work.mat_programs.get(&slot) else { continue };
+            let (lo, rows) = extended(piece.0, piece.1, g, n, periodic);
+            let mut data = vec![0.0; rows * len];
+            {
+                let view = views(own, statics);
+                let view = &view[..];
+                data.par_chunks_mut(BLOCK * len).enumerate().for_each(|(c, chunk)| {
+                    let mut regs = p.regs(len);
+                    for (k, out) in chunk.chunks_mut(len).enumerate() {
+                        let r = lo + (c * BLOCK + k) as isize;
+                        p.run(geo, r, r.rem_euclid(n as isize) as usize, view, sc, &mut regs);
+                        out.copy_from_slice(p.output(0, &regs, view, r));
+                    }
+                });
+            }
+            own[slot] = Some(Buf { lo, rows, data, wrap: 0 });
         }
-        bufs[slot] = Some(Buf { lo, rows, data, wrap: 0 });
     }
     if !work.all_rows {
         return;
@@ -854,11 +969,14 @@ fn compute_piece(
     struct Job<'a> {
         rows: (usize, usize),
         acc: Vec<AccRows<'a>>,
-        full: Vec<&'a mut [f64]>,
+        /// Per snapshot of the batch, per whole field.
+        full: Vec<Vec<&'a mut [f64]>>,
     }
-    let mut jobs: Vec<Job> = blocks.iter().map(|&rows| Job { rows, acc: Vec::new(), full: Vec::new() }).collect();
+    let mut jobs: Vec<Job> =
+        blocks.iter().map(|&rows| Job { rows, acc: Vec::new(), full: (0..nb).map(|_| Vec::new()).collect() }).collect();
     for (_, acc) in accums.iter_mut().enumerate().filter(|(i, _)| work.accums.contains(i)) {
-        let count = acc.n;
+        // The count already includes this batch.
+        let count0 = acc.n - nb;
         let mut means = split_blocks(&mut acc.mean, &blocks, len).into_iter();
         let mut m2 = acc.want_m2.then(|| split_blocks(&mut acc.m2, &blocks, len).into_iter());
         let mut mins = acc.want_min.then(|| split_blocks(&mut acc.min, &blocks, len).into_iter());
@@ -870,68 +988,89 @@ fn compute_piece(
                 m2: m2.as_mut().and_then(Iterator::next),
                 min: mins.as_mut().and_then(Iterator::next),
                 max: maxs.as_mut().and_then(Iterator::next),
-                count,
+                count0,
             });
         }
     }
-    for f in fulls.iter_mut() {
-        for (j, s) in jobs.iter_mut().zip(split_blocks(f, &blocks, len)) {
-            j.full.push(s);
+    let mut scs: Vec<&HashMap<Id, f64>> = Vec::with_capacity(nb);
+    let mut parts_out: Vec<&mut Vec<Vec<Part>>> = Vec::with_capacity(nb);
+    for (s, Current { scalars, parts, fulls, .. }) in snaps.iter_mut().enumerate() {
+        scs.push(scalars);
+        parts_out.push(parts);
+        for f in fulls.iter_mut() {
+            for (j, sl) in jobs.iter_mut().zip(split_blocks(f, &blocks, len)) {
+                j.full[s].push(sl);
+            }
         }
     }
     let nred = work.reduces.len();
     let nacc = work.accums.len();
     let prog = &work.program;
-    let view = views(bufs, statics);
-    let view = &view[..];
-    let block_parts: Vec<Vec<Part>> = jobs
+    let snap_views: Vec<Vec<Option<&Buf>>> = bufs.iter().map(|own| views(own, statics)).collect();
+    let snap_views = &snap_views[..];
+    let scs = &scs[..];
+    // Accumulator inputs read straight from the snapshots' buffers can all be held at
+    // once; others live in the registers of one snapshot at a time.
+    let direct = (0..nacc).all(|k| prog.is_direct(nred + k));
+    let run = prog.has_work();
+    let block_parts: Vec<Vec<Vec<Part>>> = jobs
         .into_par_iter()
         .map(|mut job| {
             let mut regs: Regs = prog.regs(len);
-            let mut ps = vec![Part::new(); nred];
+            let mut ps = vec![vec![Part::new(); nred]; nb];
             for r in job.rows.0..job.rows.1 {
-                prog.run(geo, r as isize, r, view, sc, &mut regs);
+                let ri = r as isize;
                 let off = (r - job.rows.0) * len;
-                for (k, p) in ps.iter_mut().enumerate() {
-                    p.add_row(regs.get(prog.roots[k]), work.red_ops[k]);
-                }
-                for (k, AccRows { mean, m2, min: lo, max: hi, count }) in job.acc.iter_mut().enumerate() {
-                    let x = regs.get(prog.roots[nred + k]);
-                    let inv = 1.0 / *count as f64;
-                    let mean = &mut mean[off..off + len];
-                    match m2 {
-                        Some(m2) => {
-                            for ((m, q), &v) in mean.iter_mut().zip(&mut m2[off..off + len]).zip(x) {
-                                let d = v - *m;
-                                *m += d * inv;
-                                *q += d * (v - *m);
-                            }
-                        }
-                        None => {
-                            for (m, &v) in mean.iter_mut().zip(x) {
-                                *m += (v - *m) * inv;
-                            }
+                for s in 0..nb {
+                    let view = &snap_views[s][..];
+                    if run {
+                        prog.run(geo, ri, r, view, scs[s], &mut regs);
+                    }
+                    for (k, p) in ps[s].iter_mut().enumerate() {
+                        p.add_row(prog.output(k, &regs, view, ri), work.red_ops[k]);
+                    }
+                    if !direct {
+                        for (k, acc) in job.acc.iter_mut().enumerate() {
+                            let n0 = acc.count0 + s;
+                            fold_acc(acc, off, len, &[prog.output(nred + k, &regs, view, ri)], n0);
                         }
                     }
-                    if let Some(lo) = lo {
-                        for (m, &v) in lo[off..off + len].iter_mut().zip(x) {
-                            *m = m.min(v);
-                        }
-                    }
-                    if let Some(hi) = hi {
-                        for (m, &v) in hi[off..off + len].iter_mut().zip(x) {
-                            *m = m.max(v);
-                        }
+                    for (k, f) in job.full[s].iter_mut().enumerate() {
+                        f[off..off + len].copy_from_slice(prog.output(nred + nacc + k, &regs, view, ri));
                     }
                 }
-                for (k, f) in job.full.iter_mut().enumerate() {
-                    f[off..off + len].copy_from_slice(regs.get(prog.roots[nred + nacc + k]));
+                if direct {
+                    for (k, acc) in job.acc.iter_mut().enumerate() {
+                        let mut xs: [&[f64]; MAX_FOLD] = [&[]; MAX_FOLD];
+                        for (s, x) in xs.iter_mut().enumerate().take(nb) {
+                            *x = prog.direct_output(nred + k, &snap_views[s], ri, len).expect("a direct root");
+                        }
+                        let n0 = acc.count0;
+                        fold_acc(acc, off, len, &xs[..nb], n0);
+                    }
                 }
             }
             ps
         })
         .collect();
-    parts.extend(block_parts);
+    for job_parts in block_parts {
+        for (s, p) in job_parts.into_iter().enumerate() {
+            parts_out[s].push(p);
+        }
+    }
+}
+
+/// Folds snapshot rows `xs` into row `off / len` of a block's accumulators.
+fn fold_acc(acc: &mut AccRows, off: usize, len: usize, xs: &[&[f64]], n0: usize) {
+    let r = off..off + len;
+    fold_rows(
+        &mut acc.mean[r.clone()],
+        acc.m2.as_deref_mut().map(|q| &mut q[r.clone()]),
+        acc.min.as_deref_mut().map(|v| &mut v[r.clone()]),
+        acc.max.as_deref_mut().map(|v| &mut v[r.clone()]),
+        xs,
+        n0,
+    );
 }
 
 /// The buffers of a piece by slot: its own, or the whole-run statistics.

@@ -98,6 +98,10 @@ pub struct Program {
     nregs: usize,
     /// Scalar nodes whose per-snapshot values the program needs.
     pub scalars: Vec<Id>,
+    /// Per root: the buffer it is a plain load of. Such a root is read straight from its
+    /// buffer ([`Program::output`]); its load is not run unless another instruction
+    /// reads its register (no copy of the row only to hand it over).
+    direct: Vec<Option<usize>>,
 }
 
 /// Scratch registers of one worker.
@@ -117,13 +121,60 @@ impl Program {
     /// Compiles `roots`. `bufs` maps materialised nodes to their buffer slot: they are
     /// loaded, never recomputed. Scalars (one number per snapshot) are broadcast.
     pub fn build(plan: &Plan, geo: &Geometry, roots: &[Id], bufs: &HashMap<Id, usize>) -> Program {
-        let mut p = Program { ins: Vec::new(), roots: Vec::new(), nregs: 0, scalars: Vec::new() };
+        let mut p = Program { ins: Vec::new(), roots: Vec::new(), nregs: 0, scalars: Vec::new(), direct: Vec::new() };
         let mut reg: HashMap<Id, usize> = HashMap::new();
         for &r in roots {
             let x = p.emit(plan, geo, r, bufs, &mut reg);
             p.roots.push(x);
         }
+        // A root that is a load (a source or a time statistic) is read by the caller
+        // straight from its buffer; its load runs only if another instruction reads it.
+        let mut operand = vec![false; p.nregs];
+        for ins in &p.ins {
+            match ins {
+                Ins::Un(_, _, a) => operand[*a] = true,
+                Ins::Bin(_, _, x, y) => {
+                    operand[*x] = true;
+                    operand[*y] = true;
+                }
+                Ins::DiffIn { src, .. } => operand[*src] = true,
+                _ => {}
+            }
+        }
+        let loads: HashMap<usize, usize> =
+            p.ins.iter().filter_map(|i| if let Ins::Load(d, b) = i { Some((*d, *b)) } else { None }).collect();
+        p.direct = p.roots.iter().map(|r| loads.get(r).copied()).collect();
+        let roots = p.roots.clone();
+        p.ins.retain(|i| !matches!(i, Ins::Load(d, _) if !operand[*d] && roots.contains(d)));
         p
+    }
+
+    /// The values of root `k` at row `r` after [`Program::run`] for that row with the
+    /// same `bufs`.
+    #[inline]
+    pub fn output<'a>(&self, k: usize, regs: &'a Regs, bufs: &[Option<&'a Buf>], r: isize) -> &'a [f64] {
+        match self.direct_output(k, bufs, r, regs.len) {
+            Some(x) => x,
+            None => regs.get(self.roots[k]),
+        }
+    }
+
+    /// Row `r` (of `len` values) of root `k` when it is read straight from a buffer
+    /// (no [`Program::run`] needed); `None` otherwise.
+    #[inline]
+    pub fn direct_output<'a>(&self, k: usize, bufs: &[Option<&'a Buf>], r: isize, len: usize) -> Option<&'a [f64]> {
+        self.direct[k].map(|b| bufs[b].expect("buffer present").row(r, len))
+    }
+
+    /// Whether root `k` is read straight from a buffer (its rows of several snapshots
+    /// can then be held at once, without a register set per snapshot).
+    pub fn is_direct(&self, k: usize) -> bool {
+        self.direct[k].is_some()
+    }
+
+    /// Whether [`Program::run`] has anything to do (not when every root is direct).
+    pub fn has_work(&self) -> bool {
+        !self.ins.is_empty()
     }
 
     fn new_reg(&mut self) -> usize {
@@ -191,7 +242,11 @@ impl Program {
 
     /// Buffers read at the row itself.
     pub fn loaded_bufs(&self) -> Vec<usize> {
-        self.ins.iter().filter_map(|i| if let Ins::Load(_, b) = i { Some(*b) } else { None }).collect()
+        self.ins
+            .iter()
+            .filter_map(|i| if let Ins::Load(_, b) = i { Some(*b) } else { None })
+            .chain(self.direct.iter().flatten().copied())
+            .collect()
     }
 
     /// Runs the program for row `r` (extended index: on a periodic axis it may lie past
@@ -374,6 +429,110 @@ fn binary_loop(b: Bin, xs: &[f64], ys: &[f64], o: &mut [f64]) {
     }
 }
 
+/// Most snapshots folded into the time statistics per pass over their accumulators
+/// (the executor batches up to this many snapshots of a piece; longer lists are
+/// folded in groups of this size).
+pub const MAX_FOLD: usize = 8;
+
+/// Cells updated together in registers by [`fold_rows`].
+const LANES: usize = 8;
+
+/// Folds the rows `xs` of one field at successive snapshots (in time order) into
+/// per-cell running time statistics that have seen `n0` snapshots: the mean and `m2`
+/// (the sum of squared deviations from the mean) by Welford's update, and the
+/// minimum and maximum.
+///
+/// This is temporal blocking: each group of a few cells (8) loads its mean and M2
+/// once, takes every snapshot's value in registers, and stores them once, instead of a
+/// pass over the accumulators per snapshot. The arithmetic per cell and snapshot is
+/// exactly the one-at-a-time update, in the same order, so the result is the same to
+/// the bit however the snapshots are batched (and so does not depend on the memory
+/// bound, which sets the batch size).
+pub fn fold_rows(mean: &mut [f64], m2: Option<&mut [f64]>, min: Option<&mut [f64]>, max: Option<&mut [f64]>, xs: &[&[f64]], n0: usize) {
+    let n = mean.len();
+    assert!(xs.iter().all(|x| x.len() == n), "every snapshot row has the accumulator's length");
+    let mut m2 = m2;
+    for (g, group) in xs.chunks(MAX_FOLD).enumerate() {
+        // 1 / (count after each snapshot): the same numbers the one-at-a-time update uses.
+        let mut inv = [0.0; MAX_FOLD];
+        for (i, v) in inv.iter_mut().enumerate().take(group.len()) {
+            *v = 1.0 / (n0 + g * MAX_FOLD + i + 1) as f64;
+        }
+        let inv = &inv[..group.len()];
+        match m2.as_deref_mut() {
+            Some(q) => fold_mean_m2(mean, q, group, inv),
+            None => fold_mean(mean, group, inv),
+        }
+    }
+    if let Some(lo) = min {
+        for x in xs {
+            for (m, &v) in lo.iter_mut().zip(*x) {
+                *m = m.min(v);
+            }
+        }
+    }
+    if let Some(hi) = max {
+        for x in xs {
+            for (m, &v) in hi.iter_mut().zip(*x) {
+                *m = m.max(v);
+            }
+        }
+    }
+}
+
+/// Welford's mean and M2 over the snapshots `xs`, `inv[i]` = 1 / count after `xs[i]`.
+fn fold_mean_m2(mean: &mut [f64], m2: &mut [f64], xs: &[&[f64]], inv: &[f64]) {
+    let n = mean.len();
+    let body = n / LANES * LANES;
+    for c in (0..body).step_by(LANES) {
+        let mut m: [f64; LANES] = mean[c..c + LANES].try_into().expect("LANES values");
+        let mut q: [f64; LANES] = m2[c..c + LANES].try_into().expect("LANES values");
+        for (x, &iv) in xs.iter().zip(inv) {
+            let x: &[f64; LANES] = x[c..c + LANES].try_into().expect("LANES values");
+            for j in 0..LANES {
+                let d = x[j] - m[j];
+                m[j] += d * iv;
+                q[j] += d * (x[j] - m[j]);
+            }
+        }
+        mean[c..c + LANES].copy_from_slice(&m);
+        m2[c..c + LANES].copy_from_slice(&q);
+    }
+    for c in body..n {
+        let (mut m, mut q) = (mean[c], m2[c]);
+        for (x, &iv) in xs.iter().zip(inv) {
+            let d = x[c] - m;
+            m += d * iv;
+            q += d * (x[c] - m);
+        }
+        mean[c] = m;
+        m2[c] = q;
+    }
+}
+
+/// The running mean alone (no M2 wanted).
+fn fold_mean(mean: &mut [f64], xs: &[&[f64]], inv: &[f64]) {
+    let n = mean.len();
+    let body = n / LANES * LANES;
+    for c in (0..body).step_by(LANES) {
+        let mut m: [f64; LANES] = mean[c..c + LANES].try_into().expect("LANES values");
+        for (x, &iv) in xs.iter().zip(inv) {
+            let x: &[f64; LANES] = x[c..c + LANES].try_into().expect("LANES values");
+            for j in 0..LANES {
+                m[j] += (x[j] - m[j]) * iv;
+            }
+        }
+        mean[c..c + LANES].copy_from_slice(&m);
+    }
+    for c in body..n {
+        let mut m = mean[c];
+        for (x, &iv) in xs.iter().zip(inv) {
+            m += (x[c] - m) * iv;
+        }
+        mean[c] = m;
+    }
+}
+
 /// Derivative along a line of `n` values at `src[base + i*stride]`, into `dst` at the
 /// same places: central differences inside, second-order one-sided at the ends of a
 /// non-periodic axis (numpy.gradient's edge_order=2 for first derivatives), wrapped on a
@@ -476,6 +635,119 @@ mod tests {
         let sq: Vec<f64> = (0..n).map(|i| ((i as f64 + 0.5) * h).powi(2)).collect();
         diff_line(&mut d, &sq, 0, 1, n, false, h, 2);
         assert!(d.iter().all(|v| (v - 2.0).abs() < 1e-10), "{d:?}");
+    }
+
+    /// Snapshot rows like a velocity component: a spatial profile plus small temporal
+    /// fluctuations (deterministic pseudo-random numbers).
+    fn snapshots(n: usize, cells: usize, seed: u64) -> Vec<Vec<f64>> {
+        let mut state = seed;
+        let mut next = move || {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let profile: Vec<f64> = (0..cells).map(|c| 1.0 + 0.3 * (c as f64 * 0.7).sin()).collect();
+        (0..n).map(|_| profile.iter().map(|p| p + 0.05 * next()).collect()).collect()
+    }
+
+    /// Folds `xs` in batches of `batch` snapshots: (mean, m2, min, max).
+    fn fold_in_batches(xs: &[Vec<f64>], batch: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let cells = xs[0].len();
+        let (mut mean, mut m2, mut lo, mut hi) =
+            (vec![0.0; cells], vec![0.0; cells], vec![f64::INFINITY; cells], vec![f64::NEG_INFINITY; cells]);
+        let mut n0 = 0;
+        for chunk in xs.chunks(batch) {
+            let rows: Vec<&[f64]> = chunk.iter().map(|x| &x[..]).collect();
+            fold_rows(&mut mean, Some(&mut m2), Some(&mut lo), Some(&mut hi), &rows, n0);
+            n0 += chunk.len();
+        }
+        (mean, m2, lo, hi)
+    }
+
+    const BATCHES: [usize; 8] = [1, 2, 3, 5, 7, 8, 9, 16];
+
+    #[test]
+    fn blocked_welford_agrees_with_two_pass_statistics() {
+        let eps = f64::EPSILON;
+        // 37 cells: four register groups of 8 and a tail of 5.
+        for n in [1usize, 2, 3, 7, 8, 9, 51] {
+            let xs = snapshots(n, 37, n as u64);
+            for batch in BATCHES {
+                let (mean, m2, lo, hi) = fold_in_batches(&xs, batch);
+                for c in 0..37 {
+                    let vals: Vec<f64> = xs.iter().map(|x| x[c]).collect();
+                    assert_eq!(lo[c], vals.iter().copied().fold(f64::INFINITY, f64::min));
+                    assert_eq!(hi[c], vals.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                    if n == 1 {
+                        // One snapshot: the mean is the value and M2 is 0, exactly.
+                        assert_eq!((mean[c], m2[c]), (vals[0], 0.0));
+                        continue;
+                    }
+                    // Two-pass reference (numpy's mean and var).
+                    let nf = n as f64;
+                    let m_ref = vals.iter().sum::<f64>() / nf;
+                    let var_ref = vals.iter().map(|v| (v - m_ref) * (v - m_ref)).sum::<f64>() / nf;
+                    let amax = vals.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+                    // Each of the n Welford steps and of the reference's n additions
+                    // rounds by a few eps of max|x|: 8 n eps max|x| bounds both.
+                    assert!((mean[c] - m_ref).abs() <= 8.0 * nf * eps * amax, "n {n} batch {batch} cell {c}: mean {} vs {m_ref}", mean[c]);
+                    // Welford's variance has relative error below about n kappa eps, with
+                    // kappa = sqrt(1 + mean^2 / var) the condition number of the variance
+                    // (Chan, Golub and LeVeque 1983); the two-pass reference's is smaller.
+                    let kappa = (1.0 + m_ref * m_ref / var_ref).sqrt();
+                    let var = m2[c] / nf;
+                    assert!(
+                        (var - var_ref).abs() <= 8.0 * nf * kappa * eps * var_ref,
+                        "n {n} batch {batch} cell {c}: var {var} vs {var_ref} (kappa {kappa:.1})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_welford_is_bitwise_independent_of_the_batching() {
+        for n in [1usize, 6, 13, 51] {
+            let xs = snapshots(n, 29, 7 + n as u64);
+            // The update one snapshot at a time, as the executor did before blocking.
+            let cells = xs[0].len();
+            let (mut mean, mut m2) = (vec![0.0; cells], vec![0.0; cells]);
+            for (k, x) in xs.iter().enumerate() {
+                let inv = 1.0 / (k + 1) as f64;
+                for ((m, q), &v) in mean.iter_mut().zip(&mut m2).zip(x) {
+                    let d = v - *m;
+                    *m += d * inv;
+                    *q += d * (v - *m);
+                }
+            }
+            for batch in BATCHES {
+                let got = fold_in_batches(&xs, batch);
+                assert!(got.0.iter().zip(&mean).all(|(a, b)| a.to_bits() == b.to_bits()), "mean, n {n} batch {batch}");
+                assert!(got.1.iter().zip(&m2).all(|(a, b)| a.to_bits() == b.to_bits()), "m2, n {n} batch {batch}");
+                // The mean-only update gives the same mean.
+                let mut alone = vec![0.0; cells];
+                let mut n0 = 0;
+                for chunk in xs.chunks(batch) {
+                    let rows: Vec<&[f64]> = chunk.iter().map(|x| &x[..]).collect();
+                    fold_rows(&mut alone, None, None, None, &rows, n0);
+                    n0 += chunk.len();
+                }
+                assert!(alone.iter().zip(&mean).all(|(a, b)| a.to_bits() == b.to_bits()), "mean alone, n {n} batch {batch}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_welford_of_a_constant_is_exact() {
+        let xs = vec![vec![0.1; 11]; 10];
+        for batch in BATCHES {
+            let (mean, m2, lo, hi) = fold_in_batches(&xs, batch);
+            assert!(mean.iter().all(|&m| m == 0.1) && m2.iter().all(|&q| q == 0.0), "batch {batch}: {mean:?} {m2:?}");
+            assert!(lo.iter().chain(&hi).all(|&v| v == 0.1));
+        }
     }
 
     #[test]

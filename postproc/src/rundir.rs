@@ -1,8 +1,10 @@
 //! The reader of a RUN_DIR: `output.h5` metadata (docs/FORMAT.md) without reading any
 //! field, and counted hyperslab reads of field rows.
-use decomp::h5read::{read_raw_rows, H5Reader};
+use decomp::h5read::{read_raw_rows, H5Reader, RawChunks};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The format major version this reader understands.
 pub const FORMAT_MAJOR: &str = "1";
@@ -46,6 +48,10 @@ pub struct Run {
     reader: H5Reader,
     /// The same file for positioned reads of raw chunks, outside the HDF5 lock.
     raw_file: Option<std::fs::File>,
+    /// Raw chunk layout of each dataset read so far (`None`: read through HDF5). The
+    /// file is read-only here, so one query per dataset, not one per read (a query
+    /// opens the dataset under the HDF5 library's lock, which every read would share).
+    raw_layouts: Mutex<HashMap<String, Option<Arc<RawChunks>>>>,
     reads: AtomicU64,
     bytes: AtomicU64,
 }
@@ -141,6 +147,7 @@ impl Run {
             chunk_rows,
             identity,
             raw_file,
+            raw_layouts: Mutex::new(HashMap::new()),
             reader,
             reads: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -188,7 +195,7 @@ impl Run {
         let name = format!("/snapshots/{step:08}/{field}");
         // Plain chunks are read with positioned reads in parallel; anything else
         // (filters, another type) through HDF5.
-        if let (Some(f), Ok(Some(raw))) = (&self.raw_file, self.reader.raw_chunks(&name)) {
+        if let (Some(f), Some(raw)) = (&self.raw_file, self.raw_layout(&name)) {
             if raw.shape.len() == self.dims && raw.shape[0] == self.rows() {
                 read_raw_rows(f, &raw, first, n, out)
                     .map_err(|e| format!("{}: reading {name}: {e} (truncated or corrupt file?)", self.file.display()))?;
@@ -206,6 +213,18 @@ impl Run {
         self.reads.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add((out.len() * 8) as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The raw chunk layout of dataset `name`, queried once.
+    fn raw_layout(&self, name: &str) -> Option<Arc<RawChunks>> {
+        let lock = || self.raw_layouts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = lock().get(name) {
+            return v.clone();
+        }
+        // Queried outside our lock (the query takes HDF5's); a race queries twice.
+        let v = self.reader.raw_chunks(name).ok().flatten().map(Arc::new);
+        lock().insert(name.to_string(), v.clone());
+        v
     }
 
     /// Field reads (hyperslab reads) done so far, and their bytes.
