@@ -510,8 +510,8 @@ def main():
             f"every point ({ms(tr['startup_check_seconds'] / n)} ms/run), then {tr['startup_journal_seconds']:.3f} s "
             f"creating the journal and the first results.csv")
         say(f"  per run: slot idle {ms(tr['idle_per_run'])} ms/run (baseline {ms(gb)}: the runs go on {ms(tail)} ms "
-            f"after their summary.json): {ms((tr['idle_per_run'] - gb) / PARALLEL)} ms/run of the overhead, the "
-            f"'launching' commit (fsync) between a run's exit and the next spawn")
+            f"after their summary.json): {ms((tr['idle_per_run'] - gb) / PARALLEL)} ms/run of the overhead: the "
+            f"'done' and 'launching' commits and the spawn between a run's exit and the next start")
         say(f"  launching -> started events (commit, spawn, start time, next commit queued): mean {ms(lt.get('mean'))} ms, "
             f"p90 {ms(lt.get('p90'))} ms; summary.json -> 'done' event: mean {ms(sd.get('mean'))} ms")
         say(f"  after the last run: {tr['tail_seconds']:.3f} s; orchestrator's own CPU {tr['orchestrator_cpu'] or 0:.2f} s")

@@ -11,37 +11,12 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::slurm::{csv_rows, text, LocalSlurm};
+use common::slurm::{csv_rows, text, LocalSlurm, CASE};
 use common::{assert_bitwise, scratch, snapshots, with_mpi_env, EXE};
 
 /// This suite's slurmctld port (slurmd takes the next one). Another suite starting its
 /// own cluster must use other ports.
 const PORT: &str = "16817";
-
-/// A small 2D heat case: 400 steps, snapshots every 100, checkpoints every 200.
-const CASE: &str = r#"
-[case]
-name = "slurm_heat"
-model = "heat"
-[mesh]
-cells = [48, 40]
-periodic = [false, false]
-[physics]
-diffusivity = 0.3
-source = "sin(pi*x)*(1 + t)"
-[boundary]
-xlo = { type = "dirichlet", value = "0" }
-xhi = { type = "dirichlet", value = "y" }
-ylo = { type = "neumann", gradient = "0" }
-yhi = { type = "dirichlet", value = "x*t" }
-[initial]
-temperature = "exp(-((x-0.5)^2 + (y-0.5)^2)*8)"
-[control]
-max_steps = 400
-[output]
-every = 100
-checkpoint_every = 200
-"#;
 
 static SLURM: LocalSlurm = LocalSlurm { port: PORT, name: "slurm", accounting: false };
 

@@ -19,36 +19,11 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::scratch;
-use common::slurm::{csv_rows, text, LocalSlurm};
+use common::slurm::{csv_rows, text, LocalSlurm, CASE};
 
 /// This suite's slurmctld port (slurmd takes the next one, slurmdbd port+2, MariaDB
 /// port+3): clear of tests/slurm.rs's 16817-16818.
 const PORT: &str = "16827";
-
-/// A small 2D heat case; `study_case` sets its length.
-const CASE: &str = r#"
-[case]
-name = "slurm_heat"
-model = "heat"
-[mesh]
-cells = [48, 40]
-periodic = [false, false]
-[physics]
-diffusivity = 0.3
-source = "sin(pi*x)*(1 + t)"
-[boundary]
-xlo = { type = "dirichlet", value = "0" }
-xhi = { type = "dirichlet", value = "y" }
-ylo = { type = "neumann", gradient = "0" }
-yhi = { type = "dirichlet", value = "x*t" }
-[initial]
-temperature = "exp(-((x-0.5)^2 + (y-0.5)^2)*8)"
-[control]
-max_steps = 400
-[output]
-every = 0
-checkpoint_every = 200
-"#;
 
 static SLURM: LocalSlurm = LocalSlurm { port: PORT, name: "slurm_accounting", accounting: true };
 
@@ -116,7 +91,7 @@ fn a_resumed_study_learns_from_sacct_that_its_forgotten_job_was_cancelled() {
     let _cluster = SLURM.hold();
     let d = scratch("slurm_accounting", "resume");
     // Long enough to still run when it is cancelled (the job's time limit ends it anyway).
-    std::fs::write(d.join("heat.toml"), CASE.replace("max_steps = 400", "max_steps = 200000")).unwrap();
+    std::fs::write(d.join("heat.toml"), CASE.replace("max_steps = 400", "max_steps = 200000").replace("every = 100", "every = 0")).unwrap();
     std::fs::write(d.join("q.toml"), "[[output]]\nname = \"q\"\nkind = \"scalars\"\nvalues = { peak = \"max(temperature)\" }\n").unwrap();
     // No retries of system failures: without accounting the run would end `failed`
     // with class `system` at once, instead of being submitted again.

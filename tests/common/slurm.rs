@@ -136,3 +136,28 @@ pub fn text(o: &Output) -> String {
 pub fn csv_rows(dir: &Path) -> Vec<Vec<String>> {
     std::fs::read_to_string(dir.join("results.csv")).unwrap().lines().map(|l| l.split(',').map(String::from).collect()).collect()
 }
+
+/// A small 2D heat case: 400 steps, snapshots every 100, checkpoints every 200.
+pub const CASE: &str = r#"
+[case]
+name = "slurm_heat"
+model = "heat"
+[mesh]
+cells = [48, 40]
+periodic = [false, false]
+[physics]
+diffusivity = 0.3
+source = "sin(pi*x)*(1 + t)"
+[boundary]
+xlo = { type = "dirichlet", value = "0" }
+xhi = { type = "dirichlet", value = "y" }
+ylo = { type = "neumann", gradient = "0" }
+yhi = { type = "dirichlet", value = "x*t" }
+[initial]
+temperature = "exp(-((x-0.5)^2 + (y-0.5)^2)*8)"
+[control]
+max_steps = 400
+[output]
+every = 100
+checkpoint_every = 200
+"#;
