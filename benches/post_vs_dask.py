@@ -383,6 +383,8 @@ def main():
                     busy = r["rc"] == 0 and r["other_cpu"] is not None and r["other_cpu"] > BUSY * r["wall"]
                     if busy and attempt < args.retries:
                         status = "machine busy: measured again"
+                    elif busy:
+                        status = "ok, but the machine was busy (retries used up)"
                     say(f"[{case}] rep {rep + 1}/{args.repeat} {side:38s} {r['wall']:7.3f} s "
                         f"{fmt_m(r['rss_mib']):>6s} MiB  cpu {fmt_s(r['cpu'])} s  other {fmt_s(r['other_cpu'])} s  {status}")
                     if not busy:
