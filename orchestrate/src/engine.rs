@@ -24,7 +24,7 @@ enum JournalMsg {
     Launching(Vec<i64>, Reply<Vec<i64>>),
     Started(i64, i64, i64, Reply<()>),
     Finish(i64, State, Option<String>, String, BTreeMap<String, f64>, f64, Reply<bool>),
-    Requeue(i64, Reply<()>),
+    Requeue(i64, &'static str, Reply<()>),
     Runs(Reply<Vec<RunRow>>),
     Add(Vec<Vec<(String, String)>>, Reply<Vec<i64>>),
     Submitted(Vec<(i64, String)>, Reply<()>),
@@ -44,7 +44,7 @@ impl JournalHandle {
                     JournalMsg::Launching(ids, r) => drop(r.send(journal.launching(&ids))),
                     JournalMsg::Started(id, pid, st, r) => drop(r.send(journal.started(id, pid, st))),
                     JournalMsg::Finish(id, s, c, m, q, secs, r) => drop(r.send(journal.finish(id, s, c.as_deref(), &m, &q, secs))),
-                    JournalMsg::Requeue(id, r) => drop(r.send(journal.requeue_interrupted(id))),
+                    JournalMsg::Requeue(id, why, r) => drop(r.send(journal.requeue_interrupted(id, why))),
                     JournalMsg::Runs(r) => drop(r.send(journal.runs())),
                     JournalMsg::Add(runs, r) => drop(r.send(journal.add_runs(&runs))),
                     JournalMsg::Submitted(jobs, r) => drop(r.send(journal.submitted(&jobs))),
@@ -463,7 +463,9 @@ async fn launch(
                         ids.len()
                     );
                     for id in ids {
-                        ctx.journal.ask(|r| JournalMsg::Requeue(id, r)).await?;
+                        ctx.journal
+                            .ask(|r| JournalMsg::Requeue(id, "its job array was not submitted: it goes as a job of its own", r))
+                            .await?;
                     }
                 }
             }
@@ -484,6 +486,9 @@ fn attempts_allowed(study: &Study, class: Class) -> i64 {
         Class::Failed | Class::Input | Class::Post | Class::Cancelled => 0,
     } as i64
 }
+
+/// Why a resumed study requeues a run it found running.
+const GONE: &str = "interrupted: the orchestrator stopped and the run's process or job is gone";
 
 /// Drives the study in `dir` to its end: the study actor.
 pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, progress: bool) -> Result<Outcome, String> {
@@ -527,7 +532,7 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
                     Some(job) => Some(Adopt::Job(Some(job), row.attempts)),
                     None if ctx.run_dir(row.id).join("summary.json").exists() => Some(Adopt::Job(None, row.attempts)),
                     None => {
-                        journal.ask(|r| JournalMsg::Requeue(row.id, r)).await?;
+                        journal.ask(|r| JournalMsg::Requeue(row.id, GONE, r)).await?;
                         None
                     }
                 }
@@ -537,7 +542,7 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
                 Some((pid, st)) => Some(Adopt::Process(pid, st, row.attempts)),
                 None if ctx.run_dir(row.id).join("summary.json").exists() => Some(Adopt::Process(0, 0, row.attempts)),
                 None => {
-                    journal.ask(|r| JournalMsg::Requeue(row.id, r)).await?;
+                    journal.ask(|r| JournalMsg::Requeue(row.id, GONE, r)).await?;
                     None
                 }
             },
@@ -587,7 +592,7 @@ pub async fn drive(study: Study, dir: &Path, exe: PathBuf, journal: Journal, pro
         };
         let id = rep.id;
         if rep.cancelled {
-            let _ = journal.ask(|r| JournalMsg::Requeue(id, r)).await;
+            let _ = journal.ask(|r| JournalMsg::Requeue(id, "the study was stopped: resume starts it again", r)).await;
             continue;
         }
         let n = rep.attempt;

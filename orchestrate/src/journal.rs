@@ -270,13 +270,13 @@ impl Journal {
         Ok(n == 1)
     }
 
-    /// Puts an interrupted attempt back in the queue (its process is gone) without
-    /// counting it against the retries.
-    pub fn requeue_interrupted(&mut self, id: i64) -> Result<(), String> {
+    /// Puts an interrupted attempt back in the queue (its process or job is gone, or
+    /// never started) without counting it against the retries; `why` goes in the event.
+    pub fn requeue_interrupted(&mut self, id: i64, why: &str) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute("UPDATE runs SET state = 'queued', attempts = MAX(attempts - 1, 0), pid = NULL, pid_start = NULL, job = NULL WHERE id = ?1 AND state = 'running'", params![id])
             .map_err(err)?;
-        Self::event(&tx, id, "requeued", "interrupted: the orchestrator stopped and the run's process is gone")?;
+        Self::event(&tx, id, "requeued", why)?;
         tx.commit().map_err(err)?;
         Ok(())
     }
