@@ -342,7 +342,6 @@ struct Sampler {
     learner: Learner,
     /// Learner coordinates (log of the value on a log axis) of each proposed point.
     asked: Vec<Vec<f64>>,
-    told: usize,
 }
 
 impl Sampler {
@@ -362,7 +361,7 @@ impl Sampler {
             let ((a, b), (c, d)) = (u(0), u(1));
             Learner::Two(Learner2D::new([a, b], [c, d]).expect("bounds checked with the study"))
         };
-        Sampler { plan, learner, asked: Vec::new(), told: 0 }
+        Sampler { plan, learner, asked: Vec::new() }
     }
 
     /// The parameter value at learner coordinate `u` (the bounds exactly as given).
@@ -424,7 +423,6 @@ impl Generator for Sampler {
             Learner::One(l) => l.tell(u[0], y),
             Learner::Two(l) => l.tell([u[0], u[1]], y),
         };
-        self.told += 1;
     }
 
     fn finished(&self) -> Option<Finish> {
