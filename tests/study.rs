@@ -174,6 +174,14 @@ fn a_diverging_run_is_not_retried_and_a_failing_launcher_is_retried_to_the_limit
 }
 
 /// A deterministic pseudo-random delay for trial `k`.
+/// Starts `tessera ARGS` and kills it with SIGKILL (no clean-up of any kind) after `wait`.
+fn kill_after(args: &[&str], wait: Duration) {
+    let mut child = tessera(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(wait);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn delay(k: u64) -> Duration {
     let x = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 33;
     Duration::from_millis(50 + x % 1500)
@@ -190,24 +198,10 @@ fn twenty_kill_9_trials_then_resume_run_every_point_exactly_once() {
     );
     for trial in 0..20u64 {
         let dir = d.join(format!("t{trial}"));
-        let mut child = tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay(trial));
-        let _ = child.kill(); // SIGKILL: no clean-up of any kind
-        let _ = child.wait();
+        kill_after(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"], delay(trial));
         // Every other trial kills the first resume as well.
         if trial % 2 == 1 && dir.join("journal.sqlite").exists() {
-            let mut r = tessera(&["study", "resume", dir.to_str().unwrap(), "-q"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(delay(trial + 100));
-            let _ = r.kill();
-            let _ = r.wait();
+            kill_after(&["study", "resume", dir.to_str().unwrap(), "-q"], delay(trial + 100));
         }
         if !dir.join("journal.sqlite").exists() {
             // Killed before the journal existed: nothing was recorded, start again.
@@ -372,14 +366,7 @@ fn an_adaptive_study_killed_and_resumed_proposes_the_same_points_as_an_uninterru
     let want = adaptive_points(&reference);
     for trial in 0..3u64 {
         let dir = d.join(format!("t{trial}"));
-        let mut child = tessera(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(700 + 900 * trial));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(&["study", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "-q"], Duration::from_millis(700 + 900 * trial));
         let args = if dir.join("journal.sqlite").exists() {
             vec!["study", "resume", dir.to_str().unwrap(), "-q"]
         } else {
