@@ -29,6 +29,16 @@ else
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
+  # The daemons tessera uses (munged, slurmctld, slurmd, slurmdbd, mariadbd) are started
+  # by scripts/slurm_local.sh in its own state dir; the packages must not start system
+  # services on install. Container images usually forbid that already
+  # (/usr/sbin/policy-rc.d); elsewhere a temporary one does, removed afterwards.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# tessera scripts/setup.sh: no service starts during its install\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
