@@ -142,6 +142,8 @@ struct RawNumerics {
     stability_factor: Option<f64>,
     cfl: Option<f64>,
     time_scheme: Option<String>,
+    viscous: Option<String>,
+    viscous_rtol: Option<f64>,
     solver: Option<RawSolver>,
 }
 
@@ -275,6 +277,25 @@ impl TimeScheme {
     }
 }
 
+/// How model incompressible integrates its viscous term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Viscous {
+    /// Inside the explicit Runge–Kutta stages: the step is limited by ν Δt / h².
+    Explicit,
+    /// Crank–Nicolson within each stage (implicit): only the Courant number limits the step.
+    CrankNicolson,
+}
+
+impl Viscous {
+    /// The name used in case files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Viscous::Explicit => "explicit",
+            Viscous::CrankNicolson => "crank_nicolson",
+        }
+    }
+}
+
 /// The process grid requested by the case.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ranks {
@@ -312,6 +333,11 @@ pub struct Case {
     pub solver: SolverOptions,
     /// Time integration of the heat model.
     pub time_scheme: TimeScheme,
+    /// Viscous term of the incompressible model: explicit in every Runge–Kutta stage, or
+    /// Crank–Nicolson (one Helmholtz solve per velocity component and stage).
+    pub viscous: Viscous,
+    /// Relative tolerance of the Crank–Nicolson Helmholtz solves.
+    pub viscous_rtol: f64,
     /// Volumetric source term.
     pub source: Expr,
     /// Boundary conditions, `[axis][side]` with side 0 = low, 1 = high. For model
@@ -611,7 +637,7 @@ const SCHEMA: [(&str, &[&str]); 11] = [
     ("physics", &["diffusivity", "coefficient", "source", "viscosity", "body_force"]),
     ("boundary", &FACES),
     ("initial", &["temperature", "phi", "velocity_x", "velocity_y", "velocity_z", "pressure"]),
-    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "solver"]),
+    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "viscous", "viscous_rtol", "solver"]),
     ("numerics.solver", &SOLVER_KEYS),
     ("control", &["end_time", "max_steps", "steady_tolerance"]),
     ("output", &["dir", "every", "fields", "checkpoint_every"]),
@@ -676,6 +702,8 @@ fn key_help(path: &str) -> Option<&'static str> {
         "numerics.dt" | "numerics.dt_max" => "a positive number of time units (no quotes)",
         "numerics.stability_factor" => "stability_factor = 0.9: a number in (0, 1]",
         "numerics.time_scheme" => "time_scheme = \"explicit\": explicit, backward_euler or crank_nicolson",
+        "numerics.viscous" => "viscous = \"explicit\": explicit or crank_nicolson (model incompressible)",
+        "numerics.viscous_rtol" => "viscous_rtol = 1e-6: a number in (0, 1) (no quotes)",
         "numerics.solver.method" => "method = \"cg\": cg, cg1, bicgstab or mg",
         "numerics.solver.preconditioner" => "preconditioner = \"mg\": mg, jacobi or none",
         "numerics.solver.rtol" | "numerics.solver.atol" => "a number in [0, 1) (no quotes), e.g. rtol = 1e-8",
@@ -1901,6 +1929,48 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             Some("remove it; the step follows numerics.cfl, numerics.stability_factor, numerics.dt and numerics.dt_max".into()),
         ));
     }
+    let viscous_names = ["explicit", "crank_nicolson"];
+    let viscous = match raw.numerics.viscous.as_deref() {
+        Some(_) if !flow => {
+            return Err(map.error_at_key(
+                "numerics.viscous",
+                format!("model {model} has no viscous term: `viscous` applies to model incompressible"),
+                Some("remove it".into()),
+            ));
+        }
+        None | Some("explicit") => Viscous::Explicit,
+        Some("crank_nicolson") => Viscous::CrankNicolson,
+        Some(other) => {
+            let hint = suggest(other, &viscous_names).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
+            return Err(err(
+                "numerics.viscous",
+                format!("unknown viscous scheme \"{other}\""),
+                &format!("{hint}schemes: {}", viscous_names.join(", ")),
+            ));
+        }
+    };
+    let viscous_rtol = raw.numerics.viscous_rtol.unwrap_or(1e-6);
+    if raw.numerics.viscous_rtol.is_some() && viscous != Viscous::CrankNicolson {
+        return Err(map.error_at_key(
+            "numerics.viscous_rtol",
+            "`viscous_rtol` is the tolerance of the Crank–Nicolson viscous solves, and the viscous term is explicit here".into(),
+            Some("remove it, or set numerics.viscous = \"crank_nicolson\"".into()),
+        ));
+    }
+    if !(viscous_rtol > 0.0 && viscous_rtol < 1.0) {
+        return Err(err(
+            "numerics.viscous_rtol",
+            format!("must be in (0, 1), got {viscous_rtol}"),
+            "the relative residual ‖r‖₂/‖b‖₂ at which each viscous Helmholtz solve stops (default 1e-6)",
+        ));
+    }
+    if viscous == Viscous::CrankNicolson && raw.numerics.stability_factor.is_some() {
+        return Err(map.error_at_key(
+            "numerics.stability_factor",
+            "with numerics.viscous = \"crank_nicolson\" the viscous term has no stability limit: `stability_factor` does not apply".into(),
+            Some("remove it; the step follows numerics.cfl, numerics.dt and numerics.dt_max".into()),
+        ));
+    }
     if poisson && raw.numerics.time_scheme.is_some() {
         return Err(map.error_at_key(
             "numerics.time_scheme",
@@ -2000,6 +2070,8 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         coefficient,
         solver,
         time_scheme,
+        viscous,
+        viscous_rtol,
         source,
         boundary,
         flow_boundary,
@@ -2019,7 +2091,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         resolved: String::new(),
         sources: map,
     };
-    if let (Some(dt), true) = (case.dt, flow) {
+    if let (Some(dt), true, Viscous::Explicit) = (case.dt, flow, viscous) {
         let limit = case.viscous_dt();
         if dt > limit {
             return Err(case.error_at(
@@ -2027,7 +2099,10 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
                 format!(
                     "dt = {dt} is above the explicit viscous stability limit {limit:.4e} = 2.5/(viscosity·Σ c/h²) of this mesh; the run would blow up"
                 ),
-                format!("use dt <= {limit:.4e}, or remove dt to let tessera choose the step from numerics.cfl and stability_factor"),
+                format!(
+                    "use dt <= {limit:.4e}, remove dt to let tessera choose the step from numerics.cfl and stability_factor, or set \
+                     numerics.viscous = \"crank_nicolson\" (no viscous limit)"
+                ),
             ));
         }
     }
@@ -2311,7 +2386,12 @@ fn resolved_toml(c: &Case) -> String {
     let mut num = Vec::new();
     if flow {
         num.push(("cfl", V::Float(c.cfl)));
-        num.push(("stability_factor", V::Float(c.stability_factor)));
+        num.push(("viscous", V::String(c.viscous.name().into())));
+        if c.viscous == Viscous::CrankNicolson {
+            num.push(("viscous_rtol", V::Float(c.viscous_rtol)));
+        } else {
+            num.push(("stability_factor", V::Float(c.stability_factor)));
+        }
         num.push(("solver", V::Table(solver_table(&c.solver))));
     } else if c.model == "poisson" {
         num.push(("solver", V::Table(solver_table(&c.solver))));

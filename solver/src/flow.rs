@@ -24,7 +24,9 @@
 //! does the same with its velocity; an outlet fixes the pressure (Dirichlet for φ)
 //! and gives the velocity a zero normal gradient, its normal face value following from
 //! continuity in the adjacent cell.
-use crate::case::{Bc, Case, FlowBc};
+mod viscous;
+
+use crate::case::{Bc, Case, FlowBc, Viscous};
 use crate::expr::Expr;
 use crate::linsolve::{BcKind, LinearSolver, Multigrid, OperatorSpec, SolveReport};
 use decomp::comm::{agree, ReduceOp};
@@ -91,6 +93,8 @@ pub struct FlowTimes {
     pub boundary: f64,
     /// Divergence, right-hand side and correction.
     pub projection: f64,
+    /// Crank–Nicolson viscous solves.
+    pub viscous: f64,
 }
 
 /// The incompressible solver on one rank.
@@ -140,6 +144,8 @@ pub struct FlowSolver {
     pub last: Option<SolveReport>,
     /// Seconds in pressure solves.
     pub solve_seconds: f64,
+    /// The Crank–Nicolson viscous solves' work space (None: explicit viscous term).
+    imp: Option<viscous::Implicit>,
 }
 
 /// Coordinates of padded index `q` (of a block starting at global `lo`; `fill_with`
@@ -199,6 +205,7 @@ impl FlowSolver {
             not_converged: 0,
             last: None,
             solve_seconds: 0.0,
+            imp: None,
             layout,
         };
         s.faces = (0..dims)
@@ -218,6 +225,9 @@ impl FlowSolver {
             })
             .collect();
         s.force = (0..dims).map(|d| s.force_values(&case.body_force[d], d)).collect();
+        if case.viscous == Viscous::CrankNicolson {
+            s.imp = Some(viscous::Implicit::new(&s, case.viscous_rtol, case.solver.reproducible));
+        }
         // Initial state: velocity from the case (then boundary values), pressure guess.
         for d in 0..dims {
             eval_points(&s.layout, &case.initial_velocity[d], Some(d), 0.0, &mut s.vel[d]);
@@ -485,6 +495,14 @@ impl FlowSolver {
         // just now on a neighbour: a second exchange makes every ghost final.
         self.exchange_velocity(comm);
         self.fill_boundary(t, false);
+        // The Crank–Nicolson predictor reads the pressure gradient on rank boundaries.
+        self.halo.exchange(comm, &mut self.p);
+    }
+
+    /// Totals of the Crank–Nicolson viscous solves: (solves, Σ iterations, largest
+    /// count, not converged), or None for the explicit viscous term.
+    pub fn viscous_totals(&self) -> Option<(u64, u64, usize, u64)> {
+        self.imp.as_ref().map(|m| (m.solves, m.iterations, m.max_iterations_seen, m.not_converged))
     }
 
     /// The explicit tendency R_d = -∇·(u u_d) + ν∇²u_d + f_d at the faces of component
@@ -498,6 +516,11 @@ impl FlowSolver {
         let nu = self.nu;
         let first = self.first_face(d);
         let out = &mut self.r_cur[d];
+        // Crank–Nicolson: the viscous term goes to its own field.
+        let mut visc = self.imp.as_mut().map(|m| m.visc[d].as_slice_mut());
+        if let Some(v) = visc.as_deref_mut() {
+            v.fill(0.0);
+        }
         // Force first.
         match &self.force[d] {
             Values::Const(c) => out.as_slice_mut().fill(*c),
@@ -535,8 +558,12 @@ impl FlowSolver {
                         }
                     }
                     let w = nu * ih2[e];
+                    let vo = match visc.as_deref_mut() {
+                        Some(v) => v,
+                        None => &mut *o,
+                    };
                     for c in range.clone() {
-                        o[c] += w * (ud[c + se] - 2.0 * ud[c] + ud[c - se]);
+                        vo[c] += w * (ud[c + se] - 2.0 * ud[c] + ud[c - se]);
                     }
                 }
             }
@@ -618,22 +645,24 @@ impl FlowSolver {
                 self.tendency(d, ts);
             }
             let (g, z) = (GAMMA[k] * dt, ZETA[k] * dt);
-            for d in 0..dims {
-                let first = self.first_face(d);
-                let (us, rc, rp) = (self.vel[d].as_slice_mut(), self.r_cur[d].as_slice(), self.r_prev[d].as_slice());
-                if k == 0 {
-                    each_face(&self.p, d, first, |c| us[c] += g * rc[c]);
-                } else {
-                    each_face(&self.p, d, first, |c| us[c] += g * rc[c] + z * rp[c]);
-                }
+            let cdt = (GAMMA[k] + ZETA[k]) * dt;
+            if let Some(mut imp) = self.imp.take() {
+                self.times.momentum += t0.elapsed().as_secs_f64();
+                let tv = std::time::Instant::now();
+                let ok = self.implicit_predictor(comm, &mut imp, k, g, z, cdt);
+                stats.converged &= ok;
+                self.imp = Some(imp);
+                self.times.viscous += tv.elapsed().as_secs_f64();
+            } else {
+                self.explicit_predictor(k, g, z);
+                self.times.momentum += t0.elapsed().as_secs_f64();
             }
-            self.times.momentum += t0.elapsed().as_secs_f64();
             self.exchange_velocity(comm);
             self.fill_boundary(te, true);
 
             // Projection.
-            let cdt = (GAMMA[k] + ZETA[k]) * dt;
             let t1 = std::time::Instant::now();
+
             self.divergence_into_rhs(-1.0 / cdt);
             self.outlet_rhs(te);
             self.times.projection += t1.elapsed().as_secs_f64();
@@ -700,6 +729,50 @@ impl FlowSolver {
         }
         stats.max_divergence = self.max_divergence();
         stats
+    }
+
+    /// The explicit predictor of stage `k`: `u += g R_k + z R_{k-1}`.
+    fn explicit_predictor(&mut self, k: usize, g: f64, z: f64) {
+        for d in 0..self.dims {
+            let first = self.first_face(d);
+            let (us, rc, rp) = (self.vel[d].as_slice_mut(), self.r_cur[d].as_slice(), self.r_prev[d].as_slice());
+            if k == 0 {
+                each_face(&self.p, d, first, |c| us[c] += g * rc[c]);
+            } else {
+                each_face(&self.p, d, first, |c| us[c] += g * rc[c] + z * rp[c]);
+            }
+        }
+    }
+
+    /// The Crank–Nicolson predictor of stage `k` (see `viscous`): solves for δ per
+    /// component, then leaves `u + δ + c_k Δt G p` for the projection. Returns false if
+    /// a solve missed its tolerance.
+    fn implicit_predictor(&mut self, comm: &dyn Comm, imp: &mut viscous::Implicit, k: usize, g: f64, z: f64, cdt: f64) -> bool {
+        let beta = 0.5 * cdt * self.nu;
+        let mut ok = true;
+        for d in 0..self.dims {
+            let first = self.first_face(d);
+            let sd = self.p.strides()[d];
+            let ih = 1.0 / self.h[d];
+            {
+                let (b, rc, rp, v, ps) = (
+                    imp.rhs.as_slice_mut(),
+                    self.r_cur[d].as_slice(),
+                    self.r_prev[d].as_slice(),
+                    imp.visc[d].as_slice(),
+                    self.p.as_slice(),
+                );
+                if k == 0 {
+                    each_face(&self.p, d, first, |c| b[c] = g * rc[c] + cdt * (v[c] - (ps[c] - ps[c - sd]) * ih));
+                } else {
+                    each_face(&self.p, d, first, |c| b[c] = g * rc[c] + z * rp[c] + cdt * (v[c] - (ps[c] - ps[c - sd]) * ih));
+                }
+            }
+            ok &= self.viscous_solve(comm, imp, d, beta);
+            let (us, x, ps) = (self.vel[d].as_slice_mut(), imp.x.as_slice(), self.p.as_slice());
+            each_face(&self.p, d, first, |c| us[c] += x[c] + cdt * (ps[c] - ps[c - sd]) * ih);
+        }
+        ok
     }
 
     /// max |u_d| per axis over owned faces and given boundary velocities, reduced.
@@ -869,6 +942,11 @@ fn eval_points(layout: &BlockLayout, e: &Expr, staggered: Option<usize>, t: f64,
 /// indexed through `p` (any field of the block with one ghost layer): its low faces,
 /// less the domain's first face (`first` = 1) on a wall-bounded axis.
 fn each_face(p: &Field, d: usize, first: usize, mut f: impl FnMut(usize)) {
+    face_rows(p, d, first, |r| r.for_each(&mut f));
+}
+
+/// The same faces as `each_face`, one storage range per row.
+fn face_rows(p: &Field, d: usize, first: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
     let n = p.shape();
     for k in 0..n[2] {
         if d == 2 && k < first {
@@ -880,9 +958,7 @@ fn each_face(p: &Field, d: usize, first: usize, mut f: impl FnMut(usize)) {
             }
             let row0 = p.idx(0, j, k);
             let i0 = if d == 0 { first } else { 0 };
-            for c in row0 + i0..row0 + n[0] {
-                f(c);
-            }
+            f(row0 + i0..row0 + n[0]);
         }
     }
 }

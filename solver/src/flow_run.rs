@@ -1,6 +1,6 @@
 //! `tessera run` for model incompressible: the time loop with the adaptive step,
 //! monitors, divergence detection, snapshots, checkpoints and restart.
-use crate::case::Case;
+use crate::case::{Case, Viscous};
 use crate::error::Result;
 use crate::flow::{FlowSolver, FlowStats};
 use crate::output::{self, Monitor};
@@ -18,18 +18,29 @@ use std::time::Instant;
 /// limit is √3 and the automatic step aims at `numerics.cfl` ≤ 1.
 const BLOWUP_CFL: f64 = 2.0;
 
+/// Under Crank–Nicolson, the largest ν Δt Σ 1/h² of the automatic step.
+const CN_DIFFUSION_NUMBER: f64 = 10.0;
+
 /// The time step for the current velocity scales `umax` (per axis, maxima over the
 /// domain and the boundary velocities): the Courant limit `cfl / Σ|u|/h` and the
 /// viscous limit `stability_factor · 2.5 / (ν Σ 4/h²)` combined harmonically (each
-/// uses its share of the stability region), capped by `dt_max`, or the fixed `dt`.
+/// uses its share of the stability region; under Crank–Nicolson the smaller of the
+/// Courant limit and ν Δt Σ 1/h² = 10), capped by `dt_max`, or the fixed `dt`.
 pub fn choose_dt(case: &Case, umax: &[f64; 3]) -> f64 {
     if let Some(dt) = case.dt {
         return dt;
     }
     let h = case.grid.spacing();
     let conv: f64 = (0..case.grid.dims).map(|a| umax[a] / h[a]).sum::<f64>() / case.cfl;
-    let visc = 1.0 / (case.stability_factor * case.viscous_dt());
-    let mut dt = 1.0 / (conv + visc);
+    let mut dt = match case.viscous {
+        Viscous::Explicit => 1.0 / (conv + 1.0 / (case.stability_factor * case.viscous_dt())),
+        // Unconditionally stable, but the highest modes stop being damped for long
+        // steps (the amplification tends to -1): ν Δt Σ 1/h² ≤ 10 bounds the step, and
+        // gives one to a fluid at rest.
+        Viscous::CrankNicolson => {
+            (1.0 / conv).min(CN_DIFFUSION_NUMBER / (case.viscosity * h.iter().take(case.grid.dims).map(|x| 1.0 / (x * x)).sum::<f64>()))
+        }
+    };
     if let Some(m) = case.dt_max {
         dt = dt.min(m);
     }
@@ -124,7 +135,13 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     };
 
     let mut perf = PhaseLog::new();
-    for name in ["time step", "  momentum", "  halo exchange", "  boundary values", "  projection"] {
+    let cn = case.viscous == Viscous::CrankNicolson;
+    let declared: &[&str] = if cn {
+        &["time step", "  momentum", "  viscous solves", "  halo exchange", "  boundary values", "  projection"]
+    } else {
+        &["time step", "  momentum", "  halo exchange", "  boundary values", "  projection"]
+    };
+    for name in declared {
         perf.declare(name);
     }
     let mut t_output = 0.0;
@@ -278,13 +295,19 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
 
     let wall = start.elapsed().as_secs_f64();
     let tm = &solver.times;
-    for (name, secs) in
-        [("  momentum", tm.momentum), ("  halo exchange", tm.halo), ("  boundary values", tm.boundary), ("  projection", tm.projection)]
-    {
-        perf.add_seconds(name, secs);
+    for (name, secs) in [
+        ("  momentum", tm.momentum),
+        ("  viscous solves", tm.viscous),
+        ("  halo exchange", tm.halo),
+        ("  boundary values", tm.boundary),
+        ("  projection", tm.projection),
+    ] {
+        if cn || name != "  viscous solves" {
+            perf.add_seconds(name, secs);
+        }
     }
     let mut merged = PhaseLog::new();
-    for (n, _) in perf.phases().iter().take(5) {
+    for (n, _) in perf.phases().iter().take(declared.len()) {
         merged.declare(n);
     }
     merged.merge_prefixed("  pressure: ", &solver.pressure.phase_log());
@@ -309,7 +332,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     comm.allreduce_u64(&mut cs, ReduceOp::Sum);
     let steps_run = step - first_step;
     let total_cells = layout.grid.total_cells() as f64;
-    let linear_solves = serde_json::json!([{
+    let mut linear_solves = vec![serde_json::json!({
         "name": "pressure",
         "solves": solver.solves,
         "iterations_total": solver.iterations,
@@ -317,7 +340,19 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         "not_converged": solver.not_converged,
         "seconds": solver.solve_seconds,
         "last": solver.last,
-    }]);
+    })];
+    if let Some((solves, its, max, bad)) = solver.viscous_totals() {
+        linear_solves.push(serde_json::json!({
+            "name": "viscous",
+            "method": "cg (symmetrised Helmholtz, Crank–Nicolson)",
+            "rtol": case.viscous_rtol,
+            "solves": solves,
+            "iterations_total": its,
+            "iterations_max": max,
+            "not_converged": bad,
+            "seconds": tm.viscous,
+        }));
+    }
     let summary_text = || {
         let s = serde_json::json!({
             "status": status,

@@ -98,9 +98,16 @@ rtol = 1e-12
 end_time = 1.0
 "#;
 
-/// Max velocity error of the Taylor–Green vortex at t = 1 on an n² grid.
-fn taylor_green_error(n: usize, ranks: usize) -> f64 {
-    let case = load(&format!("tg{n}"), TAYLOR_GREEN, &[format!("mesh.cells=[{n},{n}]")]);
+const CN: &str = "numerics.viscous=\"crank_nicolson\"";
+
+/// Max velocity error of the Taylor–Green vortex at t = 1 on an n² grid (`cn`: the
+/// Crank–Nicolson viscous term).
+fn taylor_green_error(n: usize, ranks: usize, cn: bool) -> f64 {
+    let mut sets = vec![format!("mesh.cells=[{n},{n}]")];
+    if cn {
+        sets.extend([CN.to_string(), "numerics.viscous_rtol=1e-12".into()]);
+    }
+    let case = load(&format!("tg{n}{cn}"), TAYLOR_GREEN, &sets);
     let (f, _) = solve(&case, ranks, 1.0, 0.0);
     let decay = (-2.0 * 0.1 * 1.0f64).exp();
     f.iter()
@@ -114,7 +121,18 @@ fn taylor_green_error(n: usize, ranks: usize) -> f64 {
 
 #[test]
 fn taylor_green_vortex_converges_at_second_order() {
-    let e: Vec<f64> = [16, 32, 64].iter().map(|&n| taylor_green_error(n, 2)).collect();
+    let e: Vec<f64> = [16, 32, 64].iter().map(|&n| taylor_green_error(n, 2, false)).collect();
+    let p1 = (e[0] / e[1]).log2();
+    let p2 = (e[1] / e[2]).log2();
+    assert!(e[2] < 2e-3, "error on 64²: {e:?}");
+    assert!(p1 >= 1.9 && p2 >= 1.9, "observed orders {p1:.3}, {p2:.3} (errors {e:?})");
+}
+
+/// The same with the Crank–Nicolson viscous term: the step follows the Courant
+/// number alone (dt ∝ h), and the scheme stays second order in space and time.
+#[test]
+fn taylor_green_vortex_with_crank_nicolson_converges_at_second_order() {
+    let e: Vec<f64> = [16, 32, 64].iter().map(|&n| taylor_green_error(n, 2, true)).collect();
     let p1 = (e[0] / e[1]).log2();
     let p2 = (e[1] / e[2]).log2();
     assert!(e[2] < 2e-3, "error on 64²: {e:?}");
@@ -144,7 +162,7 @@ fn taylor_green_vortex_in_3d_matches_the_analytic_decay() {
         err = err.max((v - exact).abs());
     }
     // The 2D 24² error is about 1.3e-2 × (16/24)² ≈ 6e-3 at this resolution.
-    let e2d = taylor_green_error(24, 1);
+    let e2d = taylor_green_error(24, 1, false);
     assert!(err < 1.05 * e2d + 1e-12, "3D error {err:e} vs 2D {e2d:e}");
 }
 
@@ -167,11 +185,16 @@ rtol = 1e-12
 end_time = 100.0
 "#;
 
-/// Body-force driven channel: u = G/(2ν) y (1 - y) = 4 y (1 - y), v = 0.
+/// Body-force driven channel: u = G/(2ν) y (1 - y) = 4 y (1 - y), v = 0; with the
+/// viscous term explicit and Crank–Nicolson (whose steady state does not depend on the
+/// step: the delta form).
 #[test]
 fn poiseuille_channel_is_exact_to_1e_8() {
-    let case = load("channel", CHANNEL, &[]);
-    for ranks in [1, 3] {
+    for (case, ranks) in [
+        (load("channel", CHANNEL, &[]), 1),
+        (load("channel", CHANNEL, &[]), 3),
+        (load("channel-cn", CHANNEL, &[CN.into(), "numerics.viscous_rtol=1e-10".into()]), 3),
+    ] {
         let (f, steps) = solve(&case, ranks, 100.0, 1e-10);
         let mut err = 0.0f64;
         for (d, _, p, v) in f.iter().filter(|v| v.0 < 2) {
@@ -194,8 +217,11 @@ fn poiseuille_inlet_outlet_keeps_the_parabola_and_a_linear_pressure() {
             "[boundary]\n",
             "[boundary]\nxlo = { type = \"inlet\", velocity = [\"4*y*(1-y)\", 0.0] }\nxhi = { type = \"outlet\", pressure = 0.0 }\n",
         );
-    let case = load("inout", &text, &[]);
-    for ranks in [1, 4] {
+    for (case, ranks) in [
+        (load("inout", &text, &[]), 1),
+        (load("inout", &text, &[]), 4),
+        (load("inout-cn", &text, &[CN.into(), "numerics.viscous_rtol=1e-10".into()]), 2),
+    ] {
         let (f, steps) = solve(&case, ranks, 100.0, 1e-10);
         let (mut eu, mut ep) = (0.0f64, 0.0f64);
         for (d, _, p, v) in &f {
@@ -269,9 +295,15 @@ fn extrema(u: &[(f64, f64)], v: &[(f64, f64)]) -> (f64, f64, f64) {
 /// min u on x = 0.5, max and min v on y = 0.5.
 const BRUNEAU_SAAD: (f64, f64, f64) = (-0.2140424, 0.1795728, -0.2538030);
 
+fn cavity_faces(n: usize, sets: &[String]) -> Vec<FaceValue> {
+    let mut all = vec![format!("mesh.cells=[{n},{n}]")];
+    all.extend_from_slice(sets);
+    let case = load(&format!("cavity{n}-{}", sets.len()), CAVITY, &all);
+    solve(&case, 2, 40.0, 1e-5).0
+}
+
 fn cavity(n: usize) -> ((f64, f64), (f64, f64, f64)) {
-    let case = load(&format!("cavity{n}"), CAVITY, &[format!("mesh.cells=[{n},{n}]")]);
-    let (f, _) = solve(&case, 2, 40.0, 1e-5);
+    let f = cavity_faces(n, &[]);
     let (u, v) = centrelines(&f, n);
     (ghia_errors(&u, &v), extrema(&u, &v))
 }
@@ -290,6 +322,25 @@ fn lid_driven_cavity_re100_matches_ghia_at_64() {
     assert!(d.iter().all(|x| *x <= 2e-3), "extrema {umin:.5} {vmax:.5} {vmin:.5} vs Bruneau & Saad: {d:?}");
 }
 
+/// The Crank–Nicolson viscous term at twice the Courant number reaches the same steady
+/// state as the explicit one (the delta form makes the steady state independent of the
+/// step): against Ghia and Bruneau & Saad as above, and against the explicit run to
+/// 1e-4, the change left by the steady-state stop at du/dt < 1e-5.
+#[test]
+fn lid_driven_cavity_with_crank_nicolson_reaches_the_explicit_steady_state() {
+    let explicit = cavity_faces(64, &[]);
+    let cn = cavity_faces(64, &[CN.into(), "numerics.cfl=1.0".into()]);
+    let (u, v) = centrelines(&cn, 64);
+    let ((eu, ev), (umin, vmax, vmin)) = (ghia_errors(&u, &v), extrema(&u, &v));
+    assert!(eu <= 0.01 && ev <= 0.01, "vs Ghia: max |du| = {eu:.4e}, max |dv| = {ev:.4e}");
+    let (bu, bvmax, bvmin) = BRUNEAU_SAAD;
+    let d = [(umin - bu).abs(), (vmax - bvmax).abs(), (vmin - bvmin).abs()];
+    assert!(d.iter().all(|x| *x <= 2e-3), "extrema {umin:.5} {vmax:.5} {vmin:.5} vs Bruneau & Saad: {d:?}");
+    assert_eq!(explicit.len(), cn.len());
+    let diff = explicit.iter().zip(&cn).filter(|(a, _)| a.0 < 2).fold(0.0f64, |m, (a, b)| m.max((a.3 - b.3).abs()));
+    assert!(diff <= 1e-4, "Crank–Nicolson vs explicit steady velocity: max difference {diff:e}");
+}
+
 /// The issue's full check at 128² (about a minute; `cargo test -- --ignored`).
 #[test]
 #[ignore = "slow: the full-resolution validation (run with --ignored)"]
@@ -303,23 +354,29 @@ fn lid_driven_cavity_re100_matches_ghia_at_128() {
 
 /// A cavity with a time-dependent lid, an odd mesh and a body force, 40 steps on 1..4
 /// ranks.
-fn invariance_case(reproducible: bool) -> Case {
-    load(
-        &format!("inv{reproducible}"),
-        CAVITY,
-        &[
-            "mesh.cells=[27,21]".into(),
-            "boundary.yhi={type=\"moving_wall\", velocity=[\"sin(pi*x)*(1+t)\", 0]}".into(),
-            "physics.body_force=[\"0.3*y\", \"-0.2*x*t\"]".into(),
-            format!("numerics.solver.reproducible={reproducible}"),
-            "numerics.solver.rtol=1e-10".into(),
-        ],
-    )
+fn invariance_case(reproducible: bool, cn: bool) -> Case {
+    let mut sets = vec![
+        "mesh.cells=[27,21]".into(),
+        "boundary.yhi={type=\"moving_wall\", velocity=[\"sin(pi*x)*(1+t)\", 0]}".into(),
+        "physics.body_force=[\"0.3*y\", \"-0.2*x*t\"]".into(),
+        format!("numerics.solver.reproducible={reproducible}"),
+        "numerics.solver.rtol=1e-10".into(),
+    ];
+    if cn {
+        sets.push(CN.into());
+    }
+    load(&format!("inv{reproducible}{cn}"), CAVITY, &sets)
 }
 
 #[test]
 fn same_velocity_bit_for_bit_on_1_to_4_ranks_in_reproducible_mode() {
-    let case = invariance_case(true);
+    for cn in [false, true] {
+        bit_for_bit_on_1_to_4_ranks(cn);
+    }
+}
+
+fn bit_for_bit_on_1_to_4_ranks(cn: bool) {
+    let case = invariance_case(true, cn);
     let (reference, _) = solve(&case, 1, 0.4, 0.0);
     assert!(reference.iter().any(|f| f.0 == 1 && f.3.abs() > 1e-2), "non-trivial flow");
     for ranks in 2..=4 {
@@ -333,20 +390,28 @@ fn same_velocity_bit_for_bit_on_1_to_4_ranks_in_reproducible_mode() {
 
 #[test]
 fn same_velocity_to_1e_10_on_1_to_4_ranks_without_reproducible_mode() {
-    let case = invariance_case(false);
-    let (reference, _) = solve(&case, 1, 0.4, 0.0);
-    let scale = reference.iter().filter(|f| f.0 < 3).fold(0.0f64, |m, f| m.max(f.3.abs()));
-    for ranks in 2..=4 {
-        let (got, _) = solve(&case, ranks, 0.4, 0.0);
-        let diff = reference.iter().zip(&got).filter(|(a, _)| a.0 < 3).fold(0.0f64, |m, (a, b)| m.max((a.3 - b.3).abs()));
-        assert!(diff <= 1e-10 * scale, "{ranks} ranks: max difference {diff:e} (scale {scale:e})");
+    for cn in [false, true] {
+        let case = invariance_case(false, cn);
+        let (reference, _) = solve(&case, 1, 0.4, 0.0);
+        let scale = reference.iter().filter(|f| f.0 < 3).fold(0.0f64, |m, f| m.max(f.3.abs()));
+        for ranks in 2..=4 {
+            let (got, _) = solve(&case, ranks, 0.4, 0.0);
+            let diff = reference.iter().zip(&got).filter(|(a, _)| a.0 < 3).fold(0.0f64, |m, (a, b)| m.max((a.3 - b.3).abs()));
+            assert!(diff <= 1e-10 * scale, "{ranks} ranks, crank_nicolson {cn}: max difference {diff:e} (scale {scale:e})");
+        }
     }
 }
 
 /// The discrete divergence after each step is at the pressure solver's tolerance.
 #[test]
 fn velocity_stays_divergence_free() {
-    let case = invariance_case(false);
+    for cn in [false, true] {
+        divergence_free(cn);
+    }
+}
+
+fn divergence_free(cn: bool) {
+    let case = invariance_case(false, cn);
     let res = ThreadComm::run(2, |c| {
         let layout = solver::run::layout_for(&case, c.size()).unwrap();
         let mut s = FlowSolver::new(c, &case, layout).unwrap();
