@@ -24,9 +24,9 @@
 //! walls next to the face. The system is well conditioned (κ ≤ 1 + 8 α_k Δt ν Σ 1/h²):
 //! a few iterations from the explicit guess δ₀ = b reach `numerics.viscous_rtol`.
 //! Changes of a wall's velocity within a stage enter the viscous term explicitly.
-use super::{each_face, face_rows, FaceKind, FlowSolver};
-use crate::linsolve::krylov::Dots;
-use decomp::{Comm, Field};
+use super::{face_rows, FaceKind, FlowSolver};
+use decomp::reduce::{exact_allreduce, ExactSum};
+use decomp::{Comm, Field, ReduceOp};
 
 /// Work space and totals of the Crank–Nicolson solves.
 #[derive(Debug)]
@@ -38,7 +38,6 @@ pub(super) struct Implicit {
     /// Right-hand side, solution and the CG vectors.
     pub rhs: Field,
     pub x: Field,
-    wb: Field,
     r: Field,
     p: Field,
     q: Field,
@@ -76,7 +75,6 @@ impl Implicit {
             w,
             rhs: zero(),
             x: zero(),
-            wb: zero(),
             r: zero(),
             p: zero(),
             q: zero(),
@@ -150,8 +148,8 @@ impl FlowSolver {
     }
 
     /// `q = W (p - β L p)` at the faces of component `d` this rank updates (the ghosts
-    /// of `p` filled).
-    fn helmholtz(&self, d: usize, beta: f64, w: &Field, p: &Field, q: &mut Field) {
+    /// of `p` filled); with `acc`, also adds `p · q` over those faces to it.
+    fn helmholtz(&self, d: usize, beta: f64, w: &Field, p: &Field, q: &mut Field, mut acc: Option<&mut Sum>) {
         let st = p.strides();
         let bh2 = self.h.map(|h| beta / (h * h));
         let centre = 1.0 + (0..self.dims).map(|e| 2.0 * bh2[e]).sum::<f64>();
@@ -177,60 +175,88 @@ impl FlowSolver {
                     qr[i] = wr[i] * (centre * pc[i] - off);
                 }
             }
+            if let Some(a) = acc.as_deref_mut() {
+                a.add_products(pc, qr);
+            }
         });
     }
 
     /// Solves `(I - β L) δ = imp.rhs` for component `d` into `imp.x` by CG on the
-    /// symmetrised system, starting from δ = rhs. Returns false if it missed the
-    /// tolerance.
+    /// symmetrised system, starting from δ = rhs. Every vector operation runs over the
+    /// updated faces only, and each iteration makes two passes over them: `q = M p`
+    /// with `p · q`, then the updates of x, r (with `r · r`) and p. Returns false if it
+    /// missed the tolerance.
     pub(super) fn viscous_solve(&mut self, comm: &dyn Comm, imp: &mut Implicit, d: usize, beta: f64) -> bool {
-        let Implicit { w, rhs, x, wb, r, p, q, .. } = imp;
+        let Implicit { w, rhs, x, r, p, q, .. } = imp;
         let w = &w[d];
-        // The components update different faces: what one left in the vectors must not
-        // enter the next one's dot products.
-        for f in [&mut *r, &mut *q, &mut *wb] {
-            f.as_slice_mut().fill(0.0);
-        }
+        let first = self.first_face(d);
+        let rep = imp.reproducible;
         x.as_slice_mut().copy_from_slice(rhs.as_slice());
         p.as_slice_mut().copy_from_slice(rhs.as_slice());
         self.halo.exchange(comm, p);
         self.delta_boundary(d, p);
-        self.helmholtz(d, beta, w, p, q);
+        self.helmholtz(d, beta, w, p, q, None);
+        // r = W b - M x; the scale of the stopping test is ‖W b‖.
+        let (mut bb, mut rr) = (Sum::new(rep), Sum::new(rep));
         {
-            let (rs, bs, ws, qs) = (r.as_slice_mut(), rhs.as_slice(), w.as_slice(), q.as_slice());
-            each_face(&self.p, d, self.first_face(d), |c| rs[c] = ws[c] * bs[c] - qs[c]);
+            let (rs, ps, bs, ws, qs) = (r.as_slice_mut(), p.as_slice_mut(), rhs.as_slice(), w.as_slice(), q.as_slice());
+            face_rows(&self.p, d, first, |c| {
+                let (rr_, pr) = (&mut rs[c.clone()], &mut ps[c.clone()]);
+                for (((rv, pv), (b, wv)), qv) in rr_.iter_mut().zip(pr.iter_mut()).zip(bs[c.clone()].iter().zip(&ws[c.clone()])).zip(&qs[c])
+                {
+                    let wb = wv * b;
+                    *rv = wb - qv;
+                    *pv = wb; // scratch for ‖W b‖
+                }
+                bb.add_products(pr, pr);
+                rr.add_products(rr_, rr_);
+                pr.copy_from_slice(rr_);
+            });
         }
-        // ‖W b‖ is the scale of the stopping test.
-        {
-            let (ps, bs, ws) = (wb.as_slice_mut(), rhs.as_slice(), w.as_slice());
-            each_face(&self.p, d, self.first_face(d), |c| ps[c] = ws[c] * bs[c]);
-        }
-        let mut dots = Dots::new(comm, imp.reproducible);
-        let v = dots.dots(&[(wb, wb), (r, r)]);
-        let (bb, mut rr) = (v[0], v[1]);
+        let mut sums = [bb, rr];
+        Sum::reduce(comm, &mut sums);
+        let (bb, mut rr) = (sums[0].value(), sums[1].value());
         let tol2 = imp.rtol * imp.rtol * bb;
         let mut its = 0;
         let mut ok = rr <= tol2;
-        p.as_slice_mut().copy_from_slice(r.as_slice());
         while !ok && its < imp.max_iterations {
             its += 1;
             self.halo.exchange(comm, p);
             self.delta_boundary(d, p);
-            self.helmholtz(d, beta, w, p, q);
-            let pq = dots.dots(&[(p, q)])[0];
+            let mut pq = [Sum::new(rep)];
+            self.helmholtz(d, beta, w, p, q, Some(&mut pq[0]));
+            Sum::reduce(comm, &mut pq);
+            let pq = pq[0].value();
             if pq <= 0.0 {
                 break;
             }
             let alpha = rr / pq;
-            for (xv, pv) in x.as_slice_mut().iter_mut().zip(p.as_slice()) {
-                *xv += alpha * pv;
+            let mut rn = [Sum::new(rep)];
+            {
+                let (xs, rs, ps, qs) = (x.as_slice_mut(), r.as_slice_mut(), p.as_slice(), q.as_slice());
+                face_rows(&self.p, d, first, |c| {
+                    for (xv, pv) in xs[c.clone()].iter_mut().zip(&ps[c.clone()]) {
+                        *xv += alpha * pv;
+                    }
+                    let rr_ = &mut rs[c.clone()];
+                    for (rv, qv) in rr_.iter_mut().zip(&qs[c]) {
+                        *rv -= alpha * qv;
+                    }
+                    rn[0].add_products(rr_, rr_);
+                });
             }
-            let rr_new = dots.update_norm2(-alpha, q, r);
+            Sum::reduce(comm, &mut rn);
+            let rr_new = rn[0].value();
             ok = rr_new <= tol2;
             let b = rr_new / rr;
             rr = rr_new;
-            for (pv, rv) in p.as_slice_mut().iter_mut().zip(r.as_slice()) {
-                *pv = rv + b * *pv;
+            if !ok {
+                let (ps, rs) = (p.as_slice_mut(), r.as_slice());
+                face_rows(&self.p, d, first, |c| {
+                    for (pv, rv) in ps[c.clone()].iter_mut().zip(&rs[c]) {
+                        *pv = rv + b * *pv;
+                    }
+                });
             }
         }
         imp.solves += 1;
@@ -243,9 +269,69 @@ impl FlowSolver {
     }
 }
 
+/// A dot product being accumulated: four lanes, or exact (reproducible mode: the
+/// result does not depend on the rank count).
+pub(super) enum Sum {
+    Lanes([f64; 4]),
+    Exact(ExactSum),
+}
+
+impl Sum {
+    fn new(reproducible: bool) -> Sum {
+        if reproducible {
+            Sum::Exact(ExactSum::new())
+        } else {
+            Sum::Lanes([0.0; 4])
+        }
+    }
+
+    fn add_products(&mut self, a: &[f64], b: &[f64]) {
+        match self {
+            Sum::Exact(e) => e.add_products(a, b),
+            Sum::Lanes(s) => {
+                let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+                let (ra, rb) = (ca.remainder(), cb.remainder());
+                for (x, y) in ca.zip(cb) {
+                    for l in 0..4 {
+                        s[l] += x[l] * y[l];
+                    }
+                }
+                for (x, y) in ra.iter().zip(rb) {
+                    s[0] += x * y;
+                }
+            }
+        }
+    }
+
+    /// Sums every entry over the ranks, in one reduction.
+    fn reduce(comm: &dyn Comm, sums: &mut [Sum]) {
+        if let Some(Sum::Exact(_)) = sums.first() {
+            let mut e: Vec<ExactSum> = sums.iter().map(|s| if let Sum::Exact(e) = s { e.clone() } else { unreachable!() }).collect();
+            exact_allreduce(comm, &mut e);
+            for (s, v) in sums.iter_mut().zip(e) {
+                *s = Sum::Exact(v);
+            }
+        } else {
+            let mut v: Vec<f64> = sums.iter().map(|s| s.value()).collect();
+            comm.allreduce_f64(&mut v, ReduceOp::Sum);
+            for (s, x) in sums.iter_mut().zip(v) {
+                *s = Sum::Lanes([x, 0.0, 0.0, 0.0]);
+            }
+        }
+    }
+
+    fn value(&self) -> f64 {
+        match self {
+            Sum::Exact(e) => e.to_f64(),
+            Sum::Lanes(s) => (s[0] + s[1]) + (s[2] + s[3]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::each_face;
     use decomp::comm::SerialComm;
 
     fn solver_for(boundary: &str, viscous_rtol: f64) -> (SerialComm, FlowSolver) {
@@ -290,7 +376,7 @@ mod tests {
         s.halo.exchange(comm, &mut p);
         s.delta_boundary(d, &mut p);
         let mut q = Field::zeros(s.p.block, s.dims, 1);
-        s.helmholtz(d, beta, &imp.w[d], &p, &mut q);
+        s.helmholtz(d, beta, &imp.w[d], &p, &mut q, None);
         s.imp = Some(imp);
         q
     }
