@@ -852,6 +852,8 @@ def detect_model(h5path, summary, case_toml):
 
 FLOW_TIMINGS = ["momentum", "projection", "pressure_solve", "halo", "boundary", "monitor", "output", "total"]
 FLOW_SOLVE_KEYS = ["name", "solves", "iterations_total", "iterations_max", "not_converged", "seconds", "last"]
+# The second linear_solves entry of an incompressible run with numerics.viscous = "crank_nicolson".
+VISCOUS_SOLVE_KEYS = ["name", "method", "rtol", "solves", "iterations_total", "iterations_max", "not_converged", "seconds"]
 AXES = ["x", "y", "z"]
 
 
@@ -1087,14 +1089,25 @@ def check_flow_monitor_h5(c, mp, table, header, case, out, op, ck_files):
 
 
 def check_flow_solves(c, sp, summary, case, table, header, restart_step):
-    """linear_solves of an incompressible run (one entry, three pressure solves per step, the
-    latest solve's report) and the summary's last-step values, against monitor.csv (`table`,
+    """linear_solves of an incompressible run (three pressure solves per step, the latest
+    solve's report; with the Crank–Nicolson viscous term a second entry, one viscous solve per
+    component and stage) and the summary's last-step values, against monitor.csv (`table`,
     or None when it could not be read)."""
     ls = summary.get("linear_solves")
     if not isinstance(ls, list):
         return ""
-    if not c.check(len(ls) == 1, sp, f"linear_solves has {len(ls)} entries, model incompressible has exactly one (pressure)"):
+    cn = case.get("numerics", {}).get("viscous") == "crank_nicolson"
+    want = 2 if cn else 1
+    if not c.check(len(ls) == want, sp, f"linear_solves has {len(ls)} entries, expected {want} (pressure{', viscous' if cn else ''}: numerics.viscous = {case.get('numerics', {}).get('viscous')!r})"):
         return ""
+    if cn:
+        v, vw = ls[1], f"{sp}: linear_solves[1]"
+        if c.check(isinstance(v, dict) and sorted(v) == sorted(VISCOUS_SOLVE_KEYS), vw, f"keys must be exactly {VISCOUS_SOLVE_KEYS}, are {sorted(v) if isinstance(v, dict) else v!r}"):
+            c.check(v["name"] == "viscous", vw, f"name {v['name']!r}, expected 'viscous'")
+            c.check(isinstance(v["method"], str) and v["method"], vw, f"method {v['method']!r} must be a non-empty string")
+            c.check(is_real(v["rtol"]) and 0 < v["rtol"] < 1, vw, f"rtol {v['rtol']!r} must be in (0, 1)")
+            c.check(v["rtol"] == case.get("numerics", {}).get("viscous_rtol"), vw, f"rtol {v['rtol']!r} != the case's numerics.viscous_rtol")
+            check_solve_totals(c, vw, dict(v, last=None if v["solves"] == 0 else {}), summary, 3 * len(case.get("mesh", {}).get("cells", [])))
     e = ls[0]
     w = f"{sp}: linear_solves[0]"
     if not c.check(isinstance(e, dict) and sorted(e) == sorted(FLOW_SOLVE_KEYS), w, f"keys must be exactly {FLOW_SOLVE_KEYS}, are {sorted(e) if isinstance(e, dict) else e!r}"):

@@ -78,6 +78,33 @@ fn flow_restarts_on_another_rank_count_bit_for_bit() {
     validate(&full);
 }
 
+/// The Crank–Nicolson viscous term under real MPI: 4 ranks give the bits of 1, and a
+/// restart from step 20 on 3 ranks continues the 2-rank run bit for bit (its state is
+/// the velocity and the pressure, whose gradient the predictor reads across ranks).
+#[test]
+fn crank_nicolson_flow_is_bit_identical_across_ranks_and_restarts() {
+    let d = tmp("cn");
+    let case = d.join("case.toml");
+    std::fs::write(&case, CASE.replace("[numerics.solver]", "[numerics]\nviscous = \"crank_nicolson\"\n[numerics.solver]")).unwrap();
+    let one = d.join("r1");
+    run(1, &case, &one, &[]);
+    let reference = snapshots(&one);
+    assert_eq!(reference.len(), 5 * 4);
+    let four = d.join("r4");
+    run(4, &case, &four, &[]);
+    assert_bitwise(&reference, &snapshots(&four), "crank_nicolson on 4 ranks");
+    let two = d.join("r2");
+    run(2, &case, &two, &[]);
+    assert_bitwise(&reference, &snapshots(&two), "crank_nicolson on 2 ranks");
+    let ck = two.join("checkpoints/step_00000020.h5");
+    run(3, &case, &d.join("cont"), &["--restart", ck.to_str().unwrap()]);
+    assert_bitwise(&reference[8..], &snapshots(&d.join("cont")), "crank_nicolson restart 2 -> 3 ranks");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(two.join("summary.json")).unwrap()).unwrap();
+    let viscous = summary["linear_solves"].as_array().unwrap().iter().find(|s| s["name"] == "viscous").expect("viscous solves reported");
+    assert_eq!(viscous["solves"], 40 * 3 * 2, "two components, three stages, 40 steps: {viscous}");
+    assert_eq!(viscous["not_converged"], 0, "{viscous}");
+}
+
 #[test]
 fn a_blow_up_stops_with_exit_3_a_located_message_and_an_intact_checkpoint() {
     // A fixed step that is stable for the fluid at rest, and a force that accelerates
