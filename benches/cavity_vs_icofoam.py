@@ -64,6 +64,14 @@ P_GAMG = ("solver GAMG; smoother GaussSeidel; nPreSweeps 0; nPostSweeps 2; cache
           "agglomerator faceAreaPair; nCellsInCoarsestLevel 10; mergeLevels 1; tolerance {tol}; relTol 0.05;")
 U_SGS = "solver smoothSolver; smoother symGaussSeidel; nSweeps 1; tolerance {tol}; relTol 0;"
 U_BICG = "solver PBiCGStab; preconditioner DILU; tolerance {tol}; relTol 0;"
+# tessera's configurations, each paired with icoFoam at the same Courant number (tessera's
+# dt * sum |u_d| / h_d is icoFoam's Co): the case as shipped (viscosity Crank-Nicolson,
+# cfl 1), the same at 0.5, and the explicit viscous term (limited by nu dt / h^2).
+TESSERA_VARIANTS = {
+    "cn-cfl1": ([], 1.0),
+    "cn-cfl0.5": (["numerics.cfl=0.5"], 0.5),
+    "explicit-cfl0.5": (['numerics.viscous="explicit"', "numerics.cfl=0.5"], 0.5),
+}
 VARIANTS = {
     "pcg-sgs": (P_PCG, U_SGS),          # the cavity tutorial's choice
     "pcg-pbicgstab": (P_PCG, U_BICG),
@@ -208,10 +216,19 @@ def log_stats(path):
             "cpu_seconds_rank0": float(cpu[-1]) if cpu else None}
 
 
-def run_icofoam(work, env, variant, ranks, args, dt, steps, ghia):
-    case = os.path.join(work, f"foam-{variant}-np{ranks}")
+def icofoam_step(end_time, courant):
+    """icoFoam's dt for Courant number `courant` at the lid speed, rounded down so that a
+    whole number of steps lands on the end time."""
+    steps = math.ceil(round(end_time * N / courant, 9))
+    return end_time / steps, steps
+
+
+def run_icofoam(work, env, variant, ranks, args, courant, ghia):
+    dt, steps = icofoam_step(args.end_time, courant)
+    case = os.path.join(work, f"foam-{variant}-co{courant:g}-np{ranks}")
     write_case(case, variant, args.end_time, dt, steps, ranks, args.split, args.tolerance)
-    r = {"code": "icoFoam", "variant": variant, "ranks": ranks, "dt": dt}
+    r = {"code": "icoFoam", "variant": f"{variant}-co{courant:g}", "solvers": variant, "courant": courant,
+         "ranks": ranks, "dt": dt}
     r["blockmesh_seconds"] = foam(["blockMesh"], case, env, "blockMesh")
     if ranks == 1:
         r["wall_seconds"] = foam(["icoFoam"], case, env, "icoFoam")
@@ -234,15 +251,15 @@ def run_icofoam(work, env, variant, ranks, args, dt, steps, ghia):
 
 # ----------------------------------------------------------------------------- tessera
 
-def run_tessera(work, ranks, args, ghia):
+def run_tessera(work, ranks, args, ghia, variant):
     import h5py
-    out = os.path.join(work, f"tessera-np{ranks}")
+    out = os.path.join(work, f"tessera-{variant}-np{ranks}")
     # The case stops early once max|du/dt| < control.steady_tolerance; that is
     # switched off (a tolerance no run reaches) so both codes integrate to the same
     # end time. Periodic snapshots/checkpoints off: like the icoFoam case, only the
     # final state is written (the final snapshot and checkpoint are always written).
     sets = [f"control.end_time={args.end_time!r}", "control.steady_tolerance=1e-300",
-            "output.every=0", "output.checkpoint_every=0"] + args.tessera_set
+            "output.every=0", "output.checkpoint_every=0"] + TESSERA_VARIANTS[variant][0] + args.tessera_set
     cmd = [TESSERA, "run", "--np", str(ranks), CASE, "--out", out, "--overwrite", "--quiet"]
     for s in sets:
         cmd += ["--set", s]
@@ -260,7 +277,8 @@ def run_tessera(work, ranks, args, ghia):
         v = snaps[last]["velocity_y"][...]
     if u.shape != (N, N):
         sys.exit(f"{out}/output.h5: velocity_x has shape {u.shape}, expected ({N}, {N})")
-    r = {"code": "tessera", "ranks": ranks, "steps": s["steps"], "status": s.get("status"),
+    r = {"code": "tessera", "variant": variant, "courant": TESSERA_VARIANTS[variant][1], "ranks": ranks,
+         "steps": s["steps"], "status": s.get("status"),
          "final_time": s.get("final_time"), "dt": s.get("dt"), "courant_max": s.get("cfl"),
          "wall_seconds": s["wall_seconds"], "process_wall_seconds": process_wall, "snapshot_step": int(last),
          "process_grid": s.get("process_grid"),
@@ -271,6 +289,8 @@ def run_tessera(work, ranks, args, ghia):
     ls = s.get("linear_solves") or []
     if ls and ls[0].get("solves"):
         r["p_iterations_mean"] = ls[0]["iterations_total"] / ls[0]["solves"]
+    if len(ls) > 1 and ls[1].get("solves"):
+        r["viscous_iterations_mean"] = ls[1]["iterations_total"] / ls[1]["solves"]
     r["max_error_u"], r["max_error_v"] = centreline_errors(u, v, ghia)
     r["cell_updates_per_second"] = N * N * r["steps"] / r["wall_seconds"]
     return r
@@ -279,7 +299,7 @@ def run_tessera(work, ranks, args, ghia):
 # ----------------------------------------------------------------------------- main
 
 def row(r, extra=""):
-    return (f"{r['code']:>8} {r['ranks']:>5} {r.get('variant', ''):>15} {r['steps']:>7} {r['final_time']:>7.3g} "
+    return (f"{r['code']:>8} {r['ranks']:>5} {r.get('variant', ''):>22} {r['steps']:>7} {r['final_time']:>7.3g} "
             f"{r['wall_seconds']:>8.2f} {r['cell_updates_per_second'] / 1e6:>9.2f} "
             f"{r['max_error_u']:>9.2e} {r['max_error_v']:>9.2e} {extra}")
 
@@ -290,8 +310,11 @@ def main():
     ap.add_argument("--ranks", default="1,2", help="comma-separated rank counts (default 1,2)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"icoFoam linear-solver variants to try (default all: {','.join(VARIANTS)})")
-    ap.add_argument("--courant", type=float, default=0.5,
-                    help="icoFoam time step = courant * h / U_lid, rounded down to divide the end time (default 0.5)")
+    ap.add_argument("--courant", default="0.5,1",
+                    help="icoFoam Courant numbers: time step = courant * h / U_lid, rounded down to divide the end "
+                         "time; comma-separated (default 0.5,1)")
+    ap.add_argument("--tessera-variants", default=",".join(TESSERA_VARIANTS),
+                    help=f"tessera configurations (default all: {','.join(TESSERA_VARIANTS)})")
     ap.add_argument("--tolerance", type=float, default=1e-7,
                     help="icoFoam solver tolerance for U and the final p corrector (default 1e-7; see VARIANTS)")
     # Debian's openfoam 1912 ships only the stub libscotchDecomp.so (decomposePar
@@ -312,6 +335,11 @@ def main():
     for v in variants:
         if v not in VARIANTS:
             sys.exit(f"unknown variant {v}; known: {', '.join(VARIANTS)}")
+    tvariants = [v for v in args.tessera_variants.split(",") if v]
+    for v in tvariants:
+        if v not in TESSERA_VARIANTS:
+            sys.exit(f"unknown tessera variant {v}; known: {', '.join(TESSERA_VARIANTS)}")
+    courants = [float(x) for x in args.courant.split(",") if x]
     if not os.path.exists(args.ghia):
         sys.exit(f"{args.ghia}: Ghia's table not found (pass --ghia PATH)")
     ghia = read_ghia(args.ghia)
@@ -322,55 +350,62 @@ def main():
     env = None if args.skip_openfoam else foam_env(args.foam_bashrc)
 
     # icoFoam's time step. icoFoam treats viscosity implicitly, so the Courant number
-    # is its only step limit. PISO with Euler time stepping runs somewhat beyond Co = 1,
-    # but the explicit parts (the lagged flux in the convection term, the non-iterated
-    # pressure-velocity coupling) lose accuracy as Co grows, and Co <= 0.5 is the usual
-    # choice for icoFoam; it is also tessera's numerics.cfl in cases/cavity.toml. Co is
-    # taken at the lid speed U = 1 (the largest velocity in the domain) on h = 1/128, and
-    # dt rounded down so that a whole number of steps reaches the end time exactly
-    # (icoFoam then reports max Co ~0.49). tessera picks its own adaptive step; being
-    # explicit (RK3) in viscosity, it is limited by the viscous bound here and takes
-    # ~5x more (cheaper) steps, which is why both wall time and the rate are reported.
-    steps = math.ceil(round(args.end_time * N / args.courant, 9))
-    dt = args.end_time / steps
-
+    # is its only step limit. Co <= 0.5 is the usual choice (the explicit parts, the lagged
+    # flux in the convection term and the non-iterated pressure-velocity coupling, lose
+    # accuracy as Co grows); PISO with Euler steps also runs at Co = 1. Co is taken at
+    # the lid speed U = 1 (the largest velocity in the domain) on h = 1/128, and dt
+    # rounded down so that a whole number of steps reaches the end time (icoFoam then
+    # reports max Co ~0.49 or ~0.98). tessera picks its own adaptive step from its
+    # numerics.cfl; each tessera configuration is compared with the fastest icoFoam run
+    # at its Courant number, and with the fastest icoFoam run overall.
     work = tempfile.mkdtemp(prefix="cavity_vs_icofoam-")
     results = []
-    header = (f"{'code':>8} {'ranks':>5} {'variant':>15} {'steps':>7} {'t_end':>7} {'wall s':>8} {'Mcell/s':>9} "
+    header = (f"{'code':>8} {'ranks':>5} {'variant':>22} {'steps':>7} {'t_end':>7} {'wall s':>8} {'Mcell/s':>9} "
               f"{'max|du|':>9} {'max|dv|':>9} notes")
     print(f"lid-driven cavity Re = 100, {N}x{N} cells, end time {args.end_time:g}; errors vs Ghia et al. (1982)")
     print(header)
     print("-" * len(header))
     try:
         for ranks in ranks_list:
-            best = None
+            foam_rows = []
             if not args.skip_openfoam:
-                foam_rows = []
-                for v in variants:
-                    r = run_icofoam(work, env, v, ranks, args, dt, steps, ghia)
-                    foam_rows.append(r)
-                    note = (f"p-its {r['p_iterations_mean']:.1f}, U-its {r['u_iterations_mean']:.1f}, "
-                            f"Co {r['courant_max']:.3f}")
-                    print(row(r, note), flush=True)
-                best = min(foam_rows, key=lambda r: r["wall_seconds"])
+                for co in courants:
+                    for v in variants:
+                        r = run_icofoam(work, env, v, ranks, args, co, ghia)
+                        foam_rows.append(r)
+                        note = (f"p-its {r['p_iterations_mean']:.1f}, U-its {r['u_iterations_mean']:.1f}, "
+                                f"Co {r['courant_max']:.3f}")
+                        print(row(r, note), flush=True)
+                for co in courants:
+                    best = min((r for r in foam_rows if r["courant"] == co), key=lambda r: r["wall_seconds"])
+                    best["best_for_courant"] = True
+                min(foam_rows, key=lambda r: r["wall_seconds"])["best_for_ranks"] = True
                 results += foam_rows
             if not args.skip_tessera:
-                t = run_tessera(work, ranks, args, ghia)
-                results.append(t)
-                note = (f"time-step phase {t['time_step_seconds']:.2f} s" if "time_step_seconds" in t else "")
-                if t["status"] != "completed" or abs(t["final_time"] - args.end_time) > 1e-6 * args.end_time:
-                    note += f" [status {t['status']}, stopped at t = {t['final_time']:.6g}]"
-                print(row(t, note), flush=True)
-                if best is not None:
-                    speed = best["wall_seconds"] / t["wall_seconds"]
-                    rate = t["cell_updates_per_second"] / best["cell_updates_per_second"]
-                    t["speedup_vs_icofoam"] = speed
-                    t["cell_update_rate_ratio"] = rate
-                    t["icofoam_best_variant"] = best["variant"]
-                    print(f"{'':>8} {ranks:>5} speed-up icoFoam ({best['variant']}) / tessera wall time: {speed:.2f}x; "
-                          f"cell-update rate tessera / icoFoam: {rate:.2f}x", flush=True)
-            if best is not None:
-                best["best_for_ranks"] = True
+                for tv in tvariants:
+                    t = run_tessera(work, ranks, args, ghia, tv)
+                    results.append(t)
+                    note = (f"time-step phase {t['time_step_seconds']:.2f} s" if "time_step_seconds" in t else "")
+                    if "viscous_iterations_mean" in t:
+                        note += f", p-its {t['p_iterations_mean']:.2f}, viscous-its {t['viscous_iterations_mean']:.2f}"
+                    if t["status"] != "completed" or abs(t["final_time"] - args.end_time) > 1e-6 * args.end_time:
+                        note += f" [status {t['status']}, stopped at t = {t['final_time']:.6g}]"
+                    print(row(t, note), flush=True)
+                    if not foam_rows:
+                        continue
+                    same = [r for r in foam_rows if r["courant"] == t["courant"]]
+                    overall = min(foam_rows, key=lambda r: r["wall_seconds"])
+                    for key, pool in [("same_courant", same), ("overall", [overall])]:
+                        if not pool:
+                            continue
+                        b = min(pool, key=lambda r: r["wall_seconds"])
+                        t[f"speedup_vs_icofoam_{key}"] = b["wall_seconds"] / t["wall_seconds"]
+                        t[f"icofoam_best_{key}"] = b["variant"]
+                        t[f"cell_update_rate_ratio_{key}"] = t["cell_updates_per_second"] / b["cell_updates_per_second"]
+                        print(f"{'':>8} {ranks:>5} speed-up icoFoam ({b['variant']}) / tessera ({tv}) wall time: "
+                              f"{t[f'speedup_vs_icofoam_{key}']:.2f}x "
+                              f"({'same Courant number' if key == 'same_courant' else 'fastest icoFoam run'}); "
+                              f"cell-update rate tessera / icoFoam: {t[f'cell_update_rate_ratio_{key}']:.2f}x", flush=True)
         if not args.skip_openfoam:
             pre = [r for r in results if r["code"] == "icoFoam"]
             tools = f"blockMesh {np.mean([r['blockmesh_seconds'] for r in pre]):.2f} s"
@@ -378,18 +413,18 @@ def main():
             if par:
                 tools += (f", decomposePar {np.mean([r['decompose_seconds'] for r in par]):.2f} s, "
                           f"reconstructPar {np.mean([r['reconstruct_seconds'] for r in par]):.2f} s")
-            print(f"icoFoam dt = {dt:.6g} (Co <= {args.courant:g} at the lid speed), tolerance {args.tolerance:g}; "
+            print(f"icoFoam: Courant numbers {courants} at the lid speed, tolerance {args.tolerance:g}; "
                   f"wall = icoFoam process incl. mesh read and final write; not included: {tools}")
         if not args.skip_tessera:
-            print("tessera wall = summary.json wall_seconds (whole run incl. output); steps from its adaptive dt "
-                  "(numerics.cfl of cases/cavity.toml)")
+            print("tessera wall = summary.json wall_seconds (whole run incl. output); steps from its adaptive dt")
     finally:
         if args.keep:
             print(f"cases kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        meta = {"cells": [N, N], "nu": NU, "end_time": args.end_time, "icofoam_dt": dt, "icofoam_steps": steps,
+        meta = {"cells": [N, N], "nu": NU, "end_time": args.end_time, "icofoam_courant": courants,
+                "tessera_variants": {v: TESSERA_VARIANTS[v] for v in tvariants},
                 "ranks": ranks_list, "variants": variants, "decomposition": f"simple, split along {args.split}",
                 "icofoam_tolerance": args.tolerance,
                 "ghia": os.path.abspath(args.ghia)}
