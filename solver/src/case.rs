@@ -325,7 +325,7 @@ pub struct Case {
     /// Initial velocity of the incompressible model, one expression per axis.
     pub initial_velocity: Vec<Expr>,
     /// Courant number of the automatic time step of the incompressible model:
-    /// dt · Σ_d max|u_d| / h_d.
+    /// dt · max over cells of Σ_d |u_d| / h_d (the largest local Courant number).
     pub cfl: f64,
     /// Coefficient `k(x, y, z)` of the poisson model's `-∇·(k ∇φ) = source`.
     pub coefficient: Option<Expr>,

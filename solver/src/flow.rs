@@ -70,6 +70,10 @@ pub struct FlowStats {
     pub kinetic_energy: f64,
     /// max |u_d| over owned faces and the given boundary velocities, per axis.
     pub umax: [f64; 3],
+    /// The local Courant number per unit step: max over cells of Σ_d |u_d|/h_d (each
+    /// |u_d| the larger of the cell's two d-faces), and max_d |U_d|/h_d over the
+    /// velocities given on walls and inlets.
+    pub courant_rate: f64,
     /// max |∇·u| over cells.
     pub max_divergence: f64,
     /// max |u^{n+1} - u^n| over owned faces.
@@ -728,7 +732,40 @@ impl FlowSolver {
             stats.max_change = stats.max_change.max(ch);
         }
         stats.max_divergence = self.max_divergence();
+        stats.courant_rate = self.local_rate();
         stats
+    }
+
+    /// This rank's share of [`FlowStats::courant_rate`] (needs the ghosts and
+    /// boundary faces of the velocity).
+    fn local_rate(&self) -> f64 {
+        let ih = self.h.map(|h| 1.0 / h);
+        let st = self.vel[0].strides();
+        let n = self.p.shape();
+        let mut rate = (0..self.dims).map(|d| self.bc_speed[d] * ih[d]).fold(0.0f64, f64::max);
+        let mut row = vec![0.0; n[0]];
+        for k in 0..n[2] {
+            for j in 0..n[1] {
+                let c0 = self.p.idx(0, j, k);
+                row.fill(0.0);
+                for d in 0..self.dims {
+                    let u = &self.vel[d].as_slice()[c0..c0 + n[0] + st[d]];
+                    for (i, r) in row.iter_mut().enumerate() {
+                        *r += u[i].abs().max(u[i + st[d]].abs()) * ih[d];
+                    }
+                }
+                rate = row.iter().fold(rate, |m, &v| m.max(v));
+            }
+        }
+        rate
+    }
+
+    /// [`FlowSolver::local_rate`] reduced over the ranks: the step's Courant number
+    /// is `dt` times it.
+    pub fn courant_rate(&self, comm: &dyn Comm) -> f64 {
+        let mut r = [self.local_rate()];
+        comm.allreduce_f64(&mut r, ReduceOp::Max);
+        r[0]
     }
 
     /// The explicit predictor of stage `k`: `u += g R_k + z R_{k-1}`.

@@ -21,17 +21,17 @@ const BLOWUP_CFL: f64 = 2.0;
 /// Under Crank–Nicolson, the largest ν Δt Σ 1/h² of the automatic step.
 const CN_DIFFUSION_NUMBER: f64 = 10.0;
 
-/// The time step for the current velocity scales `umax` (per axis, maxima over the
-/// domain and the boundary velocities): the Courant limit `cfl / Σ|u|/h` and the
+/// The time step for the local Courant number per unit step `rate` (max over cells of
+/// Σ_d |u_d|/h_d, see `FlowStats::courant_rate`): the Courant limit `cfl / rate` and the
 /// viscous limit `stability_factor · 2.5 / (ν Σ 4/h²)` combined harmonically (each
 /// uses its share of the stability region; under Crank–Nicolson the smaller of the
 /// Courant limit and ν Δt Σ 1/h² = 10), capped by `dt_max`, or the fixed `dt`.
-pub fn choose_dt(case: &Case, umax: &[f64; 3]) -> f64 {
+pub fn choose_dt(case: &Case, rate: f64) -> f64 {
     if let Some(dt) = case.dt {
         return dt;
     }
     let h = case.grid.spacing();
-    let conv: f64 = (0..case.grid.dims).map(|a| umax[a] / h[a]).sum::<f64>() / case.cfl;
+    let conv = rate / case.cfl;
     let mut dt = match case.viscous {
         Viscous::Explicit => 1.0 / (conv + 1.0 / (case.stability_factor * case.viscous_dt())),
         // Unconditionally stable, but the highest modes stop being damped for long
@@ -45,12 +45,6 @@ pub fn choose_dt(case: &Case, umax: &[f64; 3]) -> f64 {
         dt = dt.min(m);
     }
     dt
-}
-
-/// dt · Σ_d max|u_d| / h_d.
-fn courant(case: &Case, umax: &[f64; 3], dt: f64) -> f64 {
-    let h = case.grid.spacing();
-    dt * (0..case.grid.dims).map(|a| umax[a] / h[a]).sum::<f64>()
 }
 
 pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunState) -> Result<RunSummary> {
@@ -74,8 +68,9 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
 
     // A fixed step must start stable: refuse it before anything is written.
     let speeds0 = solver.speeds(comm);
+    let rate0 = solver.courant_rate(comm);
     if let Some(dt) = case.dt {
-        let c = courant(case, &speeds0, dt);
+        let c = dt * rate0;
         if c > 1.0 {
             return Err(case
                 .error_at(
@@ -157,8 +152,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let mut last_checkpoint: Option<PathBuf> = opts.restart.clone();
     let mut last_snapshot_step = step;
     let mut checkpoints_written = 0;
-    let mut speeds = speeds0;
-    let mut dt = choose_dt(case, &speeds);
+    let mut dt = choose_dt(case, rate0);
     let first_dt = dt;
     let mut last_dt = dt;
     let mut row: Vec<f64> = Vec::with_capacity(columns.len());
@@ -201,10 +195,11 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
             st.residual,
             if st.converged { 0.0 } else { 1.0 },
             if stop_here { 1.0 } else { 0.0 },
+            st.courant_rate,
         ];
         comm.allreduce_f64(&mut mx, ReduceOp::Max);
-        speeds = [mx[0], mx[1], mx[2]];
-        let cfl = courant(case, &speeds, this_dt);
+        let speeds = [mx[0], mx[1], mx[2]];
+        let cfl = this_dt * mx[8];
         let umax = speeds[..dims].iter().map(|v| v * v).sum::<f64>().sqrt();
         let rate = mx[4] / this_dt;
         row.clear();
@@ -218,7 +213,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
 
         // Divergence: NaN/Inf anywhere, an unstable step, or a collapsing step.
         let nonfinite = !sums[0].is_finite() || !sums[1].is_finite() || mx.iter().any(|v| !v.is_finite());
-        let next_dt = choose_dt(case, &speeds);
+        let next_dt = choose_dt(case, mx[8]);
         let reason = if nonfinite {
             Some("the solution is no longer finite".to_string())
         } else if cfl > BLOWUP_CFL {

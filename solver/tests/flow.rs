@@ -61,7 +61,7 @@ fn solve(case: &Case, ranks: usize, end: f64, steady: f64) -> (Vec<FaceValue>, u
         s.prepare(c, 0.0);
         let (mut t, mut steps) = (0.0, 0u64);
         while t < end * (1.0 - 1e-12) {
-            let dt = choose_dt(case, &s.speeds(c)).min(end - t);
+            let dt = choose_dt(case, s.courant_rate(c)).min(end - t);
             let st = s.step(c, t, dt);
             t = if end - t <= dt { end } else { t + dt };
             steps += 1;
@@ -422,7 +422,7 @@ fn divergence_free(cn: bool) {
         let mut t = 0.0;
         let mut worst = 0.0f64;
         for _ in 0..20 {
-            let dt = choose_dt(&case, &s.speeds(c));
+            let dt = choose_dt(&case, s.courant_rate(c));
             let st = s.step(c, t, dt);
             t += dt;
             let mut m = [st.max_divergence, st.umax[0]];
