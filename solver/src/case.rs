@@ -1949,6 +1949,13 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             ));
         }
     };
+    if raw.numerics.viscous_rtol.is_some() && !flow {
+        return Err(map.error_at_key(
+            "numerics.viscous_rtol",
+            format!("model {model} has no viscous term: `viscous_rtol` applies to model incompressible"),
+            Some("remove it".into()),
+        ));
+    }
     let viscous_rtol = raw.numerics.viscous_rtol.unwrap_or(1e-4);
     if !(viscous_rtol > 0.0 && viscous_rtol < 1.0) {
         return Err(err(
