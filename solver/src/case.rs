@@ -282,7 +282,8 @@ impl TimeScheme {
 pub enum Viscous {
     /// Inside the explicit Runge–Kutta stages: the step is limited by ν Δt / h².
     Explicit,
-    /// Crank–Nicolson within each stage (implicit): only the Courant number limits the step.
+    /// Crank–Nicolson within each stage (implicit): the Courant number limits the step,
+    /// and ν Δt Σ 1/h² ≤ 10 keeps the highest modes damped.
     CrankNicolson,
 }
 

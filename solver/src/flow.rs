@@ -84,6 +84,8 @@ pub struct FlowStats {
     pub residual: f64,
     /// False if a pressure solve failed to converge in the step.
     pub converged: bool,
+    /// False if a Crank–Nicolson viscous solve missed `numerics.viscous_rtol` in the step.
+    pub viscous_converged: bool,
 }
 
 /// Accumulated cost of the model's phases on this rank.
@@ -632,7 +634,7 @@ impl FlowSolver {
     /// One time step from `t` to `t + dt`. Returns this rank's share of the monitors.
     pub fn step(&mut self, comm: &dyn Comm, t: f64, dt: f64) -> FlowStats {
         let dims = self.dims;
-        let mut stats = FlowStats { converged: true, ..Default::default() };
+        let mut stats = FlowStats { converged: true, viscous_converged: true, ..Default::default() };
         for d in 0..dims {
             self.old[d].as_slice_mut().copy_from_slice(self.vel[d].as_slice());
         }
@@ -654,7 +656,7 @@ impl FlowSolver {
                 self.times.momentum += t0.elapsed().as_secs_f64();
                 let tv = std::time::Instant::now();
                 let ok = self.implicit_predictor(comm, &mut imp, k, g, z, cdt);
-                stats.converged &= ok;
+                stats.viscous_converged &= ok;
                 self.imp = Some(imp);
                 self.times.viscous += tv.elapsed().as_secs_f64();
             } else {

@@ -54,7 +54,10 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     let dir = case.output_dir.clone();
     // Velocity, two tendencies and the start-of-step copy per axis; pressure,
     // right-hand side, Krylov vectors and multigrid levels.
-    check_memory(comm, &layout, 4 * dims as u128 + 12)?;
+    // Crank–Nicolson adds the viscous tendency and row weights per axis and five CG
+    // vectors.
+    let cn_fields = if case.viscous == Viscous::CrankNicolson { 2 * dims as u128 + 5 } else { 0 };
+    check_memory(comm, &layout, 4 * dims as u128 + 12 + cn_fields)?;
     let mut solver = FlowSolver::new(comm, case, layout.clone())?;
     let (mut step, mut t) = (0u64, 0.0f64);
     let restart_from = opts.restart.clone();
@@ -196,6 +199,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
             if st.converged { 0.0 } else { 1.0 },
             if stop_here { 1.0 } else { 0.0 },
             st.courant_rate,
+            if st.viscous_converged { 0.0 } else { 1.0 },
         ];
         comm.allreduce_f64(&mut mx, ReduceOp::Max);
         let speeds = [mx[0], mx[1], mx[2]];
@@ -241,6 +245,15 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
                 r.map(|r| r.reason.to_string()).unwrap_or_default(),
                 r.map_or(0, |r| r.iterations),
                 mx[5]
+            );
+            break;
+        }
+        if mx[9] > 0.0 && case.solver.error_if_not_converged {
+            status = "failed".into();
+            message = format!(
+                "a Crank–Nicolson viscous solve did not reach numerics.viscous_rtol = {:e} at step {step} (t={t:.6e}) and \
+                 numerics.solver.error_if_not_converged is set",
+                case.viscous_rtol
             );
             break;
         }
