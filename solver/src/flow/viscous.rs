@@ -278,6 +278,9 @@ impl FlowSolver {
 
 /// A dot product being accumulated: four lanes, or exact (reproducible mode: the
 /// result does not depend on the rank count).
+// A Sum lives on the stack for one reduction; boxing the exact one would allocate
+// per CG iteration.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Sum {
     Lanes([f64; 4]),
     Exact(ExactSum),
