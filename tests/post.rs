@@ -215,6 +215,12 @@ points = 33
         let b = std::fs::read(root.join("pieces").join(f)).unwrap();
         assert!(a == b, "{f} differs between one piece and many");
     }
+    // post.json's summary of the table gives the last row's step as a whole number,
+    // as table.csv does.
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("whole").join("post.json")).unwrap()).unwrap();
+    let table = j["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "table").unwrap();
+    let step = &table["summary"]["last"]["step"];
+    assert!(step.is_u64(), "post.json table.last.step = {step}");
 }
 
 #[test]

@@ -882,7 +882,9 @@ fn write_output(
                 files.push(format!("{k}.png"));
             }
             let last = steps.last().copied().unwrap_or(0);
-            json!({"rows": steps.len(), "last": cols.iter().map(|c| (c.0.clone(), json_num(sv(c.1, last)))).collect::<serde_json::Map<_, _>>()})
+            // The step column is a whole number here too, as in the CSV.
+            let value = |c: &(String, Id)| if integer_cols.contains(&c.1) { json!(last) } else { json_num(sv(c.1, last)) };
+            json!({"rows": steps.len(), "last": cols.iter().map(|c| (c.0.clone(), value(c))).collect::<serde_json::Map<_, _>>()})
         }
         Prep::Line { s, pts, sample, reference, steps, .. } => {
             let OutputKind::Line { field, plot: do_plot, .. } = &o.kind else { unreachable!() };
