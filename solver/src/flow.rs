@@ -745,18 +745,17 @@ impl FlowSolver {
         let st = self.vel[0].strides();
         let n = self.p.shape();
         let mut rate = (0..self.dims).map(|d| self.bc_speed[d] * ih[d]).fold(0.0f64, f64::max);
-        let mut row = vec![0.0; n[0]];
         for k in 0..n[2] {
             for j in 0..n[1] {
                 let c0 = self.p.idx(0, j, k);
-                row.fill(0.0);
-                for d in 0..self.dims {
-                    let u = &self.vel[d].as_slice()[c0..c0 + n[0] + st[d]];
-                    for (i, r) in row.iter_mut().enumerate() {
-                        *r += u[i].abs().max(u[i + st[d]].abs()) * ih[d];
+                for i in 0..n[0] {
+                    let mut r = 0.0;
+                    for d in 0..self.dims {
+                        let u = self.vel[d].as_slice();
+                        r += u[c0 + i].abs().max(u[c0 + i + st[d]].abs()) * ih[d];
                     }
+                    rate = rate.max(r);
                 }
-                rate = row.iter().fold(rate, |m, &v| m.max(v));
             }
         }
         rate

@@ -29,8 +29,8 @@
 //! explicitly (δ is zero on given faces and in their ghosts' lifting): first order in
 //! their time derivative next to such faces.
 use super::{face_rows, FaceKind, FlowSolver};
-use decomp::reduce::{exact_allreduce, ExactSum};
-use decomp::{Comm, Field, ReduceOp};
+use crate::linsolve::krylov::Sum;
+use decomp::{Comm, Field};
 
 /// Work space and totals of the Crank–Nicolson solves.
 #[derive(Debug)]
@@ -273,68 +273,6 @@ impl FlowSolver {
             imp.not_converged += 1;
         }
         ok
-    }
-}
-
-/// A dot product being accumulated: four lanes, or exact (reproducible mode: the
-/// result does not depend on the rank count).
-// A Sum lives on the stack for one reduction; boxing the exact one would allocate
-// per CG iteration.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Sum {
-    Lanes([f64; 4]),
-    Exact(ExactSum),
-}
-
-impl Sum {
-    fn new(reproducible: bool) -> Sum {
-        if reproducible {
-            Sum::Exact(ExactSum::new())
-        } else {
-            Sum::Lanes([0.0; 4])
-        }
-    }
-
-    fn add_products(&mut self, a: &[f64], b: &[f64]) {
-        match self {
-            Sum::Exact(e) => e.add_products(a, b),
-            Sum::Lanes(s) => {
-                let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-                let (ra, rb) = (ca.remainder(), cb.remainder());
-                for (x, y) in ca.zip(cb) {
-                    for l in 0..4 {
-                        s[l] += x[l] * y[l];
-                    }
-                }
-                for (x, y) in ra.iter().zip(rb) {
-                    s[0] += x * y;
-                }
-            }
-        }
-    }
-
-    /// Sums every entry over the ranks, in one reduction.
-    fn reduce(comm: &dyn Comm, sums: &mut [Sum]) {
-        if let Some(Sum::Exact(_)) = sums.first() {
-            let mut e: Vec<ExactSum> = sums.iter().map(|s| if let Sum::Exact(e) = s { e.clone() } else { unreachable!() }).collect();
-            exact_allreduce(comm, &mut e);
-            for (s, v) in sums.iter_mut().zip(e) {
-                *s = Sum::Exact(v);
-            }
-        } else {
-            let mut v: Vec<f64> = sums.iter().map(|s| s.value()).collect();
-            comm.allreduce_f64(&mut v, ReduceOp::Sum);
-            for (s, x) in sums.iter_mut().zip(v) {
-                *s = Sum::Lanes([x, 0.0, 0.0, 0.0]);
-            }
-        }
-    }
-
-    fn value(&self) -> f64 {
-        match self {
-            Sum::Exact(e) => e.to_f64(),
-            Sum::Lanes(s) => (s[0] + s[1]) + (s[2] + s[3]),
-        }
     }
 }
 

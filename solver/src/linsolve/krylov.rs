@@ -26,6 +26,69 @@ fn rows(f: &Field, mut g: impl FnMut(std::ops::Range<usize>)) {
     }
 }
 
+/// A dot product being accumulated: four lanes, or exact (reproducible mode: the
+/// result does not depend on the rank count).
+// A Sum lives on the stack for one reduction; boxing the exact one would allocate
+// per CG iteration.
+#[allow(clippy::large_enum_variant)]
+pub enum Sum {
+    Lanes([f64; 4]),
+    Exact(ExactSum),
+}
+
+impl Sum {
+    pub fn new(reproducible: bool) -> Sum {
+        if reproducible {
+            Sum::Exact(ExactSum::new())
+        } else {
+            Sum::Lanes([0.0; 4])
+        }
+    }
+
+    pub fn add_products(&mut self, a: &[f64], b: &[f64]) {
+        match self {
+            Sum::Exact(e) => e.add_products(a, b),
+            Sum::Lanes(s) => {
+                let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+                let (ra, rb) = (ca.remainder(), cb.remainder());
+                for (x, y) in ca.zip(cb) {
+                    for l in 0..4 {
+                        s[l] += x[l] * y[l];
+                    }
+                }
+                for (x, y) in ra.iter().zip(rb) {
+                    s[0] += x * y;
+                }
+            }
+        }
+    }
+
+    /// Sums every entry over the ranks, in one reduction.
+    pub fn reduce(comm: &dyn Comm, sums: &mut [Sum]) {
+        if let Some(Sum::Exact(_)) = sums.first() {
+            let mut e: Vec<ExactSum> =
+                sums.iter_mut().map(|s| if let Sum::Exact(e) = s { std::mem::take(e) } else { unreachable!("mixed sums") }).collect();
+            exact_allreduce(comm, &mut e);
+            for (s, v) in sums.iter_mut().zip(e) {
+                *s = Sum::Exact(v);
+            }
+        } else {
+            let mut v: Vec<f64> = sums.iter().map(|s| s.value()).collect();
+            comm.allreduce_f64(&mut v, ReduceOp::Sum);
+            for (s, x) in sums.iter_mut().zip(v) {
+                *s = Sum::Lanes([x, 0.0, 0.0, 0.0]);
+            }
+        }
+    }
+
+    pub fn value(&self) -> f64 {
+        match self {
+            Sum::Exact(e) => e.to_f64(),
+            Sum::Lanes(s) => (s[0] + s[1]) + (s[2] + s[3]),
+        }
+    }
+}
+
 /// Dot products over interior cells, reduced over ranks in one call.
 pub struct Dots<'c> {
     comm: &'c dyn Comm,
@@ -52,38 +115,17 @@ impl<'c> Dots<'c> {
 
     fn dots_inner(&mut self, pairs: &[(&Field, &Field)]) -> Vec<f64> {
         self.count += 1;
-        if self.reproducible {
-            let mut acc: Vec<ExactSum> = pairs.iter().map(|_| ExactSum::new()).collect();
-            for ((a, b), s) in pairs.iter().zip(acc.iter_mut()) {
-                let (x, y) = (a.as_slice(), b.as_slice());
-                rows(a, |r| s.add_products(&x[r.clone()], &y[r]));
-            }
-            exact_allreduce(self.comm, &mut acc);
-            return acc.iter().map(ExactSum::to_f64).collect();
-        }
-        let mut v: Vec<f64> = pairs
+        let mut sums: Vec<Sum> = pairs
             .iter()
             .map(|(a, b)| {
+                let mut s = Sum::new(self.reproducible);
                 let (x, y) = (a.as_slice(), b.as_slice());
-                let mut s = [0.0; 4];
-                rows(a, |r| {
-                    let (xs, ys) = (&x[r.clone()], &y[r]);
-                    let mut cx = xs.chunks_exact(4);
-                    let mut cy = ys.chunks_exact(4);
-                    for (p, q) in (&mut cx).zip(&mut cy) {
-                        for l in 0..4 {
-                            s[l] += p[l] * q[l];
-                        }
-                    }
-                    for (p, q) in cx.remainder().iter().zip(cy.remainder()) {
-                        s[0] += p * q;
-                    }
-                });
-                (s[0] + s[1]) + (s[2] + s[3])
+                rows(a, |r| s.add_products(&x[r.clone()], &y[r]));
+                s
             })
             .collect();
-        self.comm.allreduce_f64(&mut v, ReduceOp::Sum);
-        v
+        Sum::reduce(self.comm, &mut sums);
+        sums.iter().map(Sum::value).collect()
     }
 
     /// `r += a·q` and then `‖r‖²` globally, in one pass over memory.
@@ -92,8 +134,7 @@ impl<'c> Dots<'c> {
         self.count += 1;
         let n = r.shape();
         let qs = q.as_slice();
-        let mut exact = ExactSum::new();
-        let mut s = [0.0; 4];
+        let mut s = [Sum::new(self.reproducible)];
         for k in 0..n[2] {
             for j in 0..n[1] {
                 let c = r.idx(0, j, k);
@@ -102,32 +143,12 @@ impl<'c> Dots<'c> {
                 for (d, v) in row.iter_mut().zip(src) {
                     *d += a * v;
                 }
-                if self.reproducible {
-                    exact.add_products(row, row);
-                } else {
-                    let mut it = row.chunks_exact(4);
-                    for p in &mut it {
-                        for l in 0..4 {
-                            s[l] += p[l] * p[l];
-                        }
-                    }
-                    for v in it.remainder() {
-                        s[0] += v * v;
-                    }
-                }
+                s[0].add_products(row, row);
             }
         }
-        let v = if self.reproducible {
-            let mut e = [exact];
-            exact_allreduce(self.comm, &mut e);
-            e[0].to_f64()
-        } else {
-            let mut v = [(s[0] + s[1]) + (s[2] + s[3])];
-            self.comm.allreduce_f64(&mut v, ReduceOp::Sum);
-            v[0]
-        };
+        Sum::reduce(self.comm, &mut s);
         self.seconds += t.elapsed().as_secs_f64();
-        v
+        s[0].value()
     }
 
     /// Global sum of interior values of `a`.
