@@ -16,19 +16,25 @@
 //! still solves for the whole pressure, warm-started from the old one, with the
 //! velocity `u* + c_k Δt G p` — the same as solving for the increment.
 //!
-//! `L` is the operator of the explicit viscous term, boundary ghosts included (a
+//! `L` is the operator of the explicit viscous term, boundary ghosts included: a
 //! wall's tangential ghost `(8U - 6u₁ + u₂)/3` is affine in u, so δ's ghost is
-//! `(-6δ₁ + δ₂)/3`), except at an outlet: there δ's normal face copies the adjacent
-//! one (the predictor's rule) where the velocity's follows from continuity. Being a
-//! delta form, that changes the transient near the outlet, not the steady state. That row is not symmetric (δ₂ enters with 4/3); scaling it by 3/4
+//! `(-6δ₁ + δ₂)/3`. At an outlet δ's normal face copies the adjacent one, the rule of
+//! the intermediate velocity there (it takes the adjacent face's increment over the
+//! stage); after the projection the outlet velocity follows from continuity. The row
+//! next to a wall is not symmetric (δ₂ enters with 4/3); scaling it by 3/4
 //! makes the whole system symmetric positive definite, so it is solved by conjugate
 //! gradients on `W (I - α_k Δt ν L) δ = W b`, W = (3/4)^m with m the number of such
 //! walls next to the face. The system is well conditioned (κ ≤ 1 + 8 α_k Δt ν Σ 1/h²):
 //! a few iterations from the explicit guess δ₀ = b reach `numerics.viscous_rtol`.
-//! Changes of a wall's or an inlet's velocity within a stage enter the viscous term
-//! explicitly (δ is zero on given faces and in their ghosts' lifting): first order in
-//! their time derivative next to such faces.
-use super::{face_rows, FaceKind, FlowSolver};
+//!
+//! A wall's or an inlet's velocity that changes in time changes within a stage by ΔU
+//! (from its start to its end): δ is then ΔU on given normal faces and its tangential
+//! ghost `(8ΔU - 6δ₁ + δ₂)/3`. The parts that do not depend on δ are known and move to
+//! the right-hand side (the lifting, [`FlowSolver::lift_boundary`]):
+//! `β ΔU / h²` on the faces next to a given normal face and `β (8/3) ΔU / h²` on the
+//! faces next to a wall's tangential ghost. Without them the implicit half would see
+//! the stage-start boundary values, first order in time next to such boundaries.
+use super::{face_rows, FaceKind, FlowSolver, Values};
 use crate::linsolve::krylov::Sum;
 use decomp::{Comm, Field};
 
@@ -47,6 +53,8 @@ pub(super) struct Implicit {
     q: Field,
     rtol: f64,
     max_iterations: usize,
+    /// Boundary values at the start and the end of a stage, for the lifting.
+    lift: (Vec<f64>, Vec<f64>),
     reproducible: bool,
     /// Solves, Σ iterations, the largest count, and solves that missed the tolerance.
     pub solves: u64,
@@ -84,6 +92,7 @@ impl Implicit {
             q: zero(),
             rtol,
             max_iterations: 200,
+            lift: (Vec::new(), Vec::new()),
             reproducible,
             solves: 0,
             iterations: 0,
@@ -145,6 +154,39 @@ impl FlowSolver {
                                 _ => {}
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds to `imp.rhs` (component `d`) the lifting of the boundary velocities that
+    /// change in time from `ts` to `te` (see the module notes): `β ΔU / h²` on the faces
+    /// next to a given normal face of component `d`, `β (8/3) ΔU / h²` on the faces
+    /// next to a given face's tangential ghost. Constant and fixed values add nothing.
+    pub(super) fn lift_boundary(&self, imp: &mut Implicit, d: usize, beta: f64, ts: f64, te: f64) {
+        let (v0, v1) = &mut imp.lift;
+        let st = imp.rhs.strides();
+        let p = imp.rhs.padded_shape();
+        for a in 0..self.dims {
+            for side in 0..2 {
+                let FaceKind::Given(v) = &self.faces[a][side] else { continue };
+                let Values::Timed(e) = &v[d] else { continue };
+                self.eval_face(e, a, side, Some(d), ts, v0);
+                self.eval_face(e, a, side, Some(d), te, v1);
+                let (slot, _, inner) = self.layer(a, side);
+                let h2 = self.h[a] * self.h[a];
+                // The first updated face inside a normal boundary face, or the first cell
+                // layer inside a tangential ghost.
+                let (row, coef) =
+                    if a == d { (if side == 0 { slot + 1 } else { slot - 1 }, beta / h2) } else { (inner, beta * 8.0 / (3.0 * h2)) };
+                let (b, c) = Self::others(a);
+                let rhs = imp.rhs.as_slice_mut();
+                let mut q = 0;
+                for qc in 0..p[c] {
+                    for qb in 0..p[b] {
+                        rhs[row * st[a] + qb * st[b] + qc * st[c]] += coef * (v1[q] - v0[q]);
+                        q += 1;
                     }
                 }
             }
