@@ -25,17 +25,20 @@ impl Field {
     }
 
     /// Interior extent (x, y, z).
+    #[inline]
     pub fn shape(&self) -> [usize; 3] {
         self.block.shape()
     }
 
     /// Storage extent including ghosts (x, y, z).
+    #[inline]
     pub fn padded_shape(&self) -> [usize; 3] {
         let s = self.data.shape();
         [s[2], s[1], s[0]]
     }
 
     /// Storage strides (x, y, z) in elements: 1, row length, plane size.
+    #[inline]
     pub fn strides(&self) -> [usize; 3] {
         let p = self.padded_shape();
         [1, p[0], p[0] * p[1]]
@@ -74,11 +77,13 @@ impl Field {
     }
 
     /// Storage as a flat slice.
+    #[inline]
     pub fn as_slice(&self) -> &[f64] {
         self.data.as_slice().expect("field storage is contiguous")
     }
 
     /// Storage as a flat mutable slice.
+    #[inline]
     pub fn as_slice_mut(&mut self) -> &mut [f64] {
         self.data.as_slice_mut().expect("field storage is contiguous")
     }

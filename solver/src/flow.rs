@@ -756,18 +756,20 @@ impl FlowSolver {
         let n = self.p.shape();
         let st = self.vel[0].strides();
         let mut ke = 0.0;
+        let vel = self.vel_slices();
+        let vel = &vel[..dims];
         for k in 0..n[2] {
             for j in 0..n[1] {
                 let row0 = self.p.idx(0, j, k);
                 for c in row0..row0 + n[0] {
-                    for e in 0..dims {
-                        let ue = self.vel[e].as_slice();
+                    for (e, ue) in vel.iter().enumerate() {
                         let m = 0.5 * (ue[c] + ue[c + st[e]]);
                         ke += m * m;
                     }
                 }
             }
         }
+
         stats.kinetic_energy = 0.5 * ke * vol;
         for d in 0..dims {
             let (u, o) = (self.vel[d].as_slice(), self.old[d].as_slice());
@@ -785,6 +787,16 @@ impl FlowSolver {
         stats
     }
 
+    /// The velocity components' storage (unused entries empty), taken once before a
+    /// loop over cells rather than per cell.
+    fn vel_slices(&self) -> [&[f64]; 3] {
+        let mut vel: [&[f64]; 3] = [&[], &[], &[]];
+        for (v, f) in vel.iter_mut().zip(&self.vel) {
+            *v = f.as_slice();
+        }
+        vel
+    }
+
     /// This rank's share of [`FlowStats::courant_rate`] (needs the ghosts and
     /// boundary faces of the velocity).
     fn local_rate(&self) -> f64 {
@@ -792,13 +804,14 @@ impl FlowSolver {
         let st = self.vel[0].strides();
         let n = self.p.shape();
         let mut rate = (0..self.dims).map(|d| self.bc_speed[d] * ih[d]).fold(0.0f64, f64::max);
+        let vel = self.vel_slices();
+        let vel = &vel[..self.dims];
         for k in 0..n[2] {
             for j in 0..n[1] {
                 let c0 = self.p.idx(0, j, k);
                 for i in 0..n[0] {
                     let mut r = 0.0;
-                    for d in 0..self.dims {
-                        let u = self.vel[d].as_slice();
+                    for (d, u) in vel.iter().enumerate() {
                         r += u[c0 + i].abs().max(u[c0 + i + st[d]].abs()) * ih[d];
                     }
                     rate = rate.max(r);

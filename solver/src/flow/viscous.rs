@@ -229,36 +229,48 @@ impl FlowSolver {
 
     /// Solves `(I - β L) δ = imp.rhs` for component `d` into `imp.x` by CG on the
     /// symmetrised system, starting from δ = rhs. Every vector operation runs over the
-    /// updated faces only, and each iteration makes two passes over them: `q = M p`
-    /// with `p · q`, then the updates of x, r (with `r · r`) and p. Returns false if it
-    /// missed the tolerance.
+    /// updated faces only. The set-up is one pass (`r = W b - M b` with both norms,
+    /// the ghosts of b filled in `imp.rhs` itself, which then becomes `x`: `imp.rhs`
+    /// is left undefined), and each iteration two: `q = M p` with `p · q`, then the
+    /// updates of x, r (with `r · r`) and p. Returns false if it missed the tolerance.
     pub(super) fn viscous_solve(&mut self, comm: &dyn Comm, imp: &mut Implicit, d: usize, beta: f64) -> bool {
         let Implicit { w, rhs, x, r, p, q, .. } = imp;
         let w = &w[d];
         let first = self.first_face(d);
         let rep = imp.reproducible;
-        x.as_slice_mut().copy_from_slice(rhs.as_slice());
-        p.as_slice_mut().copy_from_slice(rhs.as_slice());
-        self.halo.exchange(comm, p);
-        self.delta_boundary(d, p);
-        self.helmholtz(d, beta, w, p, q, None);
-        // r = W b - M x; the scale of the stopping test is ‖W b‖.
+        // b's ghosts and boundary rules, in place: they lie outside the updated faces.
+        self.halo.exchange(comm, rhs);
+        self.delta_boundary(d, rhs);
+        // r = W b - M x with x = b, p = r; the scale of the stopping test is ‖W b‖.
         let (mut bb, mut rr) = (Sum::new(rep), Sum::new(rep));
         {
-            let (rs, ps, bs, ws, qs) = (r.as_slice_mut(), p.as_slice_mut(), rhs.as_slice(), w.as_slice(), q.as_slice());
+            let st = rhs.strides();
+            let bh2 = self.h.map(|h| beta / (h * h));
+            let centre = 1.0 + (0..self.dims).map(|e| 2.0 * bh2[e]).sum::<f64>();
+            let (rs, ps, bs, ws, wbs) = (r.as_slice_mut(), p.as_slice_mut(), rhs.as_slice(), w.as_slice(), q.as_slice_mut());
+            let three = self.dims == 3;
             face_rows(&self.p, d, first, |c| {
-                let (rr_, pr) = (&mut rs[c.clone()], &mut ps[c.clone()]);
-                for (((rv, pv), (b, wv)), qv) in rr_.iter_mut().zip(pr.iter_mut()).zip(bs[c.clone()].iter().zip(&ws[c.clone()])).zip(&qs[c])
-                {
-                    let wb = wv * b;
-                    *rv = wb - qv;
-                    *pv = wb; // scratch for ‖W b‖
+                let (c0, n) = (c.start, c.len());
+                let at = |o: usize| &bs[o..o + n];
+                let (bc, xm, xp, ym, yp) = (at(c0), at(c0 - 1), at(c0 + 1), at(c0 - st[1]), at(c0 + st[1]));
+                let (zm, zp) = if three { (at(c0 - st[2]), at(c0 + st[2])) } else { (bc, bc) };
+                let (rr_, wr, wb) = (&mut rs[c.clone()], &ws[c.clone()], &mut wbs[c.clone()]);
+                for i in 0..n {
+                    let mut off = bh2[0] * (xm[i] + xp[i]) + bh2[1] * (ym[i] + yp[i]);
+                    if three {
+                        off += bh2[2] * (zm[i] + zp[i]);
+                    }
+                    // The same operations as `helmholtz`, then `helmholtz`'s caller.
+                    let qv = wr[i] * (centre * bc[i] - off);
+                    wb[i] = wr[i] * bc[i];
+                    rr_[i] = wb[i] - qv;
                 }
-                bb.add_products(pr, pr);
+                bb.add_products(wb, wb);
                 rr.add_products(rr_, rr_);
-                pr.copy_from_slice(rr_);
+                ps[c].copy_from_slice(rr_);
             });
         }
+        std::mem::swap(x, rhs);
         let mut sums = [bb, rr];
         Sum::reduce(comm, &mut sums);
         let (bb, mut rr) = (sums[0].value(), sums[1].value());
@@ -408,9 +420,9 @@ mod tests {
             for d in 0..2 {
                 let mut imp = s.imp.take().unwrap();
                 imp.rhs = random(&s, d, 7);
+                let b = imp.rhs.clone();
                 assert!(s.viscous_solve(&comm, &mut imp, d, beta));
                 let x = imp.x.clone();
-                let b = imp.rhs.clone();
                 s.imp = Some(imp);
                 // L x through the velocity path: ghosts as fill_boundary sets them for a
                 // field whose boundary values are zero.
