@@ -346,3 +346,34 @@ fn meshes_too_large_are_refused_before_allocating() {
     assert_user_error("out of memory", &o, &["GiB per rank", "available"]);
     assert!(!out.exists(), "nothing written");
 }
+
+/// A fixed Crank–Nicolson step beyond ν·dt·Σ1/h² = 10 is stable, so it runs (exit 0),
+/// but the user is told the shortest waves are no longer damped and what step would
+/// damp them; a step within the bound says nothing.
+#[test]
+fn a_long_fixed_crank_nicolson_step_runs_with_a_warning() {
+    let dir = scratch("cn-long-step");
+    // ν = 1 on 128²: ν·dt·Σ1/h² = 1 · 0.005 · 2 · 128² = 163.84, Courant number 0.64.
+    for (dt, warned) in [("0.005", true), ("0.0001", false)] {
+        let out_dir = dir.join(dt);
+        let out = tessera(&[
+            "run",
+            "cases/cavity.toml",
+            "--quiet",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--set",
+            "physics.viscosity=1.0",
+            "--set",
+            &format!("numerics.dt={dt}"),
+            "--set",
+            "control.max_steps=2",
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "dt {dt}: {err}");
+        assert_eq!(err.contains("warning: numerics.dt"), warned, "dt {dt}: {err}");
+        if warned {
+            assert!(err.contains("163.840 > 10") && err.contains("dt <= 3.0518e-4"), "{err}");
+        }
+    }
+}

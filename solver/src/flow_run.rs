@@ -88,6 +88,19 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
         }
     }
 
+    // A fixed Crank–Nicolson step is stable at any size, but beyond the automatic
+    // step's bound the shortest waves are no longer damped: say so, do not refuse it.
+    if let (Some(dt), Viscous::CrankNicolson, 0) = (case.dt, case.viscous, comm.rank()) {
+        let number = case.viscosity * dt * case.grid.spacing().iter().take(dims).map(|h| 1.0 / (h * h)).sum::<f64>();
+        if number > CN_DIFFUSION_NUMBER {
+            eprintln!(
+                "warning: numerics.dt = {dt} gives viscosity·dt·Σ1/h² = {number:.3} > {CN_DIFFUSION_NUMBER}: Crank–Nicolson stays stable \
+                 but no longer damps the shortest waves (they flip sign each step); dt <= {:.4e} keeps them damped, as the automatic step does",
+                dt * CN_DIFFUSION_NUMBER / number
+            );
+        }
+    }
+
     let h5_path = dir.join("output.h5");
     let (mut snapshots, appending) = open_run_dir(comm, case, &layout, opts, state, step)?;
 
