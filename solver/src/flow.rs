@@ -478,14 +478,9 @@ impl FlowSolver {
                 let adj = self.outlet_adjacent(a, side);
                 let f = &self.vel[a];
                 let (p, st) = (f.padded_shape(), f.strides());
-                let (b, c) = Self::others(a);
                 let (data, keep) = (f.as_slice(), &mut self.outlet_start[a][side]);
                 keep.clear();
-                for qc in 0..p[c] {
-                    for qb in 0..p[b] {
-                        keep.push(data[adj * st[a] + qb * st[b] + qc * st[c]]);
-                    }
-                }
+                keep.extend(layer_offsets(p, st, a).map(|o| data[adj * st[a] + o]));
             }
         }
     }
@@ -769,7 +764,6 @@ impl FlowSolver {
                 }
             }
         }
-
         stats.kinetic_energy = 0.5 * ke * vol;
         for d in 0..dims {
             let (u, o) = (self.vel[d].as_slice(), self.old[d].as_slice());
@@ -1043,6 +1037,14 @@ fn eval_points(layout: &BlockLayout, e: &Expr, staggered: Option<usize>, t: f64,
         }
         e.eval(pt[0], pt[1], pt[2], t)
     });
+}
+
+/// Storage offsets, relative to layer 0 along `a`, of the points of a padded layer
+/// normal to `a` (`p`, `st`: the field's padded shape and strides), in the order
+/// boundary values are evaluated and stored: the second other axis outer.
+fn layer_offsets(p: [usize; 3], st: [usize; 3], a: usize) -> impl Iterator<Item = usize> {
+    let (b, c) = FlowSolver::others(a);
+    (0..p[c]).flat_map(move |qc| (0..p[b]).map(move |qb| qb * st[b] + qc * st[c]))
 }
 
 /// Applies `f(c)` to the storage index of every face of component `d` a rank updates,

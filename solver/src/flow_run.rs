@@ -21,6 +21,11 @@ const BLOWUP_CFL: f64 = 2.0;
 /// Under Crank–Nicolson, the largest ν Δt Σ 1/h² of the automatic step.
 const CN_DIFFUSION_NUMBER: f64 = 10.0;
 
+/// ν Σ 1/h² of the case's mesh: a step's diffusion number is dt times it.
+fn diffusion_rate(case: &Case) -> f64 {
+    case.viscosity * case.grid.spacing().iter().take(case.grid.dims).map(|h| 1.0 / (h * h)).sum::<f64>()
+}
+
 /// The time step for the local Courant number per unit step `rate` (max over cells of
 /// Σ_d |u_d|/h_d, see `FlowStats::courant_rate`): the Courant limit `cfl / rate` and the
 /// viscous limit `stability_factor · 2.5 / (ν Σ 4/h²)` combined harmonically (each
@@ -30,16 +35,13 @@ pub fn choose_dt(case: &Case, rate: f64) -> f64 {
     if let Some(dt) = case.dt {
         return dt;
     }
-    let h = case.grid.spacing();
     let conv = rate / case.cfl;
     let mut dt = match case.viscous {
         Viscous::Explicit => 1.0 / (conv + 1.0 / (case.stability_factor * case.viscous_dt())),
         // Unconditionally stable, but the highest modes stop being damped for long
         // steps (the amplification tends to -1): ν Δt Σ 1/h² ≤ 10 bounds the step, and
         // gives one to a fluid at rest.
-        Viscous::CrankNicolson => {
-            (1.0 / conv).min(CN_DIFFUSION_NUMBER / (case.viscosity * h.iter().take(case.grid.dims).map(|x| 1.0 / (x * x)).sum::<f64>()))
-        }
+        Viscous::CrankNicolson => (1.0 / conv).min(CN_DIFFUSION_NUMBER / diffusion_rate(case)),
     };
     if let Some(m) = case.dt_max {
         dt = dt.min(m);
@@ -91,7 +93,7 @@ pub(crate) fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: 
     // A fixed Crank–Nicolson step is stable at any size, but beyond the automatic
     // step's bound the shortest waves are no longer damped: say so, do not refuse it.
     if let (Some(dt), Viscous::CrankNicolson, 0) = (case.dt, case.viscous, comm.rank()) {
-        let number = case.viscosity * dt * case.grid.spacing().iter().take(dims).map(|h| 1.0 / (h * h)).sum::<f64>();
+        let number = dt * diffusion_rate(case);
         if number > CN_DIFFUSION_NUMBER {
             eprintln!(
                 "warning: numerics.dt = {dt} gives viscosity·dt·Σ1/h² = {number:.3} > {CN_DIFFUSION_NUMBER}: Crank–Nicolson stays stable \

@@ -34,7 +34,7 @@
 //! `β ΔU / h²` on the faces next to a given normal face and `β (8/3) ΔU / h²` on the
 //! faces next to a wall's tangential ghost. Without them the implicit half would see
 //! the stage-start boundary values, first order in time next to such boundaries.
-use super::{face_rows, FaceKind, FlowSolver, Values};
+use super::{face_rows, layer_offsets, FaceKind, FlowSolver, Values};
 use crate::linsolve::krylov::Sum;
 use decomp::{Comm, Field};
 
@@ -104,14 +104,10 @@ impl Implicit {
 
 /// Multiplies the layer at padded index `q` along axis `a` of `f` by `s`.
 fn scale_layer(f: &mut Field, a: usize, q: usize, s: f64) {
-    let p = f.padded_shape();
-    let st = f.strides();
-    let (b, c) = FlowSolver::others(a);
+    let (p, st) = (f.padded_shape(), f.strides());
     let data = f.as_slice_mut();
-    for qc in 0..p[c] {
-        for qb in 0..p[b] {
-            data[q * st[a] + qb * st[b] + qc * st[c]] *= s;
-        }
+    for o in layer_offsets(p, st, a) {
+        data[q * st[a] + o] *= s;
     }
 }
 
@@ -180,22 +176,26 @@ impl FlowSolver {
                 // layer inside a tangential ghost.
                 let (row, coef) =
                     if a == d { (if side == 0 { slot + 1 } else { slot - 1 }, beta / h2) } else { (inner, beta * 8.0 / (3.0 * h2)) };
-                let (b, c) = Self::others(a);
                 let rhs = imp.rhs.as_slice_mut();
-                let mut q = 0;
-                for qc in 0..p[c] {
-                    for qb in 0..p[b] {
-                        rhs[row * st[a] + qb * st[b] + qc * st[c]] += coef * (v1[q] - v0[q]);
-                        q += 1;
-                    }
+                for (o, (u1, u0)) in layer_offsets(p, st, a).zip(v1.iter().zip(v0.iter())) {
+                    rhs[row * st[a] + o] += coef * (u1 - u0);
                 }
             }
         }
     }
 
     /// `q = W (p - β L p)` at the faces of component `d` this rank updates (the ghosts
-    /// of `p` filled); with `acc`, also adds `p · q` over those faces to it.
-    fn helmholtz(&self, d: usize, beta: f64, w: &Field, p: &Field, q: &mut Field, mut acc: Option<&mut Sum>) {
+    /// of `p` filled). `row(range, p, q)` is called on each finished row of faces (the
+    /// callers fuse their reductions and updates into the same pass).
+    fn helmholtz(
+        &self,
+        d: usize,
+        beta: f64,
+        w: &Field,
+        p: &Field,
+        q: &mut Field,
+        mut row: impl FnMut(std::ops::Range<usize>, &[f64], &[f64]),
+    ) {
         let st = p.strides();
         let bh2 = self.h.map(|h| beta / (h * h));
         let centre = 1.0 + (0..self.dims).map(|e| 2.0 * bh2[e]).sum::<f64>();
@@ -221,9 +221,7 @@ impl FlowSolver {
                     qr[i] = wr[i] * (centre * pc[i] - off);
                 }
             }
-            if let Some(a) = acc.as_deref_mut() {
-                a.add_products(pc, qr);
-            }
+            row(r, pc, qr);
         });
     }
 
@@ -241,31 +239,20 @@ impl FlowSolver {
         // b's ghosts and boundary rules, in place: they lie outside the updated faces.
         self.halo.exchange(comm, rhs);
         self.delta_boundary(d, rhs);
-        // r = W b - M x with x = b, p = r; the scale of the stopping test is ‖W b‖.
+        // r = W b - M x with x = b, p = r, in the pass that computes M b; the scale of
+        // the stopping test is ‖W b‖ (W b is held in r until r is formed).
         let (mut bb, mut rr) = (Sum::new(rep), Sum::new(rep));
         {
-            let st = rhs.strides();
-            let bh2 = self.h.map(|h| beta / (h * h));
-            let centre = 1.0 + (0..self.dims).map(|e| 2.0 * bh2[e]).sum::<f64>();
-            let (rs, ps, bs, ws, wbs) = (r.as_slice_mut(), p.as_slice_mut(), rhs.as_slice(), w.as_slice(), q.as_slice_mut());
-            let three = self.dims == 3;
-            face_rows(&self.p, d, first, |c| {
-                let (c0, n) = (c.start, c.len());
-                let at = |o: usize| &bs[o..o + n];
-                let (bc, xm, xp, ym, yp) = (at(c0), at(c0 - 1), at(c0 + 1), at(c0 - st[1]), at(c0 + st[1]));
-                let (zm, zp) = if three { (at(c0 - st[2]), at(c0 + st[2])) } else { (bc, bc) };
-                let (rr_, wr, wb) = (&mut rs[c.clone()], &ws[c.clone()], &mut wbs[c.clone()]);
-                for i in 0..n {
-                    let mut off = bh2[0] * (xm[i] + xp[i]) + bh2[1] * (ym[i] + yp[i]);
-                    if three {
-                        off += bh2[2] * (zm[i] + zp[i]);
-                    }
-                    // The same operations as `helmholtz`, then `helmholtz`'s caller.
-                    let qv = wr[i] * (centre * bc[i] - off);
-                    wb[i] = wr[i] * bc[i];
-                    rr_[i] = wb[i] - qv;
+            let (rs, ps, ws) = (r.as_slice_mut(), p.as_slice_mut(), w.as_slice());
+            self.helmholtz(d, beta, w, rhs, q, |c, br, qr| {
+                let rr_ = &mut rs[c.clone()];
+                for ((rv, wv), b) in rr_.iter_mut().zip(&ws[c.clone()]).zip(br) {
+                    *rv = wv * b;
                 }
-                bb.add_products(wb, wb);
+                bb.add_products(rr_, rr_);
+                for (rv, qv) in rr_.iter_mut().zip(qr) {
+                    *rv -= qv;
+                }
                 rr.add_products(rr_, rr_);
                 ps[c].copy_from_slice(rr_);
             });
@@ -285,7 +272,7 @@ impl FlowSolver {
             self.halo.exchange(comm, p);
             self.delta_boundary(d, p);
             let mut pq = [Sum::new(rep)];
-            self.helmholtz(d, beta, w, p, q, Some(&mut pq[0]));
+            self.helmholtz(d, beta, w, p, q, |_, pr, qr| pq[0].add_products(pr, qr));
             Sum::reduce(comm, &mut pq);
             let pq = pq[0].value();
             if !(pq > 0.0 && pq.is_finite()) {
@@ -383,7 +370,7 @@ mod tests {
         s.halo.exchange(comm, &mut p);
         s.delta_boundary(d, &mut p);
         let mut q = Field::zeros(s.p.block, s.dims, 1);
-        s.helmholtz(d, beta, &imp.w[d], &p, &mut q, None);
+        s.helmholtz(d, beta, &imp.w[d], &p, &mut q, |_, _, _| {});
         s.imp = Some(imp);
         q
     }
