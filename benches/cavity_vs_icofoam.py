@@ -66,9 +66,12 @@ U_SGS = "solver smoothSolver; smoother symGaussSeidel; nSweeps 1; tolerance {tol
 U_BICG = "solver PBiCGStab; preconditioner DILU; tolerance {tol}; relTol 0;"
 # tessera's configurations, each paired with icoFoam at the same Courant number (tessera's
 # dt * sum |u_d| / h_d is icoFoam's Co): the case as shipped (viscosity Crank-Nicolson,
-# cfl 1), the same at 0.5, and the explicit viscous term (limited by nu dt / h^2).
+# cfl 1, one pressure solve per step), the same with a pressure solve per stage (the
+# case before 2026-12-02 afternoon), the same at 0.5, and the explicit viscous term
+# (limited by nu dt / h^2).
 TESSERA_VARIANTS = {
     "cn-cfl1": ([], 1.0),
+    "cn-cfl1-every-stage": (['numerics.projection="every_stage"'], 1.0),
     "cn-cfl0.5": (["numerics.cfl=0.5"], 0.5),
     "explicit-cfl0.5": (['numerics.viscous="explicit"', "numerics.cfl=0.5"], 0.5),
 }

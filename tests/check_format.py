@@ -1091,7 +1091,8 @@ def check_flow_monitor_h5(c, mp, table, header, case, out, op, ck_files):
 
 
 def check_flow_solves(c, sp, summary, case, table, header, restart_step):
-    """linear_solves of an incompressible run (three pressure solves per step, the latest
+    """linear_solves of an incompressible run (three pressure solves per step, or one with
+    numerics.projection = "final_stage"; the latest
     solve's report; with the Crank–Nicolson viscous term a second entry, one viscous solve per
     component and stage) and the summary's last-step values, against monitor.csv (`table`,
     or None when it could not be read)."""
@@ -1115,7 +1116,10 @@ def check_flow_solves(c, sp, summary, case, table, header, restart_step):
     if not c.check(isinstance(e, dict) and sorted(e) == sorted(FLOW_SOLVE_KEYS), w, f"keys must be exactly {FLOW_SOLVE_KEYS}, are {sorted(e) if isinstance(e, dict) else e!r}"):
         return ""
     c.check(e["name"] == "pressure", w, f"name {e['name']!r}, expected 'pressure'")
-    last = e["last"] if check_solve_totals(c, w, e, summary, 3) else None
+    # numerics.projection: a pressure solve per Runge–Kutta stage, or one per step.
+    projection = case.get("numerics", {}).get("projection")
+    c.check(projection in ("every_stage", "final_stage"), sp, f"case numerics.projection {projection!r} must be every_stage or final_stage")
+    last = e["last"] if check_solve_totals(c, w, e, summary, 1 if projection == "final_stage" else 3) else None
     if last is not None:
         check_report(c, f"{w}.last", last, case, None)
         tk = summary.get("timings")

@@ -105,6 +105,37 @@ fn crank_nicolson_flow_is_bit_identical_across_ranks_and_restarts() {
     assert_eq!(viscous["not_converged"], 0, "{viscous}");
 }
 
+/// One projection per step (`numerics.projection = "final_stage"`) under real MPI:
+/// 3 ranks give the bits of 1, a restart from step 20 on 4 ranks continues the 2-rank
+/// run bit for bit (the step's pressure, the checkpointed state, is all the first two
+/// stages read), and the run makes one pressure solve per step.
+#[test]
+fn final_stage_projection_is_bit_identical_across_ranks_and_restarts() {
+    let d = tmp("final");
+    let case = d.join("case.toml");
+    let text =
+        CASE.replace("[numerics.solver]", "[numerics]\nviscous = \"crank_nicolson\"\nprojection = \"final_stage\"\n[numerics.solver]");
+    std::fs::write(&case, text).unwrap();
+    let one = d.join("r1");
+    run(1, &case, &one, &[]);
+    let reference = snapshots(&one);
+    assert_eq!(reference.len(), 5 * 4);
+    let three = d.join("r3");
+    run(3, &case, &three, &[]);
+    assert_bitwise(&reference, &snapshots(&three), "final_stage on 3 ranks");
+    let two = d.join("r2");
+    run(2, &case, &two, &[]);
+    assert_bitwise(&reference, &snapshots(&two), "final_stage on 2 ranks");
+    let ck = two.join("checkpoints/step_00000020.h5");
+    run(4, &case, &d.join("cont"), &["--restart", ck.to_str().unwrap()]);
+    assert_bitwise(&reference[8..], &snapshots(&d.join("cont")), "final_stage restart 2 -> 4 ranks");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(two.join("summary.json")).unwrap()).unwrap();
+    let pressure = summary["linear_solves"].as_array().unwrap().iter().find(|s| s["name"] == "pressure").expect("pressure solves reported");
+    assert_eq!(pressure["solves"], 40, "one pressure solve per step: {pressure}");
+    let resolved = std::fs::read_to_string(two.join("case.toml")).unwrap();
+    assert!(resolved.contains("projection = \"final_stage\""), "{resolved}");
+}
+
 #[test]
 fn a_blow_up_stops_with_exit_3_a_located_message_and_an_intact_checkpoint() {
     // A fixed step that is stable for the fluid at rest, and a force that accelerates

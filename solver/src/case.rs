@@ -144,6 +144,7 @@ struct RawNumerics {
     time_scheme: Option<String>,
     viscous: Option<String>,
     viscous_rtol: Option<f64>,
+    projection: Option<String>,
     solver: Option<RawSolver>,
 }
 
@@ -297,6 +298,28 @@ impl Viscous {
     }
 }
 
+/// How often model incompressible projects its velocity onto divergence-free fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Projection {
+    /// A pressure solve in each of the three Runge–Kutta stages: every stage's velocity
+    /// is divergence-free.
+    EveryStage,
+    /// One pressure solve per step, in the final stage (Le & Moin 1991): the first two
+    /// stages keep the step-start pressure gradient and are not projected, the step's
+    /// velocity is divergence-free. A third of the pressure solves.
+    FinalStage,
+}
+
+impl Projection {
+    /// The name used in case files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::EveryStage => "every_stage",
+            Projection::FinalStage => "final_stage",
+        }
+    }
+}
+
 /// The process grid requested by the case.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ranks {
@@ -339,6 +362,8 @@ pub struct Case {
     pub viscous: Viscous,
     /// Relative tolerance of the Crank–Nicolson Helmholtz solves.
     pub viscous_rtol: f64,
+    /// Pressure solves per step of the incompressible model: one per stage, or one.
+    pub projection: Projection,
     /// Volumetric source term.
     pub source: Expr,
     /// Boundary conditions, `[axis][side]` with side 0 = low, 1 = high. For model
@@ -638,7 +663,7 @@ const SCHEMA: [(&str, &[&str]); 11] = [
     ("physics", &["diffusivity", "coefficient", "source", "viscosity", "body_force"]),
     ("boundary", &FACES),
     ("initial", &["temperature", "phi", "velocity_x", "velocity_y", "velocity_z", "pressure"]),
-    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "viscous", "viscous_rtol", "solver"]),
+    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "viscous", "viscous_rtol", "projection", "solver"]),
     ("numerics.solver", &SOLVER_KEYS),
     ("control", &["end_time", "max_steps", "steady_tolerance"]),
     ("output", &["dir", "every", "fields", "checkpoint_every"]),
@@ -705,6 +730,7 @@ fn key_help(path: &str) -> Option<&'static str> {
         "numerics.time_scheme" => "time_scheme = \"explicit\": explicit, backward_euler or crank_nicolson",
         "numerics.viscous" => "viscous = \"explicit\": explicit or crank_nicolson (model incompressible)",
         "numerics.viscous_rtol" => "viscous_rtol = 1e-4: a number in (0, 1) (no quotes)",
+        "numerics.projection" => "projection = \"every_stage\": every_stage or final_stage (model incompressible)",
         "numerics.solver.method" => "method = \"cg\": cg, cg1, bicgstab or mg",
         "numerics.solver.preconditioner" => "preconditioner = \"mg\": mg, jacobi or none",
         "numerics.solver.rtol" | "numerics.solver.atol" => "a number in [0, 1) (no quotes), e.g. rtol = 1e-8",
@@ -1925,7 +1951,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     if flow && raw.numerics.time_scheme.is_some() {
         return Err(map.error_at_key(
             "numerics.time_scheme",
-            "model incompressible has one time scheme (three-stage Runge–Kutta with a projection per stage): `time_scheme` does not apply"
+            "model incompressible has one time scheme (three-stage Runge–Kutta; numerics.projection sets the pressure solves per step): `time_scheme` does not apply"
                 .into(),
             Some("remove it; the step follows numerics.cfl, numerics.stability_factor, numerics.dt and numerics.dt_max".into()),
         ));
@@ -1965,6 +1991,26 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             "the relative residual ‖r‖₂/‖b‖₂ at which each viscous Helmholtz solve stops (default 1e-4)",
         ));
     }
+    let projection_names = ["every_stage", "final_stage"];
+    let projection = match raw.numerics.projection.as_deref() {
+        Some(_) if !flow => {
+            return Err(map.error_at_key(
+                "numerics.projection",
+                format!("model {model} has no pressure projection: `projection` applies to model incompressible"),
+                Some("remove it".into()),
+            ));
+        }
+        None | Some("every_stage") => Projection::EveryStage,
+        Some("final_stage") => Projection::FinalStage,
+        Some(other) => {
+            let hint = suggest(other, &projection_names).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
+            return Err(err(
+                "numerics.projection",
+                format!("unknown projection \"{other}\""),
+                &format!("{hint}choices: every_stage (a pressure solve per Runge–Kutta stage), final_stage (one per step)"),
+            ));
+        }
+    };
     if poisson && raw.numerics.time_scheme.is_some() {
         return Err(map.error_at_key(
             "numerics.time_scheme",
@@ -2072,6 +2118,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         time_scheme,
         viscous,
         viscous_rtol,
+        projection,
         source,
         boundary,
         flow_boundary,
@@ -2392,6 +2439,7 @@ fn resolved_toml(c: &Case) -> String {
         } else {
             num.push(("stability_factor", V::Float(c.stability_factor)));
         }
+        num.push(("projection", V::String(c.projection.name().into())));
         num.push(("solver", V::Table(solver_table(&c.solver))));
     } else if c.model == "poisson" {
         num.push(("solver", V::Table(solver_table(&c.solver))));

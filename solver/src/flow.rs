@@ -17,7 +17,12 @@
 //! imaginary axis up to √3 (central advection) and the real axis to about -2.5
 //! (explicit viscous term). The pressure equation is solved by the linear solver of
 //! `[numerics.solver]` (MG-preconditioned CG by default), starting from the previous
-//! pressure.
+//! pressure. With `numerics.projection = "final_stage"` only the last stage projects
+//! (Le & Moin's simplification): the first two carry `-c_k Δt ∇p₀` with the step-start
+//! pressure p₀ and keep their divergence; the last one's pressure p₃ makes the step's
+//! velocity divergence-free, and the step's pressure is `p₀ + c₃ (p₃ - p₀)`, what
+//! acted over the whole step (c₁ + c₂ + c₃ = 1). One pressure solve per step, second
+//! order in time with a larger error constant.
 //!
 //! Boundaries: a wall sets the normal velocity (0) on its faces and the tangential
 //! ghost so the face average equals the wall velocity (`u_g = 2U - u`); an inlet
@@ -26,7 +31,7 @@
 //! continuity in the adjacent cell.
 mod viscous;
 
-use crate::case::{Bc, Case, FlowBc, Viscous};
+use crate::case::{Bc, Case, FlowBc, Projection, Viscous};
 use crate::expr::Expr;
 use crate::linsolve::{BcKind, LinearSolver, Multigrid, OperatorSpec, SolveReport};
 use decomp::comm::{agree, ReduceOp};
@@ -112,7 +117,8 @@ pub struct FlowSolver {
     nu: f64,
     /// Face velocities, one field per axis (see the module docs for the storage).
     pub vel: Vec<Field>,
-    /// Pressure at cell centres (the last projection's φ).
+    /// Pressure at cell centres: the last projection's, or with one projection per
+    /// step the step's `p₀ + c₃ (p₃ - p₀)`.
     pub p: Field,
     /// Explicit tendencies R of the current and the previous stage, per axis.
     r_cur: Vec<Field>,
@@ -155,6 +161,10 @@ pub struct FlowSolver {
     pub solve_seconds: f64,
     /// The Crank–Nicolson viscous solves' work space (None: explicit viscous term).
     imp: Option<viscous::Implicit>,
+    /// `numerics.projection = "final_stage"`: the step's start pressure, padded
+    /// (ghosts included), kept through the final projection; None when every stage
+    /// projects.
+    p_start: Option<Field>,
 }
 
 /// Coordinates of padded index `q` (of a block starting at global `lo`; `fill_with`
@@ -216,6 +226,7 @@ impl FlowSolver {
             last: None,
             solve_seconds: 0.0,
             imp: None,
+            p_start: None,
             layout,
         };
         s.faces = (0..dims)
@@ -235,6 +246,9 @@ impl FlowSolver {
             })
             .collect();
         s.force = (0..dims).map(|d| s.force_values(&case.body_force[d], d)).collect();
+        if case.projection == Projection::FinalStage {
+            s.p_start = Some(Field::zeros(block, dims, 1));
+        }
         if case.viscous == Viscous::CrankNicolson {
             s.imp = Some(viscous::Implicit::new(&s, case.viscous_rtol, case.solver.reproducible));
         }
@@ -679,6 +693,9 @@ impl FlowSolver {
         for d in 0..dims {
             self.old[d].as_slice_mut().copy_from_slice(self.vel[d].as_slice());
         }
+        if let Some(p0) = self.p_start.as_mut() {
+            p0.as_slice_mut().copy_from_slice(self.p.as_slice());
+        }
         for k in 0..3 {
             let ts = t + STAGE_START[k] * dt;
             let te = if k == 2 { t + dt } else { t + STAGE_START[k + 1] * dt };
@@ -694,19 +711,26 @@ impl FlowSolver {
             }
             let (g, z) = (GAMMA[k] * dt, ZETA[k] * dt);
             let cdt = (GAMMA[k] + ZETA[k]) * dt;
+            // With one projection per step, stages 1 and 2 keep the step-start pressure
+            // gradient in their velocity and skip the projection.
+            let project = k == 2 || self.p_start.is_none();
             if let Some(mut imp) = self.imp.take() {
                 self.times.momentum += t0.elapsed().as_secs_f64();
                 let tv = std::time::Instant::now();
-                let ok = self.implicit_predictor(comm, &mut imp, k, [g, z, cdt], (ts, te));
+                let ok = self.implicit_predictor(comm, &mut imp, k, [g, z, cdt], (ts, te), project);
                 stats.viscous_converged &= ok;
                 self.imp = Some(imp);
                 self.times.viscous += tv.elapsed().as_secs_f64();
             } else {
-                self.explicit_predictor(k, g, z);
+                self.explicit_predictor(k, g, z, if project { 0.0 } else { cdt });
                 self.times.momentum += t0.elapsed().as_secs_f64();
             }
             self.exchange_velocity(comm);
             self.fill_boundary(te, true);
+            if !project {
+                std::mem::swap(&mut self.r_cur, &mut self.r_prev);
+                continue;
+            }
 
             // Projection.
             let t1 = std::time::Instant::now();
@@ -739,6 +763,16 @@ impl FlowSolver {
                 let w = cdt / self.h[d];
                 let (us, ps) = (self.vel[d].as_slice_mut(), self.p.as_slice());
                 each_face(&self.p, d, first, |c| us[c] -= w * (ps[c] - ps[c - sd]));
+            }
+            // One projection per step: the final stage's pressure p₃ acted over its
+            // share c₃ of the step, the step-start pressure p₀ over the rest, so the
+            // step's pressure is p₀ + c₃ (p₃ - p₀) (ghosts included: the same
+            // arithmetic on every rank).
+            if let Some(p0) = self.p_start.as_ref() {
+                let c = cdt / dt;
+                for (pv, p0) in self.p.as_slice_mut().iter_mut().zip(p0.as_slice()) {
+                    *pv = p0 + c * (*pv - p0);
+                }
             }
             self.times.projection += t3.elapsed().as_secs_f64();
             std::mem::swap(&mut self.r_cur, &mut self.r_prev);
@@ -823,22 +857,27 @@ impl FlowSolver {
         r[0]
     }
 
-    /// The explicit predictor of stage `k`: `u += g R_k + z R_{k-1}`.
-    fn explicit_predictor(&mut self, k: usize, g: f64, z: f64) {
+    /// The explicit predictor of stage `k`: `u += g R_k + z R_{k-1} - pdt G p` (`pdt`
+    /// is 0 when the stage projects).
+    fn explicit_predictor(&mut self, k: usize, g: f64, z: f64, pdt: f64) {
         for d in 0..self.dims {
             let first = self.first_face(d);
-            let (us, rc, rp) = (self.vel[d].as_slice_mut(), self.r_cur[d].as_slice(), self.r_prev[d].as_slice());
-            if k == 0 {
-                each_face(&self.p, d, first, |c| us[c] += g * rc[c]);
-            } else {
-                each_face(&self.p, d, first, |c| us[c] += g * rc[c] + z * rp[c]);
+            let sd = self.p.strides()[d];
+            let w = pdt / self.h[d];
+            let (us, rc, rp, ps) = (self.vel[d].as_slice_mut(), self.r_cur[d].as_slice(), self.r_prev[d].as_slice(), self.p.as_slice());
+            match (k, pdt == 0.0) {
+                (0, true) => each_face(&self.p, d, first, |c| us[c] += g * rc[c]),
+                (_, true) => each_face(&self.p, d, first, |c| us[c] += g * rc[c] + z * rp[c]),
+                (0, false) => each_face(&self.p, d, first, |c| us[c] += g * rc[c] - w * (ps[c] - ps[c - sd])),
+                (_, false) => each_face(&self.p, d, first, |c| us[c] += g * rc[c] + z * rp[c] - w * (ps[c] - ps[c - sd])),
             }
         }
     }
 
     /// The Crank–Nicolson predictor of stage `k` (see `viscous`): solves for δ per
-    /// component, then leaves `u + δ + c_k Δt G p` for the projection. Returns false if
-    /// a solve missed its tolerance.
+    /// component, then leaves `u + δ + c_k Δt G p` for the projection, or `u + δ` (the
+    /// stage's velocity, with the pressure gradient in it) when the stage does not
+    /// project. Returns false if a solve missed its tolerance.
     /// `ts`, `te`: the stage's start and end times (for the boundary lifting).
     fn implicit_predictor(
         &mut self,
@@ -847,6 +886,7 @@ impl FlowSolver {
         k: usize,
         [g, z, cdt]: [f64; 3],
         (ts, te): (f64, f64),
+        project: bool,
     ) -> bool {
         let beta = 0.5 * cdt * self.nu;
         let mut ok = true;
@@ -871,7 +911,11 @@ impl FlowSolver {
             self.lift_boundary(imp, d, beta, ts, te);
             ok &= self.viscous_solve(comm, imp, d, beta);
             let (us, x, ps) = (self.vel[d].as_slice_mut(), imp.x.as_slice(), self.p.as_slice());
-            each_face(&self.p, d, first, |c| us[c] += x[c] + cdt * (ps[c] - ps[c - sd]) * ih);
+            if project {
+                each_face(&self.p, d, first, |c| us[c] += x[c] + cdt * (ps[c] - ps[c - sd]) * ih);
+            } else {
+                each_face(&self.p, d, first, |c| us[c] += x[c]);
+            }
         }
         ok
     }

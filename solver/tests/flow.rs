@@ -102,6 +102,8 @@ end_time = 1.0
 "#;
 
 const CN: &str = "numerics.viscous=\"crank_nicolson\"";
+/// The two values of `numerics.projection`.
+const PROJECTIONS: [&str; 2] = ["every_stage", "final_stage"];
 const EXPLICIT: &str = "numerics.viscous=\"explicit\"";
 
 /// Max velocity error of the Taylor–Green vortex at t = 1 on an n² grid (`cn`: the
@@ -366,8 +368,9 @@ fn lid_driven_cavity_re100_matches_ghia_at_128() {
 
 /// A cavity with a time-dependent lid, an odd mesh and a body force, 40 steps on 1..4
 /// ranks.
-fn invariance_case(reproducible: bool, cn: bool) -> Case {
+fn invariance_case(reproducible: bool, cn: bool, projection: &str) -> Case {
     let mut sets = vec![
+        format!("numerics.projection=\"{projection}\""),
         "mesh.cells=[27,21]".into(),
         "boundary.yhi={type=\"moving_wall\", velocity=[\"sin(pi*x)*(1+t)\", 0]}".into(),
         "physics.body_force=[\"0.3*y\", \"-0.2*x*t\"]".into(),
@@ -375,39 +378,41 @@ fn invariance_case(reproducible: bool, cn: bool) -> Case {
         "numerics.solver.rtol=1e-10".into(),
     ];
     sets.push(if cn { CN } else { EXPLICIT }.into());
-    load(&format!("inv{reproducible}{cn}"), CAVITY, &sets)
+    load(&format!("inv{reproducible}{cn}{projection}"), CAVITY, &sets)
 }
 
 #[test]
 fn same_velocity_bit_for_bit_on_1_to_4_ranks_in_reproducible_mode() {
     for cn in [false, true] {
-        bit_for_bit_on_1_to_4_ranks(cn);
+        for projection in PROJECTIONS {
+            bit_for_bit_on_1_to_4_ranks(cn, projection);
+        }
     }
 }
 
-fn bit_for_bit_on_1_to_4_ranks(cn: bool) {
-    let case = invariance_case(true, cn);
+fn bit_for_bit_on_1_to_4_ranks(cn: bool, projection: &str) {
+    let case = invariance_case(true, cn, projection);
     let (reference, _) = solve(&case, 1, 0.4, 0.0);
     assert!(reference.iter().any(|f| f.0 == 1 && f.3.abs() > 1e-2), "non-trivial flow");
     for ranks in 2..=4 {
         let (got, _) = solve(&case, ranks, 0.4, 0.0);
         assert_eq!(got.len(), reference.len());
         for (a, b) in reference.iter().zip(&got) {
-            assert!(a.3.to_bits() == b.3.to_bits(), "{ranks} ranks: component {} at {:?}: {} vs {}", a.0, a.1, a.3, b.3);
+            assert!(a.3.to_bits() == b.3.to_bits(), "{ranks} ranks, {projection}: component {} at {:?}: {} vs {}", a.0, a.1, a.3, b.3);
         }
     }
 }
 
 #[test]
 fn same_velocity_to_1e_10_on_1_to_4_ranks_without_reproducible_mode() {
-    for cn in [false, true] {
-        let case = invariance_case(false, cn);
+    for (cn, projection) in [false, true].into_iter().flat_map(|cn| PROJECTIONS.map(|p| (cn, p))) {
+        let case = invariance_case(false, cn, projection);
         let (reference, _) = solve(&case, 1, 0.4, 0.0);
         let scale = reference.iter().filter(|f| f.0 < 3).fold(0.0f64, |m, f| m.max(f.3.abs()));
         for ranks in 2..=4 {
             let (got, _) = solve(&case, ranks, 0.4, 0.0);
             let diff = reference.iter().zip(&got).filter(|(a, _)| a.0 < 3).fold(0.0f64, |m, (a, b)| m.max((a.3 - b.3).abs()));
-            assert!(diff <= 1e-10 * scale, "{ranks} ranks, crank_nicolson {cn}: max difference {diff:e} (scale {scale:e})");
+            assert!(diff <= 1e-10 * scale, "{ranks} ranks, crank_nicolson {cn}, {projection}: max difference {diff:e} (scale {scale:e})");
         }
     }
 }
@@ -416,12 +421,14 @@ fn same_velocity_to_1e_10_on_1_to_4_ranks_without_reproducible_mode() {
 #[test]
 fn velocity_stays_divergence_free() {
     for cn in [false, true] {
-        divergence_free(cn);
+        for projection in PROJECTIONS {
+            divergence_free(cn, projection);
+        }
     }
 }
 
-fn divergence_free(cn: bool) {
-    let case = invariance_case(false, cn);
+fn divergence_free(cn: bool, projection: &str) {
+    let case = invariance_case(false, cn, projection);
     let res = ThreadComm::run(2, |c| {
         let layout = solver::run::layout_for(&case, c.size()).unwrap();
         let mut s = FlowSolver::new(c, &case, layout).unwrap();
@@ -495,15 +502,20 @@ end_time = 1.0
 /// Observed temporal order of `text` at t = 1 from fixed steps dt0, dt0/2, dt0/4 on one
 /// grid (differences of successive solutions, velocity only).
 fn time_order(tag: &str, text: &str, dt0: f64, cn: bool) -> (f64, [f64; 2]) {
+    time_order_with(tag, text, dt0, cn, "every_stage")
+}
+
+/// [`time_order`] with `numerics.projection = projection`.
+fn time_order_with(tag: &str, text: &str, dt0: f64, cn: bool, projection: &str) -> (f64, [f64; 2]) {
     let scheme = if cn { CN } else { EXPLICIT };
     let runs: Vec<Vec<FaceValue>> = [1.0, 2.0, 4.0]
         .iter()
         .map(|m| {
-            let mut sets = vec![scheme.to_string(), format!("numerics.dt={}", dt0 / m)];
+            let mut sets = vec![scheme.to_string(), format!("numerics.dt={}", dt0 / m), format!("numerics.projection=\"{projection}\"")];
             if cn {
                 sets.push("numerics.viscous_rtol=1e-13".into());
             }
-            let case = load(&format!("{tag}{m}{cn}"), text, &sets);
+            let case = load(&format!("{tag}{m}{cn}{projection}"), text, &sets);
             solve(&case, 1, 1.0, 0.0).0
         })
         .collect();
@@ -536,5 +548,39 @@ fn time_dependent_boundaries_keep_the_order_in_time() {
     for (tag, text, dt0, cn, bound) in cases {
         let (p, e) = time_order(tag, text, dt0, cn);
         assert!(p >= bound, "{tag} (crank_nicolson {cn}): observed order {p:.3} (differences {e:?})");
+    }
+}
+
+/// The Taylor–Green vortex at 32² (nonlinear, with a pressure that decays in time):
+/// observed temporal order from fixed steps 0.1, 0.05, 0.025 to t = 1, each scheme
+/// with each projection.
+///
+/// With one projection per step (`numerics.projection = "final_stage"`, after Le &
+/// Moin 1991) the first two Runge–Kutta stages use the step-start pressure and are not
+/// projected. Measured: every_stage 3.01 (explicit) and 2.00 (Crank–Nicolson);
+/// final_stage 2.05 and 2.06, with differences about 2000x larger (1.8e-3 against
+/// 7.7e-7 at dt = 0.1 with Crank–Nicolson): the step-start pressure lags the stages by
+/// O(Δt), which leaves an O(Δt²) error in the stages' velocity. Through the boundary
+/// cases of the test above, final_stage measures 2.64 and 1.99 (lid: no pressure
+/// gradient, the same numbers as every_stage) and 1.86 and 2.34 (inlet). The bounds:
+/// 1.9 where the scheme is third order or exactly second, 1.8 for final_stage (the
+/// inlet case's 1.86 has the next-order terms in it) — far above the first order of a
+/// pressure that is not brought up to date.
+#[test]
+fn one_projection_per_step_keeps_second_order_in_time() {
+    let tg = TAYLOR_GREEN.replace("rtol = 1e-12", "rtol = 1e-13").replace("cells = [16, 16]", "cells = [32, 32]");
+    let cases = [
+        ("tg", tg.as_str(), 0.1, false, "every_stage", 1.9),
+        ("tg", tg.as_str(), 0.1, true, "every_stage", 1.9),
+        ("tg", tg.as_str(), 0.1, false, "final_stage", 1.8),
+        ("tg", tg.as_str(), 0.1, true, "final_stage", 1.8),
+        ("lid", OSCILLATING_LID, 0.006, false, "final_stage", 1.8),
+        ("inlet", PULSED_INLET, 0.016, false, "final_stage", 1.8),
+        ("lid", OSCILLATING_LID, 0.05, true, "final_stage", 1.8),
+        ("inlet", PULSED_INLET, 0.05, true, "final_stage", 1.8),
+    ];
+    for (tag, text, dt0, cn, projection, bound) in cases {
+        let (p, e) = time_order_with(tag, text, dt0, cn, projection);
+        assert!(p >= bound, "{tag} (crank_nicolson {cn}, {projection}): observed order {p:.3} (differences {e:?})");
     }
 }
