@@ -567,67 +567,57 @@ impl FlowSolver {
     }
 
     /// The explicit tendency R_d = -∇·(u u_d) + ν∇²u_d + f_d at the faces of component
-    /// `d` this rank updates, at time `t`, into `self.r_cur[d]`.
+    /// `d` this rank updates, at time `t`, into `self.r_cur[d]` (with Crank–Nicolson
+    /// the viscous part ν∇²u_d into its own field instead). One pass per row; faces
+    /// outside the updated ones are left as they are (nothing reads them).
     fn tendency(&mut self, d: usize, t: f64) {
-        let dims = self.dims;
-        let st = self.vel[d].strides();
-        let n = self.vel[d].shape();
         let ih = self.h.map(|h| 1.0 / h);
-        let ih2 = ih.map(|x| x * x);
-        let nu = self.nu;
-        let first = self.first_face(d);
+        let k = TendencyCoefficients { ih, visc: ih.map(|x| self.nu * (x * x)) };
         let out = &mut self.r_cur[d];
-        // Crank–Nicolson: the viscous term goes to its own field.
-        let mut visc = self.imp.as_mut().map(|m| m.visc[d].as_slice_mut());
-        if let Some(v) = visc.as_deref_mut() {
-            v.fill(0.0);
-        }
-        // Force first.
-        match &self.force[d] {
-            Values::Const(c) => out.as_slice_mut().fill(*c),
-            Values::Fixed(v) => out.as_slice_mut().copy_from_slice(v),
-            Values::Timed(e) => eval_points(&self.layout, e, Some(d), t, out),
-        }
-        let ud = self.vel[d].as_slice();
-        let o = out.as_slice_mut();
-        for k in 0..n[2] {
-            for j in 0..n[1] {
-                let row0 = self.vel[d].idx(0, j, k);
-                let skip = first == 1 && ((d == 1 && j == 0) || (d == 2 && k == 0));
-                if skip {
-                    continue;
-                }
-                let (i0, i1) = (if d == 0 { first } else { 0 }, n[0]);
-                let range = row0 + i0..row0 + i1;
-                for e in 0..dims {
-                    let se = st[e];
-                    if e == d {
-                        let w = ih[e];
-                        for c in range.clone() {
-                            let hi = 0.5 * (ud[c] + ud[c + se]);
-                            let lo = 0.5 * (ud[c - se] + ud[c]);
-                            o[c] -= (hi * hi - lo * lo) * w;
-                        }
-                    } else {
-                        let ue = self.vel[e].as_slice();
-                        let sd = st[d];
-                        let w = 0.25 * ih[e];
-                        for c in range.clone() {
-                            let fhi = (ue[c + se] + ue[c + se - sd]) * (ud[c] + ud[c + se]);
-                            let flo = (ue[c] + ue[c - sd]) * (ud[c] + ud[c - se]);
-                            o[c] -= (fhi - flo) * w;
-                        }
-                    }
-                    let w = nu * ih2[e];
-                    let vo = match visc.as_deref_mut() {
-                        Some(v) => v,
-                        None => &mut *o,
-                    };
-                    for c in range.clone() {
-                        vo[c] += w * (ud[c + se] - 2.0 * ud[c] + ud[c - se]);
-                    }
-                }
+        // A constant force enters the pass itself; any other is written first.
+        let force = match &self.force[d] {
+            Values::Const(c) => Some(*c),
+            Values::Fixed(v) => {
+                out.as_slice_mut().copy_from_slice(v);
+                None
             }
+            Values::Timed(e) => {
+                eval_points(&self.layout, e, Some(d), t, out);
+                None
+            }
+        };
+        let mut vel: [&[f64]; 3] = [&[], &[], &[]];
+        for (v, f) in vel.iter_mut().zip(&self.vel) {
+            *v = f.as_slice();
+        }
+        let st = self.vel[d].strides();
+        let o = out.as_slice_mut();
+        let mut visc = self.imp.as_mut().map(|m| m.visc[d].as_slice_mut());
+        let first = usize::from(!self.layout.grid.periodic[d] && self.vel[d].block.lo[d] == 0);
+        // Every combination as its own loop: the branches are constants in each.
+        macro_rules! rows {
+            ($split:literal, $constf:literal) => {
+                face_rows(&self.p, d, first, |r| {
+                    let vo = match visc.as_deref_mut() {
+                        Some(v) => &mut v[r.clone()],
+                        None => &mut [][..],
+                    };
+                    let (or, f0, c0) = (&mut o[r.clone()], force.unwrap_or(0.0), r.start);
+                    match (self.dims, d) {
+                        (2, 0) => tendency_row::<0, 2, $split, $constf>(&vel, st, &k, c0, f0, or, vo),
+                        (2, _) => tendency_row::<1, 2, $split, $constf>(&vel, st, &k, c0, f0, or, vo),
+                        (_, 0) => tendency_row::<0, 3, $split, $constf>(&vel, st, &k, c0, f0, or, vo),
+                        (_, 1) => tendency_row::<1, 3, $split, $constf>(&vel, st, &k, c0, f0, or, vo),
+                        _ => tendency_row::<2, 3, $split, $constf>(&vel, st, &k, c0, f0, or, vo),
+                    }
+                })
+            };
+        }
+        match (visc.is_some(), force.is_some()) {
+            (true, true) => rows!(true, true),
+            (true, false) => rows!(true, false),
+            (false, true) => rows!(false, true),
+            (false, false) => rows!(false, false),
         }
     }
 
@@ -1112,6 +1102,74 @@ fn face_rows(p: &Field, d: usize, first: usize, mut f: impl FnMut(std::ops::Rang
             let row0 = p.idx(0, j, k);
             let i0 = if d == 0 { first } else { 0 };
             f(row0 + i0..row0 + n[0]);
+        }
+    }
+}
+
+/// 1/h and ν/h² per axis, for [`tendency_row`].
+struct TendencyCoefficients {
+    ih: [f64; 3],
+    visc: [f64; 3],
+}
+
+/// One row of [`FlowSolver::tendency`] for component `D` of a `DIMS`-dimensional
+/// flow: the faces at storage indices `c0..c0 + out.len()`. `out` starts from `force`
+/// (`CONSTF`) or holds the force already; the advection terms are subtracted and the
+/// viscous ones added axis by axis, in the order of the axes, into `out` or (`SPLIT`)
+/// into `visc`, from 0. The axis loop unrolls and the branches are constants, and
+/// every access is a shifted row slice, so the pass vectorises.
+#[inline(always)]
+fn tendency_row<const D: usize, const DIMS: usize, const SPLIT: bool, const CONSTF: bool>(
+    vel: &[&[f64]; 3],
+    st: [usize; 3],
+    k: &TendencyCoefficients,
+    c0: usize,
+    force: f64,
+    out: &mut [f64],
+    visc: &mut [f64],
+) {
+    let n = out.len();
+    fn slice(f: &[f64], o: usize, n: usize) -> &[f64] {
+        &f[o..o + n]
+    }
+    let row = |f, o| slice(f, o, n);
+    let ud = vel[D];
+    let sd = st[D];
+    let uc = row(ud, c0);
+    // Per axis e: u_d shifted by ±e; for e ≠ d also u_e at the four corners of the
+    // flux faces: (c + e), (c + e - d), (c), (c - d).
+    let up: [&[f64]; DIMS] = std::array::from_fn(|e| row(ud, c0 + st[e]));
+    let um: [&[f64]; DIMS] = std::array::from_fn(|e| row(ud, c0 - st[e]));
+    let ep: [&[f64]; DIMS] = std::array::from_fn(|e| if e == D { uc } else { row(vel[e], c0 + st[e]) });
+    let epm: [&[f64]; DIMS] = std::array::from_fn(|e| if e == D { uc } else { row(vel[e], c0 + st[e] - sd) });
+    let ec: [&[f64]; DIMS] = std::array::from_fn(|e| if e == D { uc } else { row(vel[e], c0) });
+    let em: [&[f64]; DIMS] = std::array::from_fn(|e| if e == D { uc } else { row(vel[e], c0 - sd) });
+    let w_self = k.ih;
+    let w_cross = k.ih.map(|x| 0.25 * x);
+    let visc = if SPLIT { &mut visc[..n] } else { visc };
+    for i in 0..n {
+        let mut acc = if CONSTF { force } else { out[i] };
+        let mut v = 0.0;
+        for e in 0..DIMS {
+            if e == D {
+                let hi = 0.5 * (uc[i] + up[e][i]);
+                let lo = 0.5 * (um[e][i] + uc[i]);
+                acc -= (hi * hi - lo * lo) * w_self[e];
+            } else {
+                let fhi = (ep[e][i] + epm[e][i]) * (uc[i] + up[e][i]);
+                let flo = (ec[e][i] + em[e][i]) * (uc[i] + um[e][i]);
+                acc -= (fhi - flo) * w_cross[e];
+            }
+            let lap = k.visc[e] * (up[e][i] - 2.0 * uc[i] + um[e][i]);
+            if SPLIT {
+                v += lap;
+            } else {
+                acc += lap;
+            }
+        }
+        out[i] = acc;
+        if SPLIT {
+            visc[i] = v;
         }
     }
 }
