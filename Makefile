@@ -58,6 +58,7 @@ bench-openfoam: setup
 	@bash scripts/setup_openfoam.sh
 	$(CARGO) build --release --locked
 	/usr/bin/python3 benches/cavity_vs_icofoam.py --json target/cavity_vs_icofoam.json
+	/usr/bin/python3 benches/cavity_time_error.py --json target/cavity_time_error.json
 
 # `tessera post` against Dask + h5py on the same 1024² cavity run (installs python3-dask);
 # the run is made once in target/bench-dask/run and reused.
