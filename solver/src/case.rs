@@ -1340,6 +1340,35 @@ fn missing_operator(text: &str, funcs: &[&str]) -> Option<(String, String, usize
     toks.windows(2).find(|w| operand_end(&w[0].0) && operand_start(&w[1].0)).map(|w| (w[0].0.clone(), w[1].0.clone(), w[1].1))
 }
 
+/// A string option `numerics.<key>` of model incompressible, `value` as given: refused
+/// in other models (which have no `lacks`), the first of `choices` when absent, and
+/// otherwise one of them by name (`noun` names an unknown one, `listing` says what is
+/// allowed, after a "did you mean" for a near miss).
+fn flow_choice<T: Copy>(
+    map: &SourceMap,
+    (key, value): (&str, Option<&str>),
+    (flow, model, lacks): (bool, &str, &str),
+    choices: &[(&str, T)],
+    noun: &str,
+    listing: &str,
+) -> Result<T, CaseError> {
+    let full = format!("numerics.{key}");
+    let Some(v) = value else { return Ok(choices[0].1) };
+    if !flow {
+        return Err(map.error_at_key(
+            &full,
+            format!("model {model} has no {lacks}: `{key}` applies to model incompressible"),
+            Some("remove it".into()),
+        ));
+    }
+    if let Some((_, c)) = choices.iter().find(|(n, _)| *n == v) {
+        return Ok(*c);
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let hint = suggest(v, &names).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
+    Err(map.error(&full, format!("unknown {noun} \"{v}\""), Some(format!("{hint}{listing}"))))
+}
+
 fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError> {
     let err = |key: &str, msg: String, help: &str| map.error(key, msg, (!help.is_empty()).then(|| help.to_string()));
 
@@ -1956,26 +1985,14 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             Some("remove it; the step follows numerics.cfl, numerics.stability_factor, numerics.dt and numerics.dt_max".into()),
         ));
     }
-    let viscous_names = ["explicit", "crank_nicolson"];
-    let viscous = match raw.numerics.viscous.as_deref() {
-        Some(_) if !flow => {
-            return Err(map.error_at_key(
-                "numerics.viscous",
-                format!("model {model} has no viscous term: `viscous` applies to model incompressible"),
-                Some("remove it".into()),
-            ));
-        }
-        None | Some("explicit") => Viscous::Explicit,
-        Some("crank_nicolson") => Viscous::CrankNicolson,
-        Some(other) => {
-            let hint = suggest(other, &viscous_names).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
-            return Err(err(
-                "numerics.viscous",
-                format!("unknown viscous scheme \"{other}\""),
-                &format!("{hint}schemes: {}", viscous_names.join(", ")),
-            ));
-        }
-    };
+    let viscous = flow_choice(
+        &map,
+        ("viscous", raw.numerics.viscous.as_deref()),
+        (flow, &model, "viscous term"),
+        &[("explicit", Viscous::Explicit), ("crank_nicolson", Viscous::CrankNicolson)],
+        "viscous scheme",
+        "schemes: explicit, crank_nicolson",
+    )?;
     if raw.numerics.viscous_rtol.is_some() && !flow {
         return Err(map.error_at_key(
             "numerics.viscous_rtol",
@@ -1991,26 +2008,14 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             "the relative residual ‖r‖₂/‖b‖₂ at which each viscous Helmholtz solve stops (default 1e-4)",
         ));
     }
-    let projection_names = ["every_stage", "final_stage"];
-    let projection = match raw.numerics.projection.as_deref() {
-        Some(_) if !flow => {
-            return Err(map.error_at_key(
-                "numerics.projection",
-                format!("model {model} has no pressure projection: `projection` applies to model incompressible"),
-                Some("remove it".into()),
-            ));
-        }
-        None | Some("every_stage") => Projection::EveryStage,
-        Some("final_stage") => Projection::FinalStage,
-        Some(other) => {
-            let hint = suggest(other, &projection_names).map(|s| format!("did you mean \"{s}\"? ")).unwrap_or_default();
-            return Err(err(
-                "numerics.projection",
-                format!("unknown projection \"{other}\""),
-                &format!("{hint}choices: every_stage (a pressure solve per Runge–Kutta stage), final_stage (one per step)"),
-            ));
-        }
-    };
+    let projection = flow_choice(
+        &map,
+        ("projection", raw.numerics.projection.as_deref()),
+        (flow, &model, "pressure projection"),
+        &[("every_stage", Projection::EveryStage), ("final_stage", Projection::FinalStage)],
+        "projection",
+        "choices: every_stage (a pressure solve per Runge–Kutta stage), final_stage (one per step)",
+    )?;
     if poisson && raw.numerics.time_scheme.is_some() {
         return Err(map.error_at_key(
             "numerics.time_scheme",
