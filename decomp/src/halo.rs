@@ -4,7 +4,10 @@
 //! (the pattern AMReX caches as `FBCache`) and reused for every exchange: it owns
 //! its pack/unpack buffers and request list, so an exchange allocates nothing.
 //! Exchanges are split-phase: [`HaloPlan::begin`] packs and posts, interior work
-//! runs, [`HaloPlan::finish`] waits and unpacks.
+//! runs, [`HaloPlan::finish`] waits and unpacks. The blocking [`HaloPlan::exchange`]
+//! holds the field exclusively throughout, so it sends and receives the regions that
+//! are one contiguous run of storage (a face of a single row, e.g. a 2D block's y
+//! faces) in place, without the copies.
 use crate::comm::{Comm, Request};
 use crate::error::{Error, Result};
 use crate::field::Field;
@@ -30,6 +33,16 @@ impl Region {
     fn count(&self) -> usize {
         (0..3).map(|a| self.hi[a] - self.lo[a]).product()
     }
+
+    /// The storage offset of the region's first value if the region is one contiguous
+    /// run of storage with padded extent `p` (a single row, or whole rows of a single
+    /// plane, or whole planes).
+    fn run_start(&self, p: [usize; 3]) -> Option<usize> {
+        let ext = |a: usize| self.hi[a] - self.lo[a];
+        let full = |a: usize| self.lo[a] == 0 && self.hi[a] == p[a];
+        let contiguous = (ext(1) == 1 && ext(2) == 1) || (full(0) && ext(2) == 1) || (full(0) && full(1));
+        contiguous.then(|| (self.lo[2] * p[1] + self.lo[1]) * p[0] + self.lo[0])
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +54,10 @@ struct Message {
     recv: Region,
     /// Offset of this message in the send and receive buffers.
     offset: usize,
+    /// Storage offsets of the send and receive regions when each is one contiguous
+    /// run: the blocking [`HaloPlan::exchange`] sends and receives those in place.
+    send_run: Option<usize>,
+    recv_run: Option<usize>,
 }
 
 /// The precomputed exchange pattern of one rank for one field shape.
@@ -151,6 +168,8 @@ impl HaloPlan {
                         send,
                         recv,
                         offset,
+                        send_run: send.run_start(padded),
+                        recv_run: recv.run_start(padded),
                     });
                     offset += count;
                 }
@@ -213,10 +232,8 @@ impl HaloPlan {
         assert!(!self.in_flight, "halo exchange already in flight");
         self.check_shape(field);
         let src = field.as_slice();
-        for m in &self.messages {
-            for_rows(self.padded, m.send, m.offset, |buf_at, field_at, len| {
-                copy_row(&mut self.send_buf[buf_at..buf_at + len], &src[field_at..field_at + len]);
-            });
+        for m in 0..self.messages.len() {
+            self.pack(m, src);
         }
         for m in &self.messages {
             let len = m.recv.count();
@@ -242,10 +259,26 @@ impl HaloPlan {
         self.in_flight = false;
         let dst = field.as_slice_mut();
         for m in &self.messages {
-            for_rows(self.padded, m.recv, m.offset, |buf_at, field_at, len| {
-                copy_row(&mut dst[field_at..field_at + len], &self.recv_buf[buf_at..buf_at + len]);
-            });
+            self.unpack(m, dst);
         }
+        self.copy_local(dst);
+    }
+
+    fn unpack(&self, m: &Message, dst: &mut [f64]) {
+        for_rows(self.padded, m.recv, m.offset, |buf_at, field_at, len| {
+            copy_row(&mut dst[field_at..field_at + len], &self.recv_buf[buf_at..buf_at + len]);
+        });
+    }
+
+    fn pack(&mut self, m: usize, src: &[f64]) {
+        let m = &self.messages[m];
+        for_rows(self.padded, m.send, m.offset, |buf_at, field_at, len| {
+            copy_row(&mut self.send_buf[buf_at..buf_at + len], &src[field_at..field_at + len]);
+        });
+    }
+
+    /// The exchanges with itself, as copies within the field.
+    fn copy_local(&self, dst: &mut [f64]) {
         let p = self.padded;
         for (src, ghost) in &self.local {
             // Same shape; walk both regions' rows in step. Source (interior) and ghost
@@ -266,10 +299,49 @@ impl HaloPlan {
         }
     }
 
-    /// A blocking exchange: [`HaloPlan::begin`] then [`HaloPlan::finish`].
+    /// A blocking exchange: what [`HaloPlan::begin`] then [`HaloPlan::finish`] do, except
+    /// that a message whose region is one contiguous run of the field (a face of one
+    /// row, or of whole rows) is sent from, or received into, the field itself rather
+    /// than through the plan's buffers: the field is borrowed exclusively until every
+    /// request completed, so nothing else reads or writes it meanwhile.
     pub fn exchange(&mut self, comm: &dyn Comm, field: &mut Field) {
-        self.begin(comm, field);
-        self.finish(comm, field);
+        assert!(!self.in_flight, "halo exchange already in flight");
+        self.check_shape(field);
+        for m in 0..self.messages.len() {
+            if self.messages[m].send_run.is_none() {
+                self.pack(m, field.as_slice());
+            }
+        }
+        let data = field.as_slice_mut();
+        let base = data.as_mut_ptr();
+        for m in &self.messages {
+            let len = m.recv.count();
+            // SAFETY: a receive region lies in the field's ghost layers (inside its
+            // storage: run_start checked the region), disjoint from every send region
+            // and from the other receive regions; recv_buf is the plan's own. Both stay
+            // untouched until wait_all below completes the request.
+            let buf = match m.recv_run {
+                Some(at) => unsafe { base.add(at) },
+                None => unsafe { self.recv_buf.as_mut_ptr().add(m.offset) },
+            };
+            self.requests.push(unsafe { comm.irecv(buf, len, m.peer, m.recv_tag) });
+        }
+        for m in &self.messages {
+            let len = m.send.count();
+            // SAFETY: as above; send regions are only read.
+            let buf = match m.send_run {
+                Some(at) => unsafe { base.add(at) as *const f64 },
+                None => unsafe { self.send_buf.as_ptr().add(m.offset) },
+            };
+            self.requests.push(unsafe { comm.isend(buf, len, m.peer, m.send_tag) });
+        }
+        comm.wait_all(&mut self.requests);
+        for m in &self.messages {
+            if m.recv_run.is_none() {
+                self.unpack(m, data);
+            }
+        }
+        self.copy_local(data);
     }
 }
 
@@ -312,18 +384,38 @@ pub mod selfcheck {
         width: usize,
         stencil: Stencil,
     ) -> std::result::Result<usize, String> {
+        let mut plan = HaloPlan::with_width(layout, comm.rank(), ghost, width, stencil, 0).map_err(|e| e.to_string())?;
+        // Both ways of exchanging: split phase (through the buffers) and blocking (in
+        // place where a region is contiguous), each twice: the plan must be reusable.
+        let mut checked = 0;
+        for blocking in [false, true] {
+            let mut f = Field::zeros(layout.blocks[comm.rank()], layout.grid.dims, ghost);
+            f.data.fill(-1.0);
+            f.fill_with(tag_value);
+            for _ in 0..2 {
+                if blocking {
+                    plan.exchange(comm, &mut f);
+                } else {
+                    plan.begin(comm, &f);
+                    plan.finish(comm, &mut f);
+                }
+            }
+            checked += check_ghosts(comm, layout, &f, width, stencil).map_err(|e| format!("{e} (blocking exchange: {blocking})"))?;
+        }
+        Ok(checked)
+    }
+
+    /// Checks every ghost of `f` after an exchange of `width` layers for `stencil`:
+    /// filled ones hold the neighbour's [`tag_value`], the others still -1.
+    fn check_ghosts(
+        comm: &dyn Comm,
+        layout: &BlockLayout,
+        f: &Field,
+        width: usize,
+        stencil: Stencil,
+    ) -> std::result::Result<usize, String> {
         let rank = comm.rank();
         let grid = &layout.grid;
-        let dims = grid.dims;
-        let mut f = Field::zeros(layout.blocks[rank], dims, ghost);
-        f.data.fill(-1.0);
-        f.fill_with(tag_value);
-        let mut plan = HaloPlan::with_width(layout, rank, ghost, width, stencil, 0).map_err(|e| e.to_string())?;
-        // Exchange twice with the same plan: the plan must be reusable.
-        for _ in 0..2 {
-            plan.begin(comm, &f);
-            plan.finish(comm, &mut f);
-        }
         let g = f.ghost;
         let n = f.shape();
         let p = f.padded_shape();
