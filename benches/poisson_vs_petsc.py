@@ -51,7 +51,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="only 2D 1025^2 on 1 rank")
     ap.add_argument("--json", help="also write all rows to this file")
-    ap.add_argument("--tessera-args", default="", help="extra options for poisson_bench, e.g. '--cycle F --pre 1 --post 1'")
+    ap.add_argument("--tessera-args", action="append", default=None,
+                    help="options for poisson_bench, e.g. '--method fcg --cycle F'; repeatable: every configuration runs "
+                         "against the same PETSc runs (default: one run with the solver defaults)")
     args = ap.parse_args()
     if not os.path.exists(TESSERA):
         sys.exit(f"{TESSERA} is missing: cargo build --release -p solver --example poisson_bench")
@@ -62,23 +64,26 @@ def main():
               f"{'PETSc best variant':>18} {'its':>4} {'solve s':>8} {'RSS MiB':>8} | {'speed-up':>8} {'memory':>7}")
     print(header)
     print("-" * len(header))
+    configs = args.tessera_args or [""]
     for dims, n in problems:
         for ranks in rank_counts:
-            t = mpirun(ranks, [TESSERA, "--dims", str(dims), "--n", str(n), "--repeat", str(args.repeat)] + args.tessera_args.split())[0]
+            tessera = [mpirun(ranks, [TESSERA, "--dims", str(dims), "--n", str(n), "--repeat", str(args.repeat)] + c.split())[0]
+                       for c in configs]
             petsc = []
             for v in VARIANTS:
                 petsc += mpirun(ranks, ["/usr/bin/python3", PETSC, "--dims", str(dims), "--n", str(n), "--variant", v,
                                         "--repeat", str(args.repeat), "--json"])
             petsc = [p for p in petsc if p.get("converged_reason", 1) > 0]
             best = min(petsc, key=lambda p: p["solve_s"])
-            speed = best["solve_s"] / t["solve_s"]
-            mem = best["rss_mib"] / t["rss_mib"]
-            name = f"{n}^{dims}"
-            print(f"{name:>10} {ranks:>5} | {t['iterations']:>11} {t['solve_s']:>8.3f} {t['rss_mib']:>8.1f} | "
-                  f"{best['variant']:>18} {best['iterations']:>4} {best['solve_s']:>8.3f} {best['rss_mib']:>8.1f} | "
-                  f"{speed:>7.2f}x {mem:>6.2f}x", flush=True)
-            results.append({"dims": dims, "n": n, "ranks": ranks, "tessera": t, "petsc_best": best, "petsc_all": petsc,
-                            "speedup": speed, "memory_ratio": mem})
+            for c, t in zip(configs, tessera):
+                speed = best["solve_s"] / t["solve_s"]
+                mem = best["rss_mib"] / t["rss_mib"]
+                name = f"{n}^{dims}"
+                print(f"{name:>10} {ranks:>5} | {t['iterations']:>11} {t['solve_s']:>8.3f} {t['rss_mib']:>8.1f} | "
+                      f"{best['variant']:>18} {best['iterations']:>4} {best['solve_s']:>8.3f} {best['rss_mib']:>8.1f} | "
+                      f"{speed:>7.2f}x {mem:>6.2f}x  tessera {t['variant']}", flush=True)
+                results.append({"dims": dims, "n": n, "ranks": ranks, "tessera_args": c, "tessera": t, "petsc_best": best,
+                                "petsc_all": petsc, "speedup": speed, "memory_ratio": mem})
     print("speed-up = PETSc best solve time / tessera solve time; memory = PETSc peak RSS / tessera peak RSS "
           "(per rank; PETSc's includes the Python interpreter and petsc4py, ~60 MiB)")
     if args.json:

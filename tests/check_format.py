@@ -57,7 +57,7 @@ FLOW_MONITOR = ["cfl", "kinetic_energy", "max_velocity", "max_divergence", "pres
 REPORT_KEYS = ["method", "precond", "reason", "iterations", "rhs_norm", "final_residual", "history",
                "reductions", "messages", "bytes", "seconds", "projected_mean"]
 REASONS = ["converged_rtol", "converged_atol", "max_iterations", "diverged_nan", "indefinite", "breakdown"]
-METHODS = ["cg", "cg1", "bicgstab", "mg"]
+METHODS = ["cg", "cg1", "fcg", "bicgstab", "mg"]
 PRECONDS = ["mg", "jacobi", "none"]
 
 

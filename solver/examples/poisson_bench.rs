@@ -4,7 +4,7 @@
 //! zero guess. Prints one JSON line per configuration on rank 0.
 //!
 //! `mpirun -n P target/release/examples/poisson_bench --dims 2 --n 1025 [--repeat 3]
-//!  [--method cg|cg1|bicgstab|mg] [--smoother rbgs|chebyshev] [--cycle V|W|F] [--pre 2 --post 2]`
+//!  [--method cg|cg1|fcg|bicgstab|mg] [--smoother rbgs|chebyshev] [--cycle V|W|F] [--pre 2 --post 2]`
 use decomp::comm::{Comm, MpiComm};
 use decomp::{BlockLayout, Grid};
 use solver::linsolve::{BcKind, Cycle, LinearSolver, Method, Multigrid, OperatorSpec, Smoother, SolverOptions};
@@ -30,6 +30,7 @@ fn main() {
     let mut opts = SolverOptions::default();
     opts.method = match arg(&args, "--method", "cg".to_string()).as_str() {
         "cg1" => Method::Cg1,
+        "fcg" => Method::Fcg,
         "bicgstab" => Method::BiCgStab,
         "mg" => Method::Mg,
         _ => Method::Cg,

@@ -731,7 +731,7 @@ fn key_help(path: &str) -> Option<&'static str> {
         "numerics.viscous" => "viscous = \"explicit\": explicit or crank_nicolson (model incompressible)",
         "numerics.viscous_rtol" => "viscous_rtol = 1e-4: a number in (0, 1) (no quotes)",
         "numerics.projection" => "projection = \"every_stage\": every_stage or final_stage (model incompressible)",
-        "numerics.solver.method" => "method = \"cg\": cg, cg1, bicgstab or mg",
+        "numerics.solver.method" => "method = \"cg\": cg, cg1, fcg, bicgstab or mg",
         "numerics.solver.preconditioner" => "preconditioner = \"mg\": mg, jacobi or none",
         "numerics.solver.rtol" | "numerics.solver.atol" => "a number in [0, 1) (no quotes), e.g. rtol = 1e-8",
         "numerics.solver.max_iterations" | "numerics.solver.pre_smooth" | "numerics.solver.post_smooth" => "a whole number",
@@ -2233,8 +2233,8 @@ fn solver_options(raw: &RawSolver, map: &SourceMap) -> Result<SolverOptions, Cas
             }
         }
     };
-    if let Some(i) = pick("method", &raw.method, &["cg", "cg1", "bicgstab", "mg"])? {
-        o.method = [Method::Cg, Method::Cg1, Method::BiCgStab, Method::Mg][i];
+    if let Some(i) = pick("method", &raw.method, &["cg", "cg1", "fcg", "bicgstab", "mg"])? {
+        o.method = [Method::Cg, Method::Cg1, Method::Fcg, Method::BiCgStab, Method::Mg][i];
     }
     if let Some(i) = pick("preconditioner", &raw.preconditioner, &["mg", "jacobi", "none"])? {
         o.precond = [Precond::Mg, Precond::Jacobi, Precond::None][i];
@@ -2305,6 +2305,7 @@ fn solver_table(o: &SolverOptions) -> toml::Table {
     let method = match o.method {
         Method::Cg => "cg",
         Method::Cg1 => "cg1",
+        Method::Fcg => "fcg",
         Method::BiCgStab => "bicgstab",
         Method::Mg => "mg",
     };

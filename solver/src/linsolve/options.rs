@@ -63,6 +63,10 @@ pub enum Method {
     Cg,
     /// Chronopoulos–Gear CG: one fused reduction per iteration.
     Cg1,
+    /// Flexible CG (Notay 2000): the Polak–Ribière β, one more dot product in the same
+    /// reduction, so the preconditioner need not be symmetric or fixed (V(1,2) or F
+    /// cycles).
+    Fcg,
     /// Preconditioned BiCGStab, for non-symmetric operators.
     BiCgStab,
     /// Multigrid cycles alone (Richardson iteration with the cycle).

@@ -46,7 +46,7 @@ impl Reason {
 /// The result of one linear solve.
 #[derive(Clone, Debug, Serialize)]
 pub struct SolveReport {
-    /// Method name (`cg`, `cg1`, `bicgstab`, `mg`).
+    /// Method name (`cg`, `cg1`, `fcg`, `bicgstab`, `mg`).
     pub method: &'static str,
     /// Preconditioner name.
     pub precond: &'static str,

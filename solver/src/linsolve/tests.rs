@@ -61,7 +61,7 @@ fn every_method_converges_alike_on_1_to_4_ranks() {
         (vec![17, 17, 17], BcKind::Dirichlet),
         (vec![16, 16, 16], BcKind::Periodic),
     ] {
-        for method in [Method::Cg, Method::Cg1, Method::BiCgStab, Method::Mg] {
+        for method in [Method::Cg, Method::Cg1, Method::Fcg, Method::BiCgStab, Method::Mg] {
             let opts = SolverOptions { method, ..Default::default() };
             let one = run_ranks(1, &cells, bc, opts);
             let (r1, _, x1, _) = &one[0];
@@ -89,7 +89,7 @@ fn every_method_converges_alike_on_1_to_4_ranks() {
 #[test]
 fn reproducible_mode_is_bit_identical_on_1_to_4_ranks() {
     for (cells, bc) in [(vec![129, 129], BcKind::Dirichlet), (vec![130, 66], BcKind::Periodic), (vec![33, 33, 33], BcKind::Neumann)] {
-        for method in [Method::Cg, Method::Cg1] {
+        for method in [Method::Cg, Method::Cg1, Method::Fcg] {
             let opts = SolverOptions { method, reproducible: true, ..Default::default() };
             let one = run_ranks(1, &cells, bc, opts);
             let (r1, _, x1, _) = &one[0];
@@ -161,7 +161,7 @@ fn fused_gauss_seidel_matches_two_half_sweeps_bit_for_bit() {
 fn cycles_and_smoothers_converge() {
     for cycle in [Cycle::V, Cycle::W, Cycle::F] {
         for smoother in [Smoother::Rbgs, Smoother::Chebyshev] {
-            for (method, limit) in [(Method::Cg, 10), (Method::Mg, 25)] {
+            for (method, limit) in [(Method::Cg, 10), (Method::Fcg, 10), (Method::Mg, 25)] {
                 let mut opts = SolverOptions { method, ..Default::default() };
                 opts.mg.cycle = cycle;
                 opts.mg.smoother = smoother;
