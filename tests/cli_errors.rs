@@ -231,7 +231,7 @@ fn set_with_a_bad_value_points_at_the_value() {
     assert_user_error(
         "solver method",
         &out,
-        &["error: --set numerics.solver.method=gmres:1:24: ", "unknown method \"gmres\"", "method: cg, cg1, bicgstab, mg"],
+        &["error: --set numerics.solver.method=gmres:1:24: ", "unknown method \"gmres\"", "method: cg, cg1, fcg, bicgstab, mg"],
     );
     let out = tessera(&["check", "cases/poisson2d.toml", "--set", "numerics.solver.cycle=\"X\""]);
     assert_user_error("solver cycle", &out, &["--set numerics.solver.cycle=\"X\":1:23: ", "unknown cycle \"X\"", "cycle: V, W, F"]);
