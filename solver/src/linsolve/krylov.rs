@@ -279,9 +279,9 @@ impl LinearSolver {
         }
         let bnorm = dots.dots(&[(&rhs, &rhs)])[0].sqrt();
         let mut report = match self.opts.method {
-            Method::Cg => self.cg(comm, &mut dots, &rhs, x, &mut w, bnorm),
+            Method::Cg => self.cg(comm, &mut dots, &rhs, x, &mut w, bnorm, false),
             Method::Cg1 => self.cg1(comm, &mut dots, &rhs, x, &mut w, bnorm),
-            Method::Fcg => self.fcg(comm, &mut dots, &rhs, x, &mut w, bnorm),
+            Method::Fcg => self.cg(comm, &mut dots, &rhs, x, &mut w, bnorm, true),
             Method::BiCgStab => self.bicgstab(comm, &mut dots, &rhs, x, &mut w, bnorm),
             Method::Mg => self.mg_iterate(comm, &mut dots, &rhs, x, &mut w, bnorm),
         };
@@ -353,9 +353,25 @@ impl LinearSolver {
         rep
     }
 
-    fn cg(&mut self, comm: &dyn Comm, dots: &mut Dots, b: &Field, x: &mut Field, w: &mut [Field], bnorm: f64) -> SolveReport {
-        let [r, z, p, q, ..] = w else { unreachable!() };
-        let mut rep = SolveReport::new("cg", self.opts.precond);
+    /// Preconditioned CG; with `flexible`, flexible CG (Notay 2000, the truncation to
+    /// one previous direction): the Polak–Ribière `β = (r₊, z₊ - z) / (r, z)`, whose
+    /// two dot products share one reduction. For a fixed symmetric preconditioner
+    /// `(r₊, z) = 0` and it is CG; for a nonsymmetric one (a V(1,2) or F cycle) it
+    /// stays convergent where CG's β would not. It keeps the previous z in `w[4]`.
+    #[allow(clippy::too_many_arguments)]
+    fn cg(
+        &mut self,
+        comm: &dyn Comm,
+        dots: &mut Dots,
+        b: &Field,
+        x: &mut Field,
+        w: &mut [Field],
+        bnorm: f64,
+        flexible: bool,
+    ) -> SolveReport {
+        let [r, z, p, q, rest @ ..] = w else { unreachable!() };
+        let mut zold = if flexible { rest.first_mut() } else { None };
+        let mut rep = SolveReport::new(if flexible { "fcg" } else { "cg" }, self.opts.precond);
         self.residual(comm, b, x, r);
         let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
         rep.push(rnorm, bnorm);
@@ -380,52 +396,22 @@ impl LinearSolver {
             if rnorm <= target || !rnorm.is_finite() {
                 return self.finish(rep, rnorm, bnorm, it);
             }
+            if let Some(zo) = zold.as_deref_mut() {
+                std::mem::swap(z, zo);
+            }
             self.precondition(comm, r, z);
-            let rz_new = dots.dots(&[(r, z)])[0];
-            axpby(1.0, z, rz_new / rz, p);
+            let (rz_new, beta) = match zold.as_deref() {
+                Some(zo) => {
+                    let d = dots.dots(&[(r, z), (r, zo)]);
+                    (d[0], (d[0] - d[1]) / rz)
+                }
+                None => {
+                    let d = dots.dots(&[(r, z)])[0];
+                    (d, d / rz)
+                }
+            };
+            axpby(1.0, z, beta, p);
             rz = rz_new;
-        }
-        let n = self.opts.max_iterations;
-        self.finish(rep, rnorm, bnorm, n)
-    }
-
-    /// Flexible CG (Notay 2000, the truncation to one previous direction): CG with the
-    /// Polak–Ribière `β = (r₊, z₊ - z) / (r, z)`, whose two dot products share one
-    /// reduction. For a fixed symmetric preconditioner `(r₊, z) = 0` and it is CG; for
-    /// a nonsymmetric one (a V(1,2) or F cycle) it stays convergent where CG's β would
-    /// not.
-    fn fcg(&mut self, comm: &dyn Comm, dots: &mut Dots, b: &Field, x: &mut Field, w: &mut [Field], bnorm: f64) -> SolveReport {
-        let [r, z, p, q, zold, ..] = w else { unreachable!() };
-        let mut rep = SolveReport::new("fcg", self.opts.precond);
-        self.residual(comm, b, x, r);
-        let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
-        rep.push(rnorm, bnorm);
-        let target = self.target(bnorm);
-        if rnorm <= target || !rnorm.is_finite() {
-            return self.finish(rep, rnorm, bnorm, 0);
-        }
-        self.precondition(comm, r, z);
-        copy(z, p);
-        let mut rz = dots.dots(&[(r, z)])[0];
-        for it in 1..=self.opts.max_iterations {
-            self.apply(comm, p, q);
-            let pq = dots.dots(&[(p, q)])[0];
-            if pq <= 0.0 || !pq.is_finite() {
-                rep.reason = if pq.is_finite() { Reason::Indefinite } else { Reason::DivergedNan };
-                return self.finish(rep, rnorm, bnorm, it - 1);
-            }
-            let alpha = rz / pq;
-            axpby(alpha, p, 1.0, x);
-            rnorm = dots.update_norm2(-alpha, q, r).sqrt();
-            rep.push(rnorm, bnorm);
-            if rnorm <= target || !rnorm.is_finite() {
-                return self.finish(rep, rnorm, bnorm, it);
-            }
-            std::mem::swap(z, zold);
-            self.precondition(comm, r, z);
-            let d = dots.dots(&[(r, z), (r, zold)]);
-            axpby(1.0, z, (d[0] - d[1]) / rz, p);
-            rz = d[0];
         }
         let n = self.opts.max_iterations;
         self.finish(rep, rnorm, bnorm, n)
