@@ -2056,9 +2056,10 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
     }
     let mut raw_solver = raw.numerics.solver.clone().unwrap_or_default();
     if flow && raw_solver.coarse_max.is_none() {
-        // Three pressure solves per step of a few iterations each, on meshes of 10⁴-10⁵
-        // cells: a 256-cell dense coarsest solve would cost a fifth of the cycle, a
-        // 16-cell one nothing (measured: 18% less run time on the 64² cavity).
+        // One to three pressure solves per step (numerics.projection) of a few iterations
+        // each, on meshes of 10⁴-10⁵ cells: a 256-cell dense coarsest solve would cost a
+        // fifth of the cycle, a 16-cell one nothing (measured: 18% less run time on the
+        // 64² cavity).
         raw_solver.coarse_max = Some(16);
     }
     if flow && raw_solver.agglomerate_below.is_none() {
