@@ -235,20 +235,37 @@ impl HaloPlan {
         for m in 0..self.messages.len() {
             self.pack(m, src);
         }
-        for m in &self.messages {
-            let len = m.recv.count();
-            // SAFETY: recv_buf is owned by the plan, never resized, and not touched until
-            // finish() completes these requests (Drop leaks it if finish never runs).
-            let req = unsafe { comm.irecv(self.recv_buf.as_mut_ptr().add(m.offset), len, m.peer, m.recv_tag) };
-            self.requests.push(req);
-        }
-        for m in &self.messages {
-            let len = m.send.count();
-            // SAFETY: as above, for send_buf.
-            let req = unsafe { comm.isend(self.send_buf.as_ptr().add(m.offset), len, m.peer, m.send_tag) };
-            self.requests.push(req);
-        }
+        // SAFETY: no field pointer: every request uses the plan's buffers, which are
+        // never resized and not touched until finish() completes them (Drop leaks them
+        // if finish never runs).
+        unsafe { self.post(comm, None) };
         self.in_flight = true;
+    }
+
+    /// Posts every receive, then every send: through the plan's buffers, or, given the
+    /// field's storage `field`, in place for the messages whose region is one
+    /// contiguous run.
+    ///
+    /// # Safety
+    /// `field`, if given, points to the storage of a field of the plan's shape that
+    /// nothing else reads or writes until the requests complete. Receive regions lie in
+    /// its ghost layers, disjoint from every send region and from each other, so the
+    /// requests themselves never overlap a write with another access.
+    unsafe fn post(&mut self, comm: &dyn Comm, field: Option<*mut f64>) {
+        for m in &self.messages {
+            let buf = match (field, m.recv_run) {
+                (Some(base), Some(at)) => unsafe { base.add(at) },
+                _ => unsafe { self.recv_buf.as_mut_ptr().add(m.offset) },
+            };
+            self.requests.push(unsafe { comm.irecv(buf, m.recv.count(), m.peer, m.recv_tag) });
+        }
+        for m in &self.messages {
+            let buf = match (field, m.send_run) {
+                (Some(base), Some(at)) => unsafe { base.add(at) as *const f64 },
+                _ => unsafe { self.send_buf.as_ptr().add(m.offset) },
+            };
+            self.requests.push(unsafe { comm.isend(buf, m.send.count(), m.peer, m.send_tag) });
+        }
     }
 
     /// Waits for the exchange started by [`HaloPlan::begin`] and fills the ghosts of `field`.
@@ -313,28 +330,9 @@ impl HaloPlan {
             }
         }
         let data = field.as_slice_mut();
-        let base = data.as_mut_ptr();
-        for m in &self.messages {
-            let len = m.recv.count();
-            // SAFETY: a receive region lies in the field's ghost layers (inside its
-            // storage: run_start checked the region), disjoint from every send region
-            // and from the other receive regions; recv_buf is the plan's own. Both stay
-            // untouched until wait_all below completes the request.
-            let buf = match m.recv_run {
-                Some(at) => unsafe { base.add(at) },
-                None => unsafe { self.recv_buf.as_mut_ptr().add(m.offset) },
-            };
-            self.requests.push(unsafe { comm.irecv(buf, len, m.peer, m.recv_tag) });
-        }
-        for m in &self.messages {
-            let len = m.send.count();
-            // SAFETY: as above; send regions are only read.
-            let buf = match m.send_run {
-                Some(at) => unsafe { base.add(at) as *const f64 },
-                None => unsafe { self.send_buf.as_ptr().add(m.offset) },
-            };
-            self.requests.push(unsafe { comm.isend(buf, len, m.peer, m.send_tag) });
-        }
+        // SAFETY: `field` is borrowed exclusively here until wait_all completes every
+        // request; its shape is the plan's (checked above).
+        unsafe { self.post(comm, Some(data.as_mut_ptr())) };
         comm.wait_all(&mut self.requests);
         for m in &self.messages {
             if m.recv_run.is_none() {

@@ -573,6 +573,7 @@ impl FlowSolver {
     fn tendency(&mut self, d: usize, t: f64) {
         let ih = self.h.map(|h| 1.0 / h);
         let k = TendencyCoefficients { ih, visc: ih.map(|x| self.nu * (x * x)) };
+        let first = self.first_face(d);
         let out = &mut self.r_cur[d];
         // A constant force enters the pass itself; any other is written first.
         let force = match &self.force[d] {
@@ -586,14 +587,10 @@ impl FlowSolver {
                 None
             }
         };
-        let mut vel: [&[f64]; 3] = [&[], &[], &[]];
-        for (v, f) in vel.iter_mut().zip(&self.vel) {
-            *v = f.as_slice();
-        }
+        let vel = slices(&self.vel);
         let st = self.vel[d].strides();
         let o = out.as_slice_mut();
         let mut visc = self.imp.as_mut().map(|m| m.visc[d].as_slice_mut());
-        let first = usize::from(!self.layout.grid.periodic[d] && self.vel[d].block.lo[d] == 0);
         // Every combination as its own loop: the branches are constants in each.
         macro_rules! rows {
             ($split:literal, $constf:literal) => {
@@ -808,11 +805,7 @@ impl FlowSolver {
     /// The velocity components' storage (unused entries empty), taken once before a
     /// loop over cells rather than per cell.
     fn vel_slices(&self) -> [&[f64]; 3] {
-        let mut vel: [&[f64]; 3] = [&[], &[], &[]];
-        for (v, f) in vel.iter_mut().zip(&self.vel) {
-            *v = f.as_slice();
-        }
-        vel
+        slices(&self.vel)
     }
 
     /// This rank's share of [`FlowStats::courant_rate`] (needs the ghosts and
@@ -1104,6 +1097,15 @@ fn face_rows(p: &Field, d: usize, first: usize, mut f: impl FnMut(std::ops::Rang
             f(row0 + i0..row0 + n[0]);
         }
     }
+}
+
+/// The storage of up to three fields (unused entries empty).
+fn slices(fields: &[Field]) -> [&[f64]; 3] {
+    let mut s: [&[f64]; 3] = [&[], &[], &[]];
+    for (v, f) in s.iter_mut().zip(fields) {
+        *v = f.as_slice();
+    }
+    s
 }
 
 /// 1/h and ν/h² per axis, for [`tendency_row`].
