@@ -4,7 +4,7 @@
 //! zero guess. Prints one JSON line per configuration on rank 0.
 //!
 //! `mpirun -n P target/release/examples/poisson_bench --dims 2 --n 1025 [--repeat 3]
-//!  [--method cg|cg1|fcg|bicgstab|mg] [--smoother rbgs|chebyshev] [--cycle V|W|F] [--pre 2 --post 2]`
+//!  [--method cg|cg1|fcg|bicgstab|mg] [--smoother rbgs|chebyshev] [--cycle V|W|F] [--pre 2 --post 2] [--log]`
 use decomp::comm::{Comm, MpiComm};
 use decomp::{BlockLayout, Grid};
 use solver::linsolve::{BcKind, Cycle, LinearSolver, Method, Multigrid, OperatorSpec, Smoother, SolverOptions};
@@ -77,6 +77,14 @@ fn main() {
     let mut err: f64 = 0.0;
     for ((k, j, i), v) in x.interior().indexed_iter() {
         err = err.max((v - exact(lo[0] + i, lo[1] + j, lo[2] + k)).abs());
+    }
+    if args.iter().any(|a| a == "--log") {
+        // Per-phase times of the last repeat's cycles and Krylov work (all repeats summed).
+        let mut log = solver.log.reduce(&comm);
+        log.merge_prefixed("mg: ", &solver.mg.log.reduce(&comm));
+        if comm.rank() == 0 {
+            eprintln!("{}", log.table(best * (repeat.max(1) + 1) as f64));
+        }
     }
     let err = comm.max(err);
     let rss = comm.max(peak_rss_mib());

@@ -267,7 +267,21 @@ pub fn sweep_with(
 /// Splits the block of extent `n` into an inner region (cells whose stencil needs no
 /// ghost) and boundary slabs, disjoint and covering every cell once.
 pub fn split_regions(n: [usize; 3], dims: usize) -> (Region, Vec<Region>) {
-    let inner = |a: usize| if a < dims { (1.min(n[a]), n[a].saturating_sub(1).max(1.min(n[a]))) } else { (0, n[a]) };
+    split_regions_open(n, dims, [[true; 2]; 3])
+}
+
+/// [`split_regions`] where only the faces marked in `open[axis][side]` have ghosts
+/// worth waiting for: the inner region reaches the other faces.
+pub fn split_regions_open(n: [usize; 3], dims: usize, open: [[bool; 2]; 3]) -> (Region, Vec<Region>) {
+    let inner = |a: usize| {
+        if a < dims {
+            let lo = if open[a][0] { 1.min(n[a]) } else { 0 };
+            let hi = if open[a][1] { n[a].saturating_sub(1).max(lo) } else { n[a] };
+            (lo, hi)
+        } else {
+            (0, n[a])
+        }
+    };
     let (ix, iy, iz) = (inner(0), inner(1), inner(2));
     let interior = Region { lo: [ix.0, iy.0, iz.0], hi: [ix.1, iy.1, iz.1] };
     let mut slabs = Vec::new();

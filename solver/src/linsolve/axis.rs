@@ -90,7 +90,10 @@ impl Axis {
             edges.push(self.edges[2 * c]);
         }
         edges.push(self.edges[self.n()]);
-        let widths = (0..nc).map(|c| edges[c + 1] - edges[c]).collect();
+        // Widths as sums of the children's widths, not edge differences: pairs of
+        // equal cells then give bitwise equal coarse widths (hence coefficients), which
+        // keeps the smoothers' uniform fast path (`Level::xuni`) on coarse levels.
+        let widths = (0..nc).map(|c| self.widths[2 * c] + self.widths.get(2 * c + 1).copied().unwrap_or(0.0)).collect();
         Axis { widths, edges, bc: self.bc }
     }
 

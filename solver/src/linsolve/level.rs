@@ -78,6 +78,9 @@ pub struct Level {
     /// Local x range whose 1D coefficients are bitwise equal (uniform cells away
     /// from physical faces): there a row's diagonal is one number.
     xuni: (usize, usize),
+    /// Faces of this block (`[axis][side]`) whose ghosts come from an exchange (a
+    /// neighbour rank or a periodic image); the others lie on physical faces.
+    open: [[bool; 2]; 3],
 }
 
 /// Face coefficient between cells of widths `wl`, `wr` and coefficients `kl`, `kr`
@@ -169,7 +172,12 @@ impl Level {
             boxg,
             lambda_max: 2.0,
             xuni: (0, 0),
+            open: [[false; 2]; 3],
         };
+        for a in 0..dims {
+            let per = lv.axes[a].periodic();
+            lv.open[a] = [per || block.lo[a] > 0, per || block.hi[a] < lv.axes[a].n()];
+        }
         lv.xuni = uniform_run(&lv.coefs[0]);
         lv.compute_diagonal();
         Ok(lv)
@@ -439,7 +447,16 @@ impl Level {
                         i += 2;
                     }
                     if i < u1 {
-                        let inv = invd[c0 + i];
+                        // The row's one inverse diagonal, formed as `compute_diagonal` forms
+                        // it (same operations, same order, so bitwise equal) instead of
+                        // loaded: that load would touch a new cache line every row.
+                        let mut d = self.alpha + (cx.dw[i] + cx.de[i]);
+                        d += cy.dw[j] + cy.de[j];
+                        if D3 {
+                            d += cz.dw[k] + cz.de[k];
+                        }
+                        let inv = 1.0 / d;
+                        debug_assert_eq!(inv.to_bits(), invd[c0 + i].to_bits());
                         let (ow, oe) = (owx[i], oex[i]);
                         // Every index below lies in [c0 + i - reach, c0 + u1 + reach): check
                         // that range once instead of each access.
@@ -528,29 +545,46 @@ impl Level {
         }
         let n = self.shape();
         let second = 1 - first;
-        // Cells of the second colour that read no ghost.
-        let inner = |a: usize| if a < self.dims { (1.min(n[a]), n[a].saturating_sub(1)) } else { (0, n[a]) };
-        let (ix, iy, iz) = (inner(0), inner(1), inner(2));
-        // Row by row, k-major. After the first colour of row (j, k), the second colour
-        // of the row whose neighbours are now all final: (j - 1, k) in 2D, (j, k - 1)
-        // in 3D (its neighbours in plane k - 1 and k - 2 were done one plane ago).
-        let d3 = self.dims == 3;
-        for k in 0..n[2] {
+        // Cells of the second colour that read no exchanged ghost.
+        let (inner, shell) = split_spans(n, self.dims, self.open);
+        let (iy, iz) = ((inner.lo[1], inner.hi[1]), (inner.lo[2], inner.hi[2]));
+        let mut first_pass = |lv: &mut Level, sp: Span| {
+            if from_zero {
+                lv.gs_zero_rows(first, sp);
+            } else {
+                lv.gs_span(first, sp);
+            }
+        };
+        if self.dims == 3 {
+            // Plane by plane: after the first colour of plane k, the second colour of
+            // plane k - 1, whose neighbours (planes k - 2..=k) are all final.
+            for k in 0..n[2] {
+                first_pass(self, Span { lo: [0, 0, k], hi: [n[0], n[1], k + 1] });
+                let t = k.wrapping_sub(1);
+                if t >= iz.0 && t < iz.1 {
+                    self.gs_span(second, Span { lo: [inner.lo[0], iy.0, t], hi: [inner.hi[0], iy.1, t + 1] });
+                }
+            }
+            // The last plane, when it lies on a physical face (so in the inner span).
+            if iz.1 == n[2] && n[2] > iz.0 {
+                let t = n[2] - 1;
+                self.gs_span(second, Span { lo: [inner.lo[0], iy.0, t], hi: [inner.hi[0], iy.1, t + 1] });
+            }
+        } else {
+            // Row by row: after the first colour of row j, the second colour of row j - 1.
             for j in 0..n[1] {
-                let row = Span { lo: [0, j, k], hi: [n[0], j + 1, k + 1] };
-                if from_zero {
-                    self.gs_zero_rows(first, row);
-                } else {
-                    self.gs_span(first, row);
+                first_pass(self, Span { lo: [0, j, 0], hi: [n[0], j + 1, 1] });
+                let t = j.wrapping_sub(1);
+                if t >= iy.0 && t < iy.1 {
+                    self.gs_span(second, Span { lo: [inner.lo[0], t, 0], hi: [inner.hi[0], t + 1, 1] });
                 }
-                let (tj, tk) = if d3 { (j, k.wrapping_sub(1)) } else { (j.wrapping_sub(1), k) };
-                if tj >= iy.0 && tj < iy.1 && tk >= iz.0 && tk < iz.1 {
-                    self.gs_span(second, Span { lo: [ix.0, tj, tk], hi: [ix.1, tj + 1, tk + 1] });
-                }
+            }
+            if iy.1 == n[1] && n[1] > iy.0 {
+                let t = n[1] - 1;
+                self.gs_span(second, Span { lo: [inner.lo[0], t, 0], hi: [inner.hi[0], t + 1, 1] });
             }
         }
         self.exchange(comm, Slot::U);
-        let (_, shell) = split_spans(n, self.dims);
         for sp in shell {
             self.gs_span(second, sp);
         }
@@ -572,7 +606,7 @@ impl Level {
         assert_ne!(src, dst);
         self.begin_exchange(comm, src);
         let n = self.shape();
-        let (inner, shell) = split_spans(n, self.dims);
+        let (inner, shell) = split_spans(n, self.dims, self.open);
         let mut out = std::mem::take(&mut self.slot_mut(dst).data);
         {
             let srcs = self.slot(src).data.as_slice().expect("contiguous");
@@ -698,9 +732,11 @@ fn uniform_run(c: &Coefs) -> (usize, usize) {
     (lo, hi)
 }
 
-/// Splits a block of extent `n` into the cells whose stencil reads no ghost and the
-/// shell around them (disjoint, covering every cell once).
-pub fn split_spans(n: [usize; 3], dims: usize) -> (Span, Vec<Span>) {
-    let (inner, shell) = crate::heat::split_regions(n, dims);
+/// Splits a block of extent `n` into the cells whose stencil reads no exchanged ghost
+/// and the shell around them (disjoint, covering every cell once).
+/// Only the faces in `open[axis][side]` count: the others are physical faces, whose
+/// ghosts no stencil needs (their weights are zero).
+pub fn split_spans(n: [usize; 3], dims: usize, open: [[bool; 2]; 3]) -> (Span, Vec<Span>) {
+    let (inner, shell) = crate::heat::split_regions_open(n, dims, open);
     (Span { lo: inner.lo, hi: inner.hi }, shell.into_iter().map(|r| Span { lo: r.lo, hi: r.hi }).collect())
 }
