@@ -12,7 +12,7 @@ is its own, and the best solve time is the one compared. Each side reports the b
 of --repeat solves after a warm-up; the two run back to back in one invocation, so
 they see the same machine load.
 
-    /usr/bin/python3 benches/poisson_vs_petsc.py [--repeat 3] [--quick] [--json FILE]
+    /usr/bin/python3 benches/poisson_vs_petsc.py [--repeat 3] [--quick] [--problem 3:129] [--json FILE]
 
 Prints one table row per (problem, ranks): iterations, solve seconds and peak RSS
 per rank for tessera and for PETSc's best variant, and speed-up = PETSc / tessera.
@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="only 2D 1025^2 on 1 rank")
     ap.add_argument("--json", help="also write all rows to this file")
+    ap.add_argument("--problem", action="append", metavar="DIMS:N",
+                    help="run only this problem (e.g. 3:129); repeatable (default: 2:1025, 2:2049, 3:129)")
     ap.add_argument("--tessera-args", action="append", default=None,
                     help="options for poisson_bench, e.g. '--method fcg --cycle F'; repeatable: every configuration runs "
                          "against the same PETSc runs (default: one run with the solver defaults)")
@@ -58,6 +60,11 @@ def main():
     if not os.path.exists(TESSERA):
         sys.exit(f"{TESSERA} is missing: cargo build --release -p solver --example poisson_bench")
     problems = [(2, 1025)] if args.quick else [(2, 1025), (2, 2049), (3, 129)]
+    if args.problem:
+        try:
+            problems = [tuple(int(v) for v in p.split(":")) for p in args.problem]
+        except ValueError:
+            sys.exit(f"--problem takes DIMS:N, e.g. 3:129 (got {args.problem})")
     rank_counts = [1] if args.quick else [1, 2]
     results = []
     header = (f"{'problem':>10} {'ranks':>5} | {'tessera its':>11} {'solve s':>8} {'RSS MiB':>8} | "
