@@ -568,7 +568,6 @@ impl Level {
         let second = 1 - first;
         // Cells of the second colour that read no exchanged ghost.
         let (inner, shell) = split_spans(n, self.dims, self.open);
-        let (iy, iz) = ((inner.lo[1], inner.hi[1]), (inner.lo[2], inner.hi[2]));
         let first_pass = |lv: &mut Level, sp: Span| {
             if from_zero {
                 lv.gs_zero_rows(first, sp);
@@ -576,33 +575,21 @@ impl Level {
                 lv.gs_span(first, sp);
             }
         };
-        if self.dims == 3 {
-            // Plane by plane: after the first colour of plane k, the second colour of
-            // plane k - 1, whose neighbours (planes k - 2..=k) are all final.
-            for k in 0..n[2] {
-                first_pass(self, Span { lo: [0, 0, k], hi: [n[0], n[1], k + 1] });
-                let t = k.wrapping_sub(1);
-                if t >= iz.0 && t < iz.1 {
-                    self.gs_span(second, Span { lo: [inner.lo[0], iy.0, t], hi: [inner.hi[0], iy.1, t + 1] });
-                }
+        // Slab by slab along the last axis (planes in 3D, rows in 2D): after the first
+        // colour of slab t, the second colour of slab t - 1, whose neighbours (slabs
+        // t - 2..=t) are now all final; one step past the end finishes the last slab
+        // when it lies on a physical face (so in the inner span).
+        let ta = self.dims - 1;
+        let slab = |mut sp: Span, t: usize| {
+            (sp.lo[ta], sp.hi[ta]) = (t, t + 1);
+            sp
+        };
+        for t in 0..=n[ta] {
+            if t < n[ta] {
+                first_pass(self, slab(self.all(), t));
             }
-            // The last plane, when it lies on a physical face (so in the inner span).
-            if iz.1 == n[2] && n[2] > iz.0 {
-                let t = n[2] - 1;
-                self.gs_span(second, Span { lo: [inner.lo[0], iy.0, t], hi: [inner.hi[0], iy.1, t + 1] });
-            }
-        } else {
-            // Row by row: after the first colour of row j, the second colour of row j - 1.
-            for j in 0..n[1] {
-                first_pass(self, Span { lo: [0, j, 0], hi: [n[0], j + 1, 1] });
-                let t = j.wrapping_sub(1);
-                if t >= iy.0 && t < iy.1 {
-                    self.gs_span(second, Span { lo: [inner.lo[0], t, 0], hi: [inner.hi[0], t + 1, 1] });
-                }
-            }
-            if iy.1 == n[1] && n[1] > iy.0 {
-                let t = n[1] - 1;
-                self.gs_span(second, Span { lo: [inner.lo[0], t, 0], hi: [inner.hi[0], t + 1, 1] });
+            if t >= 1 && t - 1 >= inner.lo[ta] && t - 1 < inner.hi[ta] {
+                self.gs_span(second, slab(inner, t - 1));
             }
         }
         self.exchange(comm, Slot::U);
