@@ -67,7 +67,9 @@ impl BlockLayout {
     /// (ties: smaller largest block, then splits along the slowest axes first so
     /// x-rows stay contiguous).
     pub fn auto(grid: &Grid, nranks: usize, min_width: usize) -> Result<Self> {
-        let mut best: Option<((usize, usize, [usize; 3]), [usize; 3])> = None;
+        // (halo cells, largest block, tie-break) and the process grid.
+        type Key = (usize, usize, [usize; 3]);
+        let mut best: Option<(Key, [usize; 3])> = None;
         for px in 1..=nranks {
             if nranks % px != 0 {
                 continue;
@@ -110,8 +112,8 @@ impl BlockLayout {
     /// per side: the total halo traffic of one exchange of width 1.
     fn interface_cells(grid: &Grid, p: [usize; 3]) -> usize {
         let mut total = 0;
-        for a in 0..grid.dims {
-            let cuts = if grid.periodic[a] && p[a] > 1 { p[a] } else { p[a] - 1 };
+        for (a, &pa) in p.iter().enumerate().take(grid.dims) {
+            let cuts = if grid.periodic[a] && pa > 1 { pa } else { pa - 1 };
             let face: usize = (0..3).filter(|&b| b != a).map(|b| grid.cells[b]).product();
             total += 2 * cuts * face;
         }

@@ -128,6 +128,15 @@ impl<'c> Dots<'c> {
         sums.iter().map(Sum::value).collect()
     }
 
+    /// The global values of sums accumulated elsewhere (one reduction).
+    pub fn reduce(&mut self, sums: &mut [Sum]) -> Vec<f64> {
+        let t = std::time::Instant::now();
+        self.count += 1;
+        Sum::reduce(self.comm, sums);
+        self.seconds += t.elapsed().as_secs_f64();
+        sums.iter().map(Sum::value).collect()
+    }
+
     /// `r += a·q` and then `‖r‖²` globally, in one pass over memory.
     pub fn update_norm2(&mut self, a: f64, q: &Field, r: &mut Field) -> f64 {
         let t = std::time::Instant::now();
@@ -177,6 +186,22 @@ fn axpby(a: f64, x: &Field, b: f64, y: &mut Field) {
             let (src, dst) = (&xs[c..c + n[0]], &mut y.as_slice_mut()[c..c + n[0]]);
             for (d, s) in dst.iter_mut().zip(src) {
                 *d = a * s + b * *d;
+            }
+        }
+    }
+}
+
+/// `x += a·p`, then `p = z + b·p`, on interior cells in one pass.
+fn update_xp(a: f64, x: &mut Field, z: &Field, b: f64, p: &mut Field) {
+    let zs = z.as_slice();
+    let n = p.shape();
+    for k in 0..n[2] {
+        for j in 0..n[1] {
+            let c = p.idx(0, j, k);
+            let (xr, pr, zr) = (&mut x.as_slice_mut()[c..c + n[0]], &mut p.as_slice_mut()[c..c + n[0]], &zs[c..c + n[0]]);
+            for ((xv, pv), zv) in xr.iter_mut().zip(pr.iter_mut()).zip(zr) {
+                *xv += a * *pv;
+                *pv = zv + b * *pv;
             }
         }
     }
@@ -235,6 +260,29 @@ impl LinearSolver {
         std::mem::swap(&mut lv.t, src);
         std::mem::swap(&mut lv.r, dst);
         self.log.add("operator apply", comm, m);
+    }
+
+    /// `dst = A src` and, in the same pass, `(src, dst)` globally.
+    pub fn apply_dot(&mut self, comm: &dyn Comm, dots: &mut Dots, src: &mut Field, dst: &mut Field) -> f64 {
+        let m = Mark::now(comm);
+        let lv = &mut self.mg.levels[0];
+        std::mem::swap(&mut lv.t, src);
+        std::mem::swap(&mut lv.r, dst);
+        let mut sum = [Sum::new(self.opts.reproducible)];
+        let (pad, g) = (lv.t.padded_shape(), lv.t.ghost);
+        lv.apply_overlapped_then(comm, Slot::T, Slot::R, |a, b, sp| {
+            for k in sp.lo[2]..sp.hi[2] {
+                for j in sp.lo[1]..sp.hi[1] {
+                    let c = ((k + g[2]) * pad[1] + j + g[1]) * pad[0] + sp.lo[0] + g[0];
+                    let w = sp.hi[0] - sp.lo[0];
+                    sum[0].add_products(&a[c..c + w], &b[c..c + w]);
+                }
+            }
+        });
+        std::mem::swap(&mut lv.t, src);
+        std::mem::swap(&mut lv.r, dst);
+        self.log.add("operator apply", comm, m);
+        dots.reduce(&mut sum)[0]
     }
 
     fn precondition(&mut self, comm: &dyn Comm, r: &mut Field, z: &mut Field) {
@@ -383,17 +431,16 @@ impl LinearSolver {
         copy(z, p);
         let mut rz = dots.dots(&[(r, z)])[0];
         for it in 1..=self.opts.max_iterations {
-            self.apply(comm, p, q);
-            let pq = dots.dots(&[(p, q)])[0];
+            let pq = self.apply_dot(comm, dots, p, q);
             if pq <= 0.0 || !pq.is_finite() {
                 rep.reason = if pq.is_finite() { Reason::Indefinite } else { Reason::DivergedNan };
                 return self.finish(rep, rnorm, bnorm, it - 1);
             }
             let alpha = rz / pq;
-            axpby(alpha, p, 1.0, x);
             rnorm = dots.update_norm2(-alpha, q, r).sqrt();
             rep.push(rnorm, bnorm);
             if rnorm <= target || !rnorm.is_finite() {
+                axpby(alpha, p, 1.0, x);
                 return self.finish(rep, rnorm, bnorm, it);
             }
             if let Some(zo) = zold.as_deref_mut() {
@@ -410,7 +457,8 @@ impl LinearSolver {
                     (d, d / rz)
                 }
             };
-            axpby(1.0, z, beta, p);
+            // x += α p with the p of this iteration, then the new p, in one pass.
+            update_xp(alpha, x, z, beta, p);
             rz = rz_new;
         }
         let n = self.opts.max_iterations;

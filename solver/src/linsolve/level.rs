@@ -324,16 +324,64 @@ impl Level {
     /// `out = A·src` (or `out = rhs - A·src` when `residual`) on `span`, reading
     /// `src`'s ghosts as they are.
     pub fn apply_span(&self, src: &[f64], rhs: Option<&[f64]>, out: &mut [f64], span: Span) {
+        self.apply_span_at(src, rhs, out, 0, span)
+    }
+
+    /// [`Level::apply_span`] writing cell `c` (storage index) to `out[c - base]`.
+    fn apply_span_at(&self, src: &[f64], rhs: Option<&[f64]>, out: &mut [f64], base: usize, span: Span) {
         match (self.dims == 3, self.kf.is_some()) {
-            (false, false) => self.apply_kernel::<false, false>(src, rhs, out, span),
-            (false, true) => self.apply_kernel::<false, true>(src, rhs, out, span),
-            (true, false) => self.apply_kernel::<true, false>(src, rhs, out, span),
-            (true, true) => self.apply_kernel::<true, true>(src, rhs, out, span),
+            (false, false) => self.apply_kernel::<false, false>(src, rhs, out, base, span),
+            (false, true) => self.apply_kernel::<false, true>(src, rhs, out, base, span),
+            (true, false) => self.apply_kernel::<true, false>(src, rhs, out, base, span),
+            (true, true) => self.apply_kernel::<true, true>(src, rhs, out, base, span),
         }
     }
 
+    /// `r = f - A u` on the layers (as deep as `r`'s ghost width) along every open
+    /// face: the cells a full exchange of `r` sends. Reads `u`'s ghosts as they are.
+    pub fn residual_open_layers(&mut self) {
+        let n = self.shape();
+        let w = self.r.ghost;
+        let mut r = std::mem::take(&mut self.r.data);
+        {
+            let u = self.u.data.as_slice().expect("contiguous");
+            let f = self.f.data.as_slice().expect("contiguous");
+            let out = r.as_slice_mut().expect("contiguous");
+            for a in 0..self.dims {
+                for side in 0..2 {
+                    if !self.open[a][side] {
+                        continue;
+                    }
+                    let mut sp = self.all();
+                    if side == 0 {
+                        sp.hi[a] = w[a].min(n[a]);
+                    } else {
+                        sp.lo[a] = n[a].saturating_sub(w[a]);
+                    }
+                    self.apply_span(u, Some(f), out, sp);
+                }
+            }
+        }
+        self.r.data = r;
+    }
+
+    /// `out = f - A u` on the local cells of slab `t` of the last axis (row `t` in 2D,
+    /// plane `t` in 3D); `out` is one padded slab, indexed as the field's slab.
+    /// Reads `u`'s ghosts as they are.
+    pub fn residual_slab(&self, t: usize, out: &mut [f64]) {
+        let ta = self.dims - 1;
+        let p = self.u.padded_shape();
+        let g = self.u.ghost;
+        let base = if ta == 2 { (t + g[2]) * p[1] * p[0] } else { (t + g[1]) * p[0] };
+        let mut span = self.all();
+        (span.lo[ta], span.hi[ta]) = (t, t + 1);
+        let u = self.u.data.as_slice().expect("contiguous");
+        let f = self.f.data.as_slice().expect("contiguous");
+        self.apply_span_at(u, Some(f), out, base, span);
+    }
+
     #[inline(always)]
-    fn apply_kernel<const D3: bool, const VAR: bool>(&self, u: &[f64], rhs: Option<&[f64]>, out: &mut [f64], span: Span) {
+    fn apply_kernel<const D3: bool, const VAR: bool>(&self, u: &[f64], rhs: Option<&[f64]>, out: &mut [f64], base: usize, span: Span) {
         let s = self.u.strides();
         let (cx, cy, cz) = (&self.coefs[0], &self.coefs[1], &self.coefs[2]);
         let (lo, hi) = (span.lo[0], span.hi[0]);
@@ -354,7 +402,7 @@ impl Level {
                 let (owy, oey, dwy, dey) = (cy.ow[j], cy.oe[j], cy.dw[j], cy.de[j]);
                 let (owz, oez, dwz, dez) = if D3 { (cz.ow[k], cz.oe[k], cz.dw[k], cz.de[k]) } else { (0.0, 0.0, 0.0, 0.0) };
                 let dyz = self.alpha + if VAR { 0.0 } else { cy.dg[j] + if D3 { cz.dg[k] } else { 0.0 } };
-                let row = &mut out[c0..c0 + nrow];
+                let row = &mut out[c0 - base..c0 - base + nrow];
                 let rr = rhs.map(|r| &r[c0..c0 + nrow]);
                 if VAR {
                     let kf = self.kf.as_ref().expect("variable coefficients");
@@ -588,7 +636,7 @@ impl Level {
             if t < n[ta] {
                 first_pass(self, slab(self.all(), t));
             }
-            if t >= 1 && t - 1 >= inner.lo[ta] && t - 1 < inner.hi[ta] {
+            if t > inner.lo[ta] && t - 1 < inner.hi[ta] {
                 self.gs_span(second, slab(inner, t - 1));
             }
         }
@@ -611,20 +659,36 @@ impl Level {
 
     /// `dst = A src` with the halo exchange of `src` overlapped with the interior.
     pub fn apply_overlapped(&mut self, comm: &dyn Comm, src: Slot, dst: Slot) {
+        self.apply_overlapped_then(comm, src, dst, |_, _, _| {});
+    }
+
+    /// [`Level::apply_overlapped`], calling `then(src, dst, span)` on each part of
+    /// the block as soon as it is written (a plane at a time in the interior, while
+    /// it is still in cache); the parts cover every local cell once.
+    pub fn apply_overlapped_then(&mut self, comm: &dyn Comm, src: Slot, dst: Slot, mut then: impl FnMut(&[f64], &[f64], Span)) {
         assert_ne!(src, dst);
         self.begin_exchange(comm, src);
         let n = self.shape();
         let (inner, shell) = split_spans(n, self.dims, self.open);
         let mut out = std::mem::take(&mut self.slot_mut(dst).data);
+        let ta = self.dims - 1;
         {
             let srcs = self.slot(src).data.as_slice().expect("contiguous");
-            self.apply_span(srcs, None, out.as_slice_mut().expect("contiguous"), inner);
+            let outs = out.as_slice_mut().expect("contiguous");
+            for t in inner.lo[ta]..inner.hi[ta] {
+                let mut sp = inner;
+                (sp.lo[ta], sp.hi[ta]) = (t, t + 1);
+                self.apply_span(srcs, None, outs, sp);
+                then(srcs, outs, sp);
+            }
         }
         self.finish_exchange(comm, src);
         {
             let srcs = self.slot(src).data.as_slice().expect("contiguous");
+            let outs = out.as_slice_mut().expect("contiguous");
             for sp in shell {
-                self.apply_span(srcs, None, out.as_slice_mut().expect("contiguous"), sp);
+                self.apply_span(srcs, None, outs, sp);
+                then(srcs, outs, sp);
             }
         }
         self.slot_mut(dst).data = out;

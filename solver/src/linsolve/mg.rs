@@ -27,8 +27,10 @@ struct Transfer {
     stage: Option<Field>,
     /// Every rank's stage block (the fine layout coarsened), for that gather.
     stage_blocks: Vec<IndexBox>,
-    tmp1: Vec<f64>,
-    tmp2: Vec<f64>,
+    /// Every cell restriction reads is a local (not ghost) fine cell: the residual
+    /// can be computed as restriction streams through it, never stored or exchanged.
+    local_only: bool,
+    scratch: Scratch,
 }
 
 /// Dense LU factors of the coarsest level (partial pivoting).
@@ -310,7 +312,9 @@ fn build_transfer(
     }
     let stage = gather.then(|| Field::zeros(cb, dims, 1));
     let stage_blocks = if gather { stage_blocks } else { Vec::new() };
-    Transfer { rtab, ptab, stage, stage_blocks, tmp1: Vec::new(), tmp2: Vec::new() }
+    let n = fine.shape();
+    let local_only = (0..3).all(|a| rtab[a].iter().flatten().all(|&(f, _)| f >= fg[a] && f < fg[a] + n[a]));
+    Transfer { rtab, ptab, stage, stage_blocks, local_only, scratch: Scratch::default() }
 }
 
 impl Multigrid {
@@ -380,7 +384,9 @@ impl Multigrid {
             // layer) when gathering, else the next level's own fields.
             let next = plan_level(&caxes, dims, &next_layout, gather || replicated, copy_below, levels.len() + 1, &opts);
             let cghost = if gather { 1 } else { next.ghost };
-            let t = build_transfer(&lv, &axes, &caxes, coarsen, gather, cghost, stage_layout.blocks.clone());
+            let mut t = build_transfer(&lv, &axes, &caxes, coarsen, gather, cghost, stage_layout.blocks.clone());
+            // Fused or not, every rank of the level must exchange alike.
+            t.local_only = c.max(if t.local_only { 0.0 } else { 1.0 }) == 0.0;
             if let Some(k) = kc_level.as_ref() {
                 let mine = stage_layout.blocks[cur_rank];
                 let ck = restrict_coefficient(k, &axes, coarsen, mine, dims);
@@ -454,7 +460,8 @@ impl Multigrid {
     /// One cycle on level `l` for `A u = f` from the current `u` (`zero`: u is zero,
     /// or stands for zero when [`Multigrid::skips_zero_fill`]).
     fn cycle(&mut self, comm: &dyn Comm, l: usize, kind: Cycle, zero: bool) {
-        let (smooth, residual) = if l == 0 { ("smooth (finest)", "residual (finest)") } else { ("smooth (coarse)", "residual (coarse)") };
+        let (smooth, residual_restrict) =
+            if l == 0 { ("smooth (finest)", "residual+restrict (finest)") } else { ("smooth (coarse)", "residual+restrict (coarse)") };
         if l == self.levels.len() - 1 {
             let m = Mark::now(comm);
             self.coarse_solve();
@@ -466,18 +473,22 @@ impl Multigrid {
         self.log.add(smooth, comm, m);
         let m = Mark::now(comm);
         {
+            // Only the residual restriction reads across open faces is stored and
+            // exchanged; the rest is computed as restriction streams through it.
+            let local = self.transfers[l].local_only;
             let lv = &mut self.levels[l];
             let c: &dyn Comm = if lv.replicated { &self.serial } else { comm };
-            lv.residual(c);
-            lv.exchange_residual_full(c);
+            lv.exchange(c, Slot::U);
+            if !local {
+                lv.residual_open_layers();
+                lv.exchange_residual_full(c);
+            }
         }
-        self.log.add(residual, comm, m);
-        let m = Mark::now(comm);
-        self.restrict(comm, l);
+        self.restrict(comm, l, true);
         if l + 1 == self.levels.len() - 1 || !self.skips_zero_fill() {
             self.levels[l + 1].u.data.fill(0.0);
         }
-        self.log.add("restrict", comm, m);
+        self.log.add(residual_restrict, comm, m);
         match kind {
             Cycle::V => self.cycle(comm, l + 1, Cycle::V, true),
             Cycle::W => {
@@ -520,20 +531,31 @@ impl Multigrid {
         }
     }
 
-    /// Restricts level `l`'s residual (ghosts filled) to level `l + 1`'s right-hand side.
-    fn restrict(&mut self, comm: &dyn Comm, l: usize) {
+    /// Restricts level `l`'s residual to level `l + 1`'s right-hand side: the residual
+    /// field with its ghosts filled, or (`fused`) `f - A u` computed on the way, with
+    /// `u`'s ghosts filled and, unless [`Multigrid::restricts_locally`], the residual
+    /// field's open-face layers computed and exchanged.
+    pub(crate) fn restrict(&mut self, comm: &dyn Comm, l: usize, fused: bool) {
         let (fine, rest) = self.levels.split_at_mut(l + 1);
         let (fine, coarse) = (&fine[l], &mut rest[0]);
         let t = &mut self.transfers[l];
         let mut stage = t.stage.take();
         {
             let dst = stage.as_mut().unwrap_or(&mut coarse.f);
-            restrict_separable(fine.r.as_slice(), fine.r.padded_shape(), &t.rtab, dst, &mut t.tmp1, &mut t.tmp2);
+            let src = if fused { Fine::Residual { lv: fine, frame: !t.local_only } } else { Fine::Field(fine.r.as_slice()) };
+            restrict_separable(src, fine.r.padded_shape(), &t.rtab, dst, &mut t.scratch);
         }
         if let Some(st) = stage.as_ref() {
             allgather_into(comm, &t.stage_blocks, st, &mut coarse.f);
         }
         t.stage = stage;
+    }
+
+    /// Whether restriction from level `l` reads no ghost cell (no residual layer is
+    /// stored and exchanged first).
+    #[cfg(test)]
+    pub(crate) fn restricts_locally(&self, l: usize) -> bool {
+        self.transfers[l].local_only
     }
 
     /// Adds the interpolated level `l + 1` correction to level `l`'s `u`.
@@ -566,9 +588,9 @@ impl Multigrid {
                     }
                 }
             }
-            prolong_separable(stage, &t.ptab, &mut fine.u, &mut t.tmp1, &mut t.tmp2);
+            prolong_separable(stage, &t.ptab, &mut fine.u, &mut t.scratch);
         } else {
-            prolong_separable(&coarse.u, &t.ptab, &mut fine.u, &mut t.tmp1, &mut t.tmp2);
+            prolong_separable(&coarse.u, &t.ptab, &mut fine.u, &mut t.scratch);
         }
     }
 
@@ -653,17 +675,86 @@ fn restrict_coefficient(k: &Field, axes: &[Axis; 3], coarsen: [bool; 3], cb: Ind
     out
 }
 
-/// `dst = R src`, one axis at a time (x, then y, then z).
-fn restrict_separable(
-    src: &[f64],
-    fp: [usize; 3],
-    rtab: &[Vec<Vec<(usize, f64)>>; 3],
-    dst: &mut Field,
-    t1: &mut Vec<f64>,
-    t2: &mut Vec<f64>,
-) {
+/// Partial results of a separable transfer, one slab (a plane in 3D, a row in 2D)
+/// each, kept by slab index while consecutive output slabs share them: the
+/// transfers stream through the fine field once and their temporaries stay in cache.
+#[derive(Default)]
+struct SlabCache {
+    keys: Vec<Option<usize>>,
+    data: Vec<Vec<f64>>,
+}
+
+impl SlabCache {
+    /// Forgets every slab (the source changed).
+    fn clear(&mut self) {
+        self.keys.fill(None);
+    }
+
+    /// The slot holding slab `key`, filled by `fill` when missing; no slab whose key
+    /// is in `keep` is evicted for it.
+    fn get(&mut self, key: usize, keep: impl Fn(usize) -> bool, len: usize, fill: impl FnOnce(&mut [f64])) -> usize {
+        if let Some(s) = self.keys.iter().position(|&k| k == Some(key)) {
+            return s;
+        }
+        let s = match self.keys.iter().position(|k| k.is_none_or(|k| !keep(k))) {
+            Some(s) => s,
+            None => {
+                self.keys.push(None);
+                self.data.push(Vec::new());
+                self.keys.len() - 1
+            }
+        };
+        self.data[s].resize(len, 0.0);
+        fill(&mut self.data[s]);
+        self.keys[s] = Some(key);
+        s
+    }
+}
+
+/// Work space of one level's transfers.
+#[derive(Default)]
+struct Scratch {
+    /// One slab after the x pass (3D).
+    t1: Vec<f64>,
+    /// One slab of the fine residual, when restriction computes it.
+    plane: Vec<f64>,
+    slabs: SlabCache,
+}
+
+/// Where restriction reads the fine residual: a field with its ghosts filled, or the
+/// level's `f - A u`, computed slab by slab as restriction needs it and never
+/// stored; with `frame`, the ghost cells restriction reads come from the level's
+/// residual field, whose ghosts were exchanged after its open-face layers were
+/// computed ([`Level::residual_open_layers`]).
+enum Fine<'a> {
+    Field(&'a [f64]),
+    Residual { lv: &'a Level, frame: bool },
+}
+
+/// Copies the ghost frame of one padded slab (`fp`: padded shape, `g` ghosts, `n`
+/// local cells) from `src` into `dst`.
+fn copy_frame(src: &[f64], dst: &mut [f64], fp: [usize; 3], g: [usize; 3], n: [usize; 3], d3: bool) {
+    let rows = if d3 { fp[1] } else { 1 };
+    for j in 0..rows {
+        let r = j * fp[0]..(j + 1) * fp[0];
+        if d3 && (j < g[1] || j >= g[1] + n[1]) {
+            dst[r.clone()].copy_from_slice(&src[r]);
+        } else {
+            let (a, b) = (r.start + g[0], r.start + g[0] + n[0]);
+            dst[r.start..a].copy_from_slice(&src[r.start..a]);
+            dst[b..r.end].copy_from_slice(&src[b..r.end]);
+        }
+    }
+}
+
+/// `dst = R src`, one axis at a time (x, then y, then z), slab by slab along the last
+/// axis: every value is the same sum, in the same order, as three whole-field passes.
+fn restrict_separable(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>; 3], dst: &mut Field, sc: &mut Scratch) {
     let nc = [rtab[0].len(), rtab[1].len(), rtab[2].len()];
-    t1.resize(fp[2] * fp[1] * nc[0], 0.0);
+    let d3 = !(fp[2] == 1 && nc[2] == 1);
+    let ta = if d3 { 2 } else { 1 };
+    // Padded fine slab and reduced (coarse in x and y) slab lengths.
+    let (ps, rs) = if d3 { (fp[0] * fp[1], nc[0] * nc[1]) } else { (fp[0], nc[0]) };
     // x: up to four fine cells per coarse cell in fixed slots (no inner loop).
     let slots: Option<Vec<([usize; 4], [f64; 4])>> = rtab[0]
         .iter()
@@ -679,60 +770,72 @@ fn restrict_separable(
             })
         })
         .collect();
-    for k in 0..fp[2] {
+    let xpass = |row: &[f64], out: &mut [f64]| match &slots {
+        Some(sl) => {
+            for (o, (i, w)) in out.iter_mut().zip(sl) {
+                *o = w[0] * row[i[0]] + w[1] * row[i[1]] + w[2] * row[i[2]] + w[3] * row[i[3]];
+            }
+        }
+        None => {
+            for (o, tab) in out.iter_mut().zip(&rtab[0]) {
+                *o = tab.iter().map(|&(f, w)| w * row[f]).sum();
+            }
+        }
+    };
+    let Scratch { t1, plane, slabs } = sc;
+    slabs.clear();
+    t1.resize(if d3 { fp[1] * nc[0] } else { 0 }, 0.0);
+    plane.resize(ps, 0.0);
+    // The fine slab at padded index `f`, reduced along x (and y in 3D) into `red`.
+    let mut reduce = |f: usize, red: &mut [f64]| {
+        let slab: &[f64] = match &src {
+            Fine::Field(s) => &s[f * ps..(f + 1) * ps],
+            Fine::Residual { lv, frame } => {
+                let (g, n) = (lv.u.ghost, lv.shape());
+                let stored = &lv.r.as_slice()[f * ps..(f + 1) * ps];
+                if f < g[ta] || f >= g[ta] + n[ta] {
+                    stored
+                } else {
+                    lv.residual_slab(f - g[ta], plane);
+                    if *frame {
+                        copy_frame(stored, plane, fp, g, n, d3);
+                    }
+                    plane
+                }
+            }
+        };
+        if !d3 {
+            xpass(slab, red);
+            return;
+        }
         for j in 0..fp[1] {
-            let row = &src[(k * fp[1] + j) * fp[0]..(k * fp[1] + j + 1) * fp[0]];
-            let out = &mut t1[(k * fp[1] + j) * nc[0]..(k * fp[1] + j + 1) * nc[0]];
-            match &slots {
-                Some(sl) => {
-                    for (o, (i, w)) in out.iter_mut().zip(sl) {
-                        *o = w[0] * row[i[0]] + w[1] * row[i[1]] + w[2] * row[i[2]] + w[3] * row[i[3]];
-                    }
-                }
-                None => {
-                    for (o, tab) in out.iter_mut().zip(&rtab[0]) {
-                        *o = tab.iter().map(|&(f, w)| w * row[f]).sum();
-                    }
-                }
-            }
+            xpass(&slab[j * fp[0]..(j + 1) * fp[0]], &mut t1[j * nc[0]..(j + 1) * nc[0]]);
         }
-    }
-    // 2D: the y pass writes the coarse field directly.
-    if fp[2] == 1 && nc[2] == 1 {
         for (jc, tab) in rtab[1].iter().enumerate() {
-            let c0 = dst.idx(0, jc, 0);
-            let out = &mut dst.as_slice_mut()[c0..c0 + nc[0]];
+            let out = &mut red[jc * nc[0]..(jc + 1) * nc[0]];
             out.fill(0.0);
             for &(f, w) in tab {
-                let inp = &t1[f * nc[0]..(f + 1) * nc[0]];
-                for (o, v) in out.iter_mut().zip(inp) {
+                for (o, v) in out.iter_mut().zip(&t1[f * nc[0]..(f + 1) * nc[0]]) {
                     *o += w * v;
                 }
             }
         }
-        return;
-    }
-    t2.resize(fp[2] * nc[1] * nc[0], 0.0);
-    for k in 0..fp[2] {
-        for (jc, tab) in rtab[1].iter().enumerate() {
-            let out = &mut t2[(k * nc[1] + jc) * nc[0]..(k * nc[1] + jc + 1) * nc[0]];
-            out.fill(0.0);
-            for &(f, w) in tab {
-                let inp = &t1[(k * fp[1] + f) * nc[0]..(k * fp[1] + f + 1) * nc[0]];
-                for (o, v) in out.iter_mut().zip(inp) {
-                    *o += w * v;
-                }
-            }
+    };
+    for (kc, tab) in rtab[ta].iter().enumerate() {
+        // Coarse rows of this slab: (jc, kc) in 3D, the row kc in 2D.
+        let rows = if d3 { nc[1] } else { 1 };
+        let row0 = |dst: &Field, jc: usize| if d3 { dst.idx(0, jc, kc) } else { dst.idx(0, kc, 0) };
+        for jc in 0..rows {
+            let c0 = row0(dst, jc);
+            dst.as_slice_mut()[c0..c0 + nc[0]].fill(0.0);
         }
-    }
-    for (kc, tab) in rtab[2].iter().enumerate() {
-        for jc in 0..nc[1] {
-            let c0 = dst.idx(0, jc, kc);
-            let out = &mut dst.as_slice_mut()[c0..c0 + nc[0]];
-            out.fill(0.0);
-            for &(f, w) in tab {
-                let inp = &t2[(f * nc[1] + jc) * nc[0]..(f * nc[1] + jc + 1) * nc[0]];
-                for (o, v) in out.iter_mut().zip(inp) {
+        for &(f, w) in tab {
+            let s = slabs.get(f, |k| tab.iter().any(|e| e.0 == k), rs, |red| reduce(f, red));
+            let red = &slabs.data[s];
+            for jc in 0..rows {
+                let c0 = row0(dst, jc);
+                let out = &mut dst.as_slice_mut()[c0..c0 + nc[0]];
+                for (o, v) in out.iter_mut().zip(&red[jc * nc[0]..(jc + 1) * nc[0]]) {
                     *o += w * v;
                 }
             }
@@ -740,51 +843,52 @@ fn restrict_separable(
     }
 }
 
-/// `dst += P src` (src with its ghost ring filled), one axis at a time.
-fn prolong_separable(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field, t1: &mut Vec<f64>, t2: &mut Vec<f64>) {
+/// `dst += P src` (src with its ghost ring filled), one axis at a time, slab by slab
+/// along the last axis: the same sums, in the same order, as whole-field passes.
+fn prolong_separable(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field, sc: &mut Scratch) {
     let cp = src.padded_shape();
     let s = src.as_slice();
     let nf = [ptab[0].len(), ptab[1].len(), ptab[2].len()];
-    t1.resize(cp[2] * cp[1] * nf[0], 0.0);
-    for k in 0..cp[2] {
-        for j in 0..cp[1] {
-            let row = &s[(k * cp[1] + j) * cp[0]..(k * cp[1] + j + 1) * cp[0]];
-            let out = &mut t1[(k * cp[1] + j) * nf[0]..(k * cp[1] + j + 1) * nf[0]];
-            for (o, p) in out.iter_mut().zip(&ptab[0]) {
-                *o = p[0].1 * row[p[0].0] + p[1].1 * row[p[1].0];
-            }
+    let d3 = !(cp[2] == 1 && nf[2] == 1);
+    let ta = if d3 { 2 } else { 1 };
+    // Padded coarse slab and expanded (fine in x and y) slab lengths.
+    let (ps, es) = if d3 { (cp[0] * cp[1], nf[0] * nf[1]) } else { (cp[0], nf[0]) };
+    let xpass = |row: &[f64], out: &mut [f64]| {
+        for (o, p) in out.iter_mut().zip(&ptab[0]) {
+            *o = p[0].1 * row[p[0].0] + p[1].1 * row[p[1].0];
         }
-    }
-    // 2D: the y pass adds into the fine field directly.
-    if cp[2] == 1 && nf[2] == 1 {
+    };
+    let Scratch { t1, slabs, .. } = sc;
+    slabs.clear();
+    t1.resize(if d3 { cp[1] * nf[0] } else { 0 }, 0.0);
+    // The coarse slab at padded index `c`, interpolated along x (and y in 3D) into `e`.
+    let mut expand = |c: usize, e: &mut [f64]| {
+        let slab = &s[c * ps..(c + 1) * ps];
+        if !d3 {
+            xpass(slab, e);
+            return;
+        }
+        for j in 0..cp[1] {
+            xpass(&slab[j * cp[0]..(j + 1) * cp[0]], &mut t1[j * nf[0]..(j + 1) * nf[0]]);
+        }
         for (j, p) in ptab[1].iter().enumerate() {
             let a = &t1[p[0].0 * nf[0]..(p[0].0 + 1) * nf[0]];
             let b = &t1[p[1].0 * nf[0]..(p[1].0 + 1) * nf[0]];
-            let c0 = dst.idx(0, j, 0);
-            let out = &mut dst.as_slice_mut()[c0..c0 + nf[0]];
-            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-                *o += p[0].1 * x + p[1].1 * y;
-            }
-        }
-        return;
-    }
-    t2.resize(cp[2] * nf[1] * nf[0], 0.0);
-    for k in 0..cp[2] {
-        for (j, p) in ptab[1].iter().enumerate() {
-            let a = &t1[(k * cp[1] + p[0].0) * nf[0]..(k * cp[1] + p[0].0 + 1) * nf[0]];
-            let b = &t1[(k * cp[1] + p[1].0) * nf[0]..(k * cp[1] + p[1].0 + 1) * nf[0]];
-            let out = &mut t2[(k * nf[1] + j) * nf[0]..(k * nf[1] + j + 1) * nf[0]];
-            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            for ((o, x), y) in e[j * nf[0]..(j + 1) * nf[0]].iter_mut().zip(a).zip(b) {
                 *o = p[0].1 * x + p[1].1 * y;
             }
         }
-    }
-    for (k, p) in ptab[2].iter().enumerate() {
-        for j in 0..nf[1] {
-            let a = &t2[(p[0].0 * nf[1] + j) * nf[0]..(p[0].0 * nf[1] + j + 1) * nf[0]];
-            let b = &t2[(p[1].0 * nf[1] + j) * nf[0]..(p[1].0 * nf[1] + j + 1) * nf[0]];
-            let c0 = dst.idx(0, j, k);
+    };
+    for (k, p) in ptab[ta].iter().enumerate() {
+        let keep = |c: usize| c == p[0].0 || c == p[1].0;
+        let sa = slabs.get(p[0].0, keep, es, |e| expand(p[0].0, e));
+        let sb = slabs.get(p[1].0, keep, es, |e| expand(p[1].0, e));
+        let (ea, eb) = (&slabs.data[sa], &slabs.data[sb]);
+        let rows = if d3 { nf[1] } else { 1 };
+        for j in 0..rows {
+            let c0 = if d3 { dst.idx(0, j, k) } else { dst.idx(0, k, 0) };
             let out = &mut dst.as_slice_mut()[c0..c0 + nf[0]];
+            let (a, b) = (&ea[j * nf[0]..(j + 1) * nf[0]], &eb[j * nf[0]..(j + 1) * nf[0]]);
             for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
                 *o += p[0].1 * x + p[1].1 * y;
             }
