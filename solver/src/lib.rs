@@ -10,6 +10,7 @@ pub mod output;
 pub mod perf;
 pub mod poisson;
 pub mod run;
+pub mod simd;
 
 pub use case::Case;
 pub use error::{CaseError, RunError};

@@ -48,18 +48,21 @@ impl Sum {
     pub fn add_products(&mut self, a: &[f64], b: &[f64]) {
         match self {
             Sum::Exact(e) => e.add_products(a, b),
-            Sum::Lanes(s) => {
-                let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-                let (ra, rb) = (ca.remainder(), cb.remainder());
-                for (x, y) in ca.zip(cb) {
-                    for l in 0..4 {
-                        s[l] += x[l] * y[l];
+            Sum::Lanes(s) => crate::simd::avx(
+                #[inline(always)]
+                || {
+                    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+                    let (ra, rb) = (ca.remainder(), cb.remainder());
+                    for (x, y) in ca.zip(cb) {
+                        for l in 0..4 {
+                            s[l] += x[l] * y[l];
+                        }
                     }
-                }
-                for (x, y) in ra.iter().zip(rb) {
-                    s[0] += x * y;
-                }
-            }
+                    for (x, y) in ra.iter().zip(rb) {
+                        s[0] += x * y;
+                    }
+                },
+            ),
         }
     }
 
@@ -149,9 +152,14 @@ impl<'c> Dots<'c> {
                 let c = r.idx(0, j, k);
                 let row = &mut r.as_slice_mut()[c..c + n[0]];
                 let src = &qs[c..c + n[0]];
-                for (d, v) in row.iter_mut().zip(src) {
-                    *d += a * v;
-                }
+                crate::simd::avx(
+                    #[inline(always)]
+                    || {
+                        for (d, v) in row.iter_mut().zip(src) {
+                            *d += a * v;
+                        }
+                    },
+                );
                 s[0].add_products(row, row);
             }
         }
@@ -184,9 +192,14 @@ fn axpby(a: f64, x: &Field, b: f64, y: &mut Field) {
         for j in 0..n[1] {
             let c = y.idx(0, j, k);
             let (src, dst) = (&xs[c..c + n[0]], &mut y.as_slice_mut()[c..c + n[0]]);
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = a * s + b * *d;
-            }
+            crate::simd::avx(
+                #[inline(always)]
+                || {
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d = a * s + b * *d;
+                    }
+                },
+            );
         }
     }
 }
@@ -199,10 +212,15 @@ fn update_xp(a: f64, x: &mut Field, z: &Field, b: f64, p: &mut Field) {
         for j in 0..n[1] {
             let c = p.idx(0, j, k);
             let (xr, pr, zr) = (&mut x.as_slice_mut()[c..c + n[0]], &mut p.as_slice_mut()[c..c + n[0]], &zs[c..c + n[0]]);
-            for ((xv, pv), zv) in xr.iter_mut().zip(pr.iter_mut()).zip(zr) {
-                *xv += a * *pv;
-                *pv = zv + b * *pv;
-            }
+            crate::simd::avx(
+                #[inline(always)]
+                || {
+                    for ((xv, pv), zv) in xr.iter_mut().zip(pr.iter_mut()).zip(zr) {
+                        *xv += a * *pv;
+                        *pv = zv + b * *pv;
+                    }
+                },
+            );
         }
     }
 }

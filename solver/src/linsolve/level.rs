@@ -329,12 +329,15 @@ impl Level {
 
     /// [`Level::apply_span`] writing cell `c` (storage index) to `out[c - base]`.
     fn apply_span_at(&self, src: &[f64], rhs: Option<&[f64]>, out: &mut [f64], base: usize, span: Span) {
-        match (self.dims == 3, self.kf.is_some()) {
-            (false, false) => self.apply_kernel::<false, false>(src, rhs, out, base, span),
-            (false, true) => self.apply_kernel::<false, true>(src, rhs, out, base, span),
-            (true, false) => self.apply_kernel::<true, false>(src, rhs, out, base, span),
-            (true, true) => self.apply_kernel::<true, true>(src, rhs, out, base, span),
-        }
+        crate::simd::avx(
+            #[inline(always)]
+            || match (self.dims == 3, self.kf.is_some()) {
+                (false, false) => self.apply_kernel::<false, false>(src, rhs, out, base, span),
+                (false, true) => self.apply_kernel::<false, true>(src, rhs, out, base, span),
+                (true, false) => self.apply_kernel::<true, false>(src, rhs, out, base, span),
+                (true, true) => self.apply_kernel::<true, true>(src, rhs, out, base, span),
+            },
+        )
     }
 
     /// `r = f - A u` on the layers (as deep as `r`'s ghost width) along every open
@@ -451,12 +454,15 @@ impl Level {
 
     /// [`Level::gs_colour`] restricted to the cells of `span`.
     pub fn gs_span(&mut self, colour: usize, span: Span) {
-        match (self.dims == 3, self.kf.is_some()) {
-            (false, false) => self.gs_kernel::<false, false>(colour, span),
-            (false, true) => self.gs_kernel::<false, true>(colour, span),
-            (true, false) => self.gs_kernel::<true, false>(colour, span),
-            (true, true) => self.gs_kernel::<true, true>(colour, span),
-        }
+        crate::simd::avx(
+            #[inline(always)]
+            || match (self.dims == 3, self.kf.is_some()) {
+                (false, false) => self.gs_kernel::<false, false>(colour, span),
+                (false, true) => self.gs_kernel::<false, true>(colour, span),
+                (true, false) => self.gs_kernel::<true, false>(colour, span),
+                (true, true) => self.gs_kernel::<true, true>(colour, span),
+            },
+        )
     }
 
     #[inline(always)]

@@ -692,6 +692,7 @@ impl SlabCache {
 
     /// The slot holding slab `key`, filled by `fill` when missing; no slab whose key
     /// is in `keep` is evicted for it.
+    #[inline(always)]
     fn get(&mut self, key: usize, keep: impl Fn(usize) -> bool, len: usize, fill: impl FnOnce(&mut [f64])) -> usize {
         if let Some(s) = self.keys.iter().position(|&k| k == Some(key)) {
             return s;
@@ -750,45 +751,48 @@ fn copy_frame(src: &[f64], dst: &mut [f64], fp: [usize; 3], g: [usize; 3], n: [u
 /// `dst = R src`, one axis at a time (x, then y, then z), slab by slab along the last
 /// axis: every value is the same sum, in the same order, as three whole-field passes.
 fn restrict_separable(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>; 3], dst: &mut Field, sc: &mut Scratch) {
-    let nc = [rtab[0].len(), rtab[1].len(), rtab[2].len()];
-    let d3 = !(fp[2] == 1 && nc[2] == 1);
-    let ta = if d3 { 2 } else { 1 };
-    // Padded fine slab and reduced (coarse in x and y) slab lengths.
-    let (ps, rs) = if d3 { (fp[0] * fp[1], nc[0] * nc[1]) } else { (fp[0], nc[0]) };
-    // x: up to four fine cells per coarse cell in fixed slots (no inner loop).
-    let slots: Option<Vec<([usize; 4], [f64; 4])>> = rtab[0]
-        .iter()
-        .map(|tab| {
-            (tab.len() <= 4 && !tab.is_empty()).then(|| {
-                let mut i = [tab[0].0; 4];
-                let mut w = [0.0; 4];
-                for (e, &(f, x)) in tab.iter().enumerate() {
-                    i[e] = f;
-                    w[e] = x;
+    crate::simd::avx(
+        #[inline(always)]
+        || restrict_body(src, fp, rtab, dst, sc),
+    )
+}
+
+/// The shape of one restriction: weights, sizes, and the fixed x slots.
+struct RestrictShape<'a> {
+    rtab: &'a [Vec<Vec<(usize, f64)>>; 3],
+    /// x: up to four fine cells per coarse cell in fixed slots (no inner loop).
+    slots: Option<Vec<([usize; 4], [f64; 4])>>,
+    fp: [usize; 3],
+    nc: [usize; 3],
+    d3: bool,
+    /// The slab axis (z in 3D, y in 2D) and the padded fine slab length.
+    ta: usize,
+    ps: usize,
+}
+
+impl RestrictShape<'_> {
+    /// One fine row restricted along x.
+    #[inline(always)]
+    fn x(&self, row: &[f64], out: &mut [f64]) {
+        match &self.slots {
+            Some(sl) => {
+                for (o, (i, w)) in out.iter_mut().zip(sl) {
+                    *o = w[0] * row[i[0]] + w[1] * row[i[1]] + w[2] * row[i[2]] + w[3] * row[i[3]];
                 }
-                (i, w)
-            })
-        })
-        .collect();
-    let xpass = |row: &[f64], out: &mut [f64]| match &slots {
-        Some(sl) => {
-            for (o, (i, w)) in out.iter_mut().zip(sl) {
-                *o = w[0] * row[i[0]] + w[1] * row[i[1]] + w[2] * row[i[2]] + w[3] * row[i[3]];
+            }
+            None => {
+                for (o, tab) in out.iter_mut().zip(&self.rtab[0]) {
+                    *o = tab.iter().map(|&(f, w)| w * row[f]).sum();
+                }
             }
         }
-        None => {
-            for (o, tab) in out.iter_mut().zip(&rtab[0]) {
-                *o = tab.iter().map(|&(f, w)| w * row[f]).sum();
-            }
-        }
-    };
-    let Scratch { t1, plane, slabs } = sc;
-    slabs.clear();
-    t1.resize(if d3 { fp[1] * nc[0] } else { 0 }, 0.0);
-    plane.resize(ps, 0.0);
-    // The fine slab at padded index `f`, reduced along x (and y in 3D) into `red`.
-    let mut reduce = |f: usize, red: &mut [f64]| {
-        let slab: &[f64] = match &src {
+    }
+
+    /// The fine slab at padded index `f`, reduced along x (and y in 3D) into `red`.
+    #[inline(always)]
+    fn reduce(&self, src: &Fine, f: usize, t1: &mut [f64], plane: &mut [f64], red: &mut [f64]) {
+        let (fp, nc, ps, ta, d3) = (self.fp, self.nc, self.ps, self.ta, self.d3);
+        let slab: &[f64] = match src {
             Fine::Field(s) => &s[f * ps..(f + 1) * ps],
             Fine::Residual { lv, frame } => {
                 let (g, n) = (lv.u.ghost, lv.shape());
@@ -805,13 +809,13 @@ fn restrict_separable(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>;
             }
         };
         if !d3 {
-            xpass(slab, red);
+            self.x(slab, red);
             return;
         }
         for j in 0..fp[1] {
-            xpass(&slab[j * fp[0]..(j + 1) * fp[0]], &mut t1[j * nc[0]..(j + 1) * nc[0]]);
+            self.x(&slab[j * fp[0]..(j + 1) * fp[0]], &mut t1[j * nc[0]..(j + 1) * nc[0]]);
         }
-        for (jc, tab) in rtab[1].iter().enumerate() {
+        for (jc, tab) in self.rtab[1].iter().enumerate() {
             let out = &mut red[jc * nc[0]..(jc + 1) * nc[0]];
             out.fill(0.0);
             for &(f, w) in tab {
@@ -820,7 +824,35 @@ fn restrict_separable(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>;
                 }
             }
         }
-    };
+    }
+}
+
+#[inline(always)]
+fn restrict_body(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>; 3], dst: &mut Field, sc: &mut Scratch) {
+    let nc = [rtab[0].len(), rtab[1].len(), rtab[2].len()];
+    let d3 = !(fp[2] == 1 && nc[2] == 1);
+    let ta = if d3 { 2 } else { 1 };
+    // Padded fine slab and reduced (coarse in x and y) slab lengths.
+    let (ps, rs) = if d3 { (fp[0] * fp[1], nc[0] * nc[1]) } else { (fp[0], nc[0]) };
+    let slots = rtab[0]
+        .iter()
+        .map(|tab| {
+            (tab.len() <= 4 && !tab.is_empty()).then(|| {
+                let mut i = [tab[0].0; 4];
+                let mut w = [0.0; 4];
+                for (e, &(f, x)) in tab.iter().enumerate() {
+                    i[e] = f;
+                    w[e] = x;
+                }
+                (i, w)
+            })
+        })
+        .collect();
+    let shape = RestrictShape { rtab, slots, fp, nc, d3, ta, ps };
+    let Scratch { t1, plane, slabs } = sc;
+    slabs.clear();
+    t1.resize(if d3 { fp[1] * nc[0] } else { 0 }, 0.0);
+    plane.resize(ps, 0.0);
     for (kc, tab) in rtab[ta].iter().enumerate() {
         // Coarse rows of this slab: (jc, kc) in 3D, the row kc in 2D.
         let rows = if d3 { nc[1] } else { 1 };
@@ -830,7 +862,13 @@ fn restrict_separable(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>;
             dst.as_slice_mut()[c0..c0 + nc[0]].fill(0.0);
         }
         for &(f, w) in tab {
-            let s = slabs.get(f, |k| tab.iter().any(|e| e.0 == k), rs, |red| reduce(f, red));
+            let s = slabs.get(
+                f,
+                |k| tab.iter().any(|e| e.0 == k),
+                rs,
+                #[inline(always)]
+                |red| shape.reduce(&src, f, t1, plane, red),
+            );
             let red = &slabs.data[s];
             for jc in 0..rows {
                 let c0 = row0(dst, jc);
@@ -846,43 +884,68 @@ fn restrict_separable(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>;
 /// `dst += P src` (src with its ghost ring filled), one axis at a time, slab by slab
 /// along the last axis: the same sums, in the same order, as whole-field passes.
 fn prolong_separable(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field, sc: &mut Scratch) {
+    crate::simd::avx(
+        #[inline(always)]
+        || prolong_body(src, ptab, dst, sc),
+    )
+}
+
+/// The coarse slab at padded index `c` of `s` (padded shape `cp`), interpolated
+/// along x (and y in 3D) into `e`.
+#[inline(always)]
+fn prolong_expand(s: &[f64], cp: [usize; 3], ptab: &[Vec<[(usize, f64); 2]>; 3], d3: bool, c: usize, t1: &mut [f64], e: &mut [f64]) {
+    let nf0 = ptab[0].len();
+    let ps = if d3 { cp[0] * cp[1] } else { cp[0] };
+    let slab = &s[c * ps..(c + 1) * ps];
+    let x = |row: &[f64], out: &mut [f64]| {
+        for (o, p) in out.iter_mut().zip(&ptab[0]) {
+            *o = p[0].1 * row[p[0].0] + p[1].1 * row[p[1].0];
+        }
+    };
+    if !d3 {
+        x(slab, e);
+        return;
+    }
+    for j in 0..cp[1] {
+        x(&slab[j * cp[0]..(j + 1) * cp[0]], &mut t1[j * nf0..(j + 1) * nf0]);
+    }
+    for (j, p) in ptab[1].iter().enumerate() {
+        let a = &t1[p[0].0 * nf0..(p[0].0 + 1) * nf0];
+        let b = &t1[p[1].0 * nf0..(p[1].0 + 1) * nf0];
+        for ((o, x), y) in e[j * nf0..(j + 1) * nf0].iter_mut().zip(a).zip(b) {
+            *o = p[0].1 * x + p[1].1 * y;
+        }
+    }
+}
+
+#[inline(always)]
+fn prolong_body(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field, sc: &mut Scratch) {
     let cp = src.padded_shape();
     let s = src.as_slice();
     let nf = [ptab[0].len(), ptab[1].len(), ptab[2].len()];
     let d3 = !(cp[2] == 1 && nf[2] == 1);
     let ta = if d3 { 2 } else { 1 };
-    // Padded coarse slab and expanded (fine in x and y) slab lengths.
-    let (ps, es) = if d3 { (cp[0] * cp[1], nf[0] * nf[1]) } else { (cp[0], nf[0]) };
-    let xpass = |row: &[f64], out: &mut [f64]| {
-        for (o, p) in out.iter_mut().zip(&ptab[0]) {
-            *o = p[0].1 * row[p[0].0] + p[1].1 * row[p[1].0];
-        }
-    };
+    // Expanded (fine in x and y) slab length.
+    let es = if d3 { nf[0] * nf[1] } else { nf[0] };
     let Scratch { t1, slabs, .. } = sc;
     slabs.clear();
     t1.resize(if d3 { cp[1] * nf[0] } else { 0 }, 0.0);
-    // The coarse slab at padded index `c`, interpolated along x (and y in 3D) into `e`.
-    let mut expand = |c: usize, e: &mut [f64]| {
-        let slab = &s[c * ps..(c + 1) * ps];
-        if !d3 {
-            xpass(slab, e);
-            return;
-        }
-        for j in 0..cp[1] {
-            xpass(&slab[j * cp[0]..(j + 1) * cp[0]], &mut t1[j * nf[0]..(j + 1) * nf[0]]);
-        }
-        for (j, p) in ptab[1].iter().enumerate() {
-            let a = &t1[p[0].0 * nf[0]..(p[0].0 + 1) * nf[0]];
-            let b = &t1[p[1].0 * nf[0]..(p[1].0 + 1) * nf[0]];
-            for ((o, x), y) in e[j * nf[0]..(j + 1) * nf[0]].iter_mut().zip(a).zip(b) {
-                *o = p[0].1 * x + p[1].1 * y;
-            }
-        }
-    };
     for (k, p) in ptab[ta].iter().enumerate() {
         let keep = |c: usize| c == p[0].0 || c == p[1].0;
-        let sa = slabs.get(p[0].0, keep, es, |e| expand(p[0].0, e));
-        let sb = slabs.get(p[1].0, keep, es, |e| expand(p[1].0, e));
+        let sa = slabs.get(
+            p[0].0,
+            keep,
+            es,
+            #[inline(always)]
+            |e| prolong_expand(s, cp, ptab, d3, p[0].0, t1, e),
+        );
+        let sb = slabs.get(
+            p[1].0,
+            keep,
+            es,
+            #[inline(always)]
+            |e| prolong_expand(s, cp, ptab, d3, p[1].0, t1, e),
+        );
         let (ea, eb) = (&slabs.data[sa], &slabs.data[sb]);
         let rows = if d3 { nf[1] } else { 1 };
         for j in 0..rows {
