@@ -30,8 +30,14 @@ struct Transfer {
     /// Every cell restriction reads is a local (not ghost) fine cell: the residual
     /// can be computed as restriction streams through it, never stored or exchanged.
     local_only: bool,
+    /// x restriction in fixed slots, when every coarse cell has at most four children.
+    xslots: Option<Vec<XSlot>>,
     scratch: Scratch,
 }
+
+/// Up to four (fine padded index, weight) pairs of one coarse cell along x; unused
+/// slots repeat the first index with weight 0 (no inner loop).
+type XSlot = ([usize; 4], [f64; 4]);
 
 /// Dense LU factors of the coarsest level (partial pivoting).
 struct DenseLu {
@@ -314,7 +320,21 @@ fn build_transfer(
     let stage_blocks = if gather { stage_blocks } else { Vec::new() };
     let n = fine.shape();
     let local_only = (0..3).all(|a| rtab[a].iter().flatten().all(|&(f, _)| f >= fg[a] && f < fg[a] + n[a]));
-    Transfer { rtab, ptab, stage, stage_blocks, local_only, scratch: Scratch::default() }
+    let xslots = rtab[0]
+        .iter()
+        .map(|tab| {
+            (tab.len() <= 4 && !tab.is_empty()).then(|| {
+                let mut i = [tab[0].0; 4];
+                let mut w = [0.0; 4];
+                for (e, &(f, x)) in tab.iter().enumerate() {
+                    i[e] = f;
+                    w[e] = x;
+                }
+                (i, w)
+            })
+        })
+        .collect();
+    Transfer { rtab, ptab, stage, stage_blocks, local_only, xslots, scratch: Scratch::default() }
 }
 
 impl Multigrid {
@@ -543,7 +563,7 @@ impl Multigrid {
         {
             let dst = stage.as_mut().unwrap_or(&mut coarse.f);
             let src = if fused { Fine::Residual { lv: fine, frame: !t.local_only } } else { Fine::Field(fine.r.as_slice()) };
-            restrict_separable(src, fine.r.padded_shape(), &t.rtab, dst, &mut t.scratch);
+            restrict_separable(src, fine.r.padded_shape(), t, dst);
         }
         if let Some(st) = stage.as_ref() {
             allgather_into(comm, &t.stage_blocks, st, &mut coarse.f);
@@ -750,18 +770,17 @@ fn copy_frame(src: &[f64], dst: &mut [f64], fp: [usize; 3], g: [usize; 3], n: [u
 
 /// `dst = R src`, one axis at a time (x, then y, then z), slab by slab along the last
 /// axis: every value is the same sum, in the same order, as three whole-field passes.
-fn restrict_separable(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>; 3], dst: &mut Field, sc: &mut Scratch) {
+fn restrict_separable(src: Fine, fp: [usize; 3], t: &mut Transfer, dst: &mut Field) {
     crate::simd::avx(
         #[inline(always)]
-        || restrict_body(src, fp, rtab, dst, sc),
+        || restrict_body(src, fp, &t.rtab, t.xslots.as_deref(), dst, &mut t.scratch),
     )
 }
 
 /// The shape of one restriction: weights, sizes, and the fixed x slots.
 struct RestrictShape<'a> {
     rtab: &'a [Vec<Vec<(usize, f64)>>; 3],
-    /// x: up to four fine cells per coarse cell in fixed slots (no inner loop).
-    slots: Option<Vec<([usize; 4], [f64; 4])>>,
+    slots: Option<&'a [XSlot]>,
     fp: [usize; 3],
     nc: [usize; 3],
     d3: bool,
@@ -774,7 +793,7 @@ impl RestrictShape<'_> {
     /// One fine row restricted along x.
     #[inline(always)]
     fn x(&self, row: &[f64], out: &mut [f64]) {
-        match &self.slots {
+        match self.slots {
             Some(sl) => {
                 for (o, (i, w)) in out.iter_mut().zip(sl) {
                     *o = w[0] * row[i[0]] + w[1] * row[i[1]] + w[2] * row[i[2]] + w[3] * row[i[3]];
@@ -828,27 +847,20 @@ impl RestrictShape<'_> {
 }
 
 #[inline(always)]
-fn restrict_body(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>; 3], dst: &mut Field, sc: &mut Scratch) {
+fn restrict_body(
+    src: Fine,
+    fp: [usize; 3],
+    rtab: &[Vec<Vec<(usize, f64)>>; 3],
+    slots: Option<&[XSlot]>,
+    dst: &mut Field,
+    sc: &mut Scratch,
+) {
     let nc = [rtab[0].len(), rtab[1].len(), rtab[2].len()];
     let d3 = !(fp[2] == 1 && nc[2] == 1);
     let ta = if d3 { 2 } else { 1 };
     // Padded fine slab and reduced (coarse in x and y) slab lengths.
     let (ps, rs) = if d3 { (fp[0] * fp[1], nc[0] * nc[1]) } else { (fp[0], nc[0]) };
-    let slots = rtab[0]
-        .iter()
-        .map(|tab| {
-            (tab.len() <= 4 && !tab.is_empty()).then(|| {
-                let mut i = [tab[0].0; 4];
-                let mut w = [0.0; 4];
-                for (e, &(f, x)) in tab.iter().enumerate() {
-                    i[e] = f;
-                    w[e] = x;
-                }
-                (i, w)
-            })
-        })
-        .collect();
-    let shape = RestrictShape { rtab, slots, fp, nc, d3, ta, ps };
+    let shape = RestrictShape { rtab, slots: slots.as_deref(), fp, nc, d3, ta, ps };
     let Scratch { t1, plane, slabs } = sc;
     slabs.clear();
     t1.resize(if d3 { fp[1] * nc[0] } else { 0 }, 0.0);
@@ -932,20 +944,15 @@ fn prolong_body(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field
     t1.resize(if d3 { cp[1] * nf[0] } else { 0 }, 0.0);
     for (k, p) in ptab[ta].iter().enumerate() {
         let keep = |c: usize| c == p[0].0 || c == p[1].0;
-        let sa = slabs.get(
-            p[0].0,
-            keep,
-            es,
-            #[inline(always)]
-            |e| prolong_expand(s, cp, ptab, d3, p[0].0, t1, e),
-        );
-        let sb = slabs.get(
-            p[1].0,
-            keep,
-            es,
-            #[inline(always)]
-            |e| prolong_expand(s, cp, ptab, d3, p[1].0, t1, e),
-        );
+        let [sa, sb] = [p[0].0, p[1].0].map(|c| {
+            slabs.get(
+                c,
+                keep,
+                es,
+                #[inline(always)]
+                |e| prolong_expand(s, cp, ptab, d3, c, t1, e),
+            )
+        });
         let (ea, eb) = (&slabs.data[sa], &slabs.data[sb]);
         let rows = if d3 { nf[1] } else { 1 };
         for j in 0..rows {

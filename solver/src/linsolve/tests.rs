@@ -110,6 +110,27 @@ fn reproducible_mode_is_bit_identical_on_1_to_4_ranks() {
     }
 }
 
+/// The layout of `cells` on `c`'s ranks and a varying cell coefficient on this
+/// rank's block, for the bit-for-bit tests.
+fn mixed_problem(c: &dyn Comm, cells: &[usize], periodic: &[bool]) -> (BlockLayout, Field) {
+    let dims = cells.len();
+    let grid = Grid::new(cells, &vec![0.0; dims], &vec![1.0; dims], periodic);
+    let layout = BlockLayout::auto(&grid, c.size(), 1).unwrap();
+    let mut k = Field::zeros(layout.blocks[c.rank()], dims, 1);
+    k.fill_with(|i, j, kk| 1.0 + 0.1 * ((i * 7 + j * 3 + kk * 5) % 11) as f64);
+    (layout, k)
+}
+
+/// A Helmholtz operator with mixed Dirichlet/Neumann faces and coefficient `k`.
+fn mixed_spec(k: Option<&Field>) -> OperatorSpec<'_> {
+    OperatorSpec {
+        alpha: 0.3,
+        beta: 1.0,
+        coefficient: k,
+        bc: [[BcKind::Dirichlet, BcKind::Neumann], [BcKind::Neumann, BcKind::Dirichlet], [BcKind::Dirichlet; 2]],
+    }
+}
+
 /// The fused red-black sweep gives the same bits as two half sweeps with an exchange
 /// in between, on any decomposition (2D/3D, constant/variable coefficient, periodic).
 #[test]
@@ -123,17 +144,8 @@ fn fused_gauss_seidel_matches_two_half_sweeps_bit_for_bit() {
         for ranks in 1..=4 {
             let (cells, periodic) = (cells.clone(), periodic.clone());
             ThreadComm::run(ranks, move |c| {
-                let dims = cells.len();
-                let grid = Grid::new(&cells, &vec![0.0; dims], &vec![1.0; dims], &periodic);
-                let layout = BlockLayout::auto(&grid, c.size(), 1).unwrap();
-                let mut k = Field::zeros(layout.blocks[c.rank()], dims, 1);
-                k.fill_with(|i, j, kk| 1.0 + 0.1 * ((i * 7 + j * 3 + kk * 5) % 11) as f64);
-                let spec = OperatorSpec {
-                    alpha: 0.3,
-                    beta: 1.0,
-                    coefficient: var.then_some(&k),
-                    bc: [[BcKind::Dirichlet, BcKind::Neumann], [BcKind::Neumann, BcKind::Dirichlet], [BcKind::Dirichlet; 2]],
-                };
+                let (layout, k) = mixed_problem(c, &cells, &periodic);
+                let spec = mixed_spec(var.then_some(&k));
                 let opts = MgOptions { max_levels: 1, ..Default::default() };
                 let mut a = Multigrid::new(c, &layout, &spec, opts).unwrap();
                 let mut b = Multigrid::new(c, &layout, &spec, opts).unwrap();
@@ -197,17 +209,8 @@ fn fused_residual_restriction_matches_the_stored_residual_bit_for_bit() {
     ] {
         let (cells, periodic) = (cells.clone(), periodic.clone());
         ThreadComm::run(ranks, move |c| {
-            let dims = cells.len();
-            let grid = Grid::new(&cells, &vec![0.0; dims], &vec![1.0; dims], &periodic);
-            let layout = BlockLayout::auto(&grid, c.size(), 1).unwrap();
-            let mut k = Field::zeros(layout.blocks[c.rank()], dims, 1);
-            k.fill_with(|i, j, kk| 1.0 + 0.1 * ((i * 7 + j * 3 + kk * 5) % 11) as f64);
-            let spec = OperatorSpec {
-                alpha: 0.3,
-                beta: 1.0,
-                coefficient: var.then_some(&k),
-                bc: [[BcKind::Dirichlet, BcKind::Neumann], [BcKind::Neumann, BcKind::Dirichlet], [BcKind::Dirichlet; 2]],
-            };
+            let (layout, k) = mixed_problem(c, &cells, &periodic);
+            let spec = mixed_spec(var.then_some(&k));
             let opts = MgOptions { max_levels: 2, coarse_max: 1, agglomerate_below: 1, ..Default::default() };
             let mut mg = Multigrid::new(c, &layout, &spec, opts).unwrap();
             assert_eq!(mg.restricts_locally(0), local, "{cells:?} {periodic:?} on {ranks} ranks");
