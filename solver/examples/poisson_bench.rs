@@ -7,7 +7,7 @@
 //!  [--method cg|cg1|fcg|bicgstab|mg] [--smoother rbgs|chebyshev] [--cycle V|W|F] [--pre 2 --post 2] [--log]`
 use decomp::comm::{Comm, MpiComm};
 use decomp::{BlockLayout, Grid};
-use solver::linsolve::{BcKind, Cycle, LinearSolver, Method, Multigrid, OperatorSpec, Smoother, SolverOptions};
+use solver::linsolve::{BcKind, Cycle, Interpolation, LinearSolver, Method, Multigrid, OperatorSpec, Smoother, SolverOptions};
 use std::f64::consts::PI;
 use std::time::Instant;
 
@@ -43,6 +43,13 @@ fn main() {
     };
     opts.mg.pre_smooth = arg(&args, "--pre", opts.mg.pre_smooth);
     opts.mg.post_smooth = arg(&args, "--post", opts.mg.post_smooth);
+    opts.mg.interpolation = match arg(&args, "--interpolation", "auto".to_string()).as_str() {
+        "linear" => Interpolation::Linear,
+        "cubic" => Interpolation::Cubic,
+        _ => Interpolation::Auto,
+    };
+    opts.mg.max_levels = arg(&args, "--levels", opts.mg.max_levels);
+    opts.mg.coarse_max = arg(&args, "--coarse-max", opts.mg.coarse_max);
     opts.reproducible = args.iter().any(|a| a == "--reproducible");
     let cells = vec![n; dims];
     let grid = Grid::new(&cells, &vec![0.0; dims], &vec![1.0; dims], &vec![false; dims]);
@@ -89,6 +96,10 @@ fn main() {
         if comm.rank() == 0 {
             eprintln!("{}", log.table(total));
         }
+    }
+    if args.iter().any(|a| a == "--history") && comm.rank() == 0 {
+        let h: Vec<String> = rep.history.iter().map(|r| format!("{r:.3e}")).collect();
+        eprintln!("history (|r|/|b| per iteration): {}", h.join(" "));
     }
     let err = comm.max(err);
     let rss = comm.max(peak_rss_mib());

@@ -9,7 +9,7 @@
 //! the offending value last.
 use crate::error::{suggest, CaseError, Location};
 use crate::expr::Expr;
-use crate::linsolve::{Cycle, Method, Precond, Smoother, SolverOptions};
+use crate::linsolve::{Cycle, Interpolation, Method, Precond, Smoother, SolverOptions};
 use decomp::Grid;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -160,6 +160,7 @@ struct RawSolver {
     error_if_not_converged: Option<bool>,
     cycle: Option<String>,
     smoother: Option<String>,
+    interpolation: Option<String>,
     pre_smooth: Option<i64>,
     post_smooth: Option<i64>,
     coarse_max: Option<i64>,
@@ -670,7 +671,7 @@ const SCHEMA: [(&str, &[&str]); 11] = [
     ("monitor", &["probes", "norms"]),
 ];
 
-const SOLVER_KEYS: [&str; 13] = [
+const SOLVER_KEYS: [&str; 14] = [
     "method",
     "preconditioner",
     "rtol",
@@ -680,6 +681,7 @@ const SOLVER_KEYS: [&str; 13] = [
     "error_if_not_converged",
     "cycle",
     "smoother",
+    "interpolation",
     "pre_smooth",
     "post_smooth",
     "coarse_max",
@@ -739,6 +741,9 @@ fn key_help(path: &str) -> Option<&'static str> {
         "numerics.solver.reproducible" | "numerics.solver.error_if_not_converged" => "true or false (no quotes)",
         "numerics.solver.cycle" => "cycle = \"V\": V, W or F",
         "numerics.solver.smoother" => "smoother = \"rbgs\": rbgs (red-black Gauss-Seidel) or chebyshev",
+        "numerics.solver.interpolation" => {
+            "interpolation = \"auto\": auto (cubic for a constant coefficient, else linear), linear or cubic"
+        }
         "control.end_time" | "control.steady_tolerance" => "a positive number (no quotes)",
         "control.max_steps" => "max_steps = 1000: a whole number",
         "output.dir" => "dir = \"runs/heat2d\": a path string",
@@ -2246,6 +2251,9 @@ fn solver_options(raw: &RawSolver, map: &SourceMap) -> Result<SolverOptions, Cas
     if let Some(i) = pick("smoother", &raw.smoother, &["rbgs", "chebyshev"])? {
         o.mg.smoother = [Smoother::Rbgs, Smoother::Chebyshev][i];
     }
+    if let Some(i) = pick("interpolation", &raw.interpolation, &["auto", "linear", "cubic"])? {
+        o.mg.interpolation = [Interpolation::Auto, Interpolation::Linear, Interpolation::Cubic][i];
+    }
     for (key, v, dst) in [("rtol", raw.rtol, &mut o.rtol), ("atol", raw.atol, &mut o.atol)] {
         if let Some(x) = v {
             if !(x.is_finite() && x >= 0.0 && x < 1.0) {
@@ -2324,6 +2332,11 @@ fn solver_table(o: &SolverOptions) -> toml::Table {
         Smoother::Rbgs => "rbgs",
         Smoother::Chebyshev => "chebyshev",
     };
+    let interp = match o.mg.interpolation {
+        Interpolation::Auto => "auto",
+        Interpolation::Linear => "linear",
+        Interpolation::Cubic => "cubic",
+    };
     for (k, v) in [
         ("method", V::String(method.into())),
         ("preconditioner", V::String(pc.into())),
@@ -2334,6 +2347,7 @@ fn solver_table(o: &SolverOptions) -> toml::Table {
         ("error_if_not_converged", V::Boolean(o.error_if_not_converged)),
         ("cycle", V::String(cycle.into())),
         ("smoother", V::String(sm.into())),
+        ("interpolation", V::String(interp.into())),
         ("pre_smooth", V::Integer(o.mg.pre_smooth as i64)),
         ("post_smooth", V::Integer(o.mg.post_smooth as i64)),
         ("coarse_max", V::Integer(o.mg.coarse_max as i64)),

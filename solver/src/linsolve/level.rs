@@ -72,6 +72,8 @@ pub struct Level {
     pub t: Field,
     star: HaloPlan,
     box1: HaloPlan,
+    /// Two layers, corners included, when the ghost width allows (cubic prolongation).
+    box2: Option<HaloPlan>,
     boxg: HaloPlan,
     /// Largest eigenvalue bound of D⁻¹A (Gershgorin), for Chebyshev.
     pub lambda_max: f64,
@@ -152,6 +154,7 @@ impl Level {
         let star = HaloPlan::with_width(&layout, rank, ghost, 1, Stencil::Star, tag)?;
         let box1 = HaloPlan::with_width(&layout, rank, ghost, 1, Stencil::Box, tag + 32)?;
         let boxg = HaloPlan::with_width(&layout, rank, ghost, ghost, Stencil::Box, tag + 64)?;
+        let box2 = if ghost >= 2 { Some(HaloPlan::with_width(&layout, rank, ghost, 2, Stencil::Box, tag + 96)?) } else { None };
         let mut lv = Level {
             dims,
             axes,
@@ -169,6 +172,7 @@ impl Level {
             t,
             star,
             box1,
+            box2,
             boxg,
             lambda_max: 2.0,
             xuni: (0, 0),
@@ -316,9 +320,18 @@ impl Level {
         self.boxg.exchange(comm, &mut self.r);
     }
 
-    /// Fills the first ghost layer of `u`, corners included (prolongation reads them).
-    pub fn exchange_u_box(&mut self, comm: &dyn Comm) {
-        self.box1.exchange(comm, &mut self.u);
+    /// Fills the first `width` (1 or 2) ghost layers of `u`, corners included
+    /// (prolongation reads them).
+    pub fn exchange_u_box(&mut self, comm: &dyn Comm, width: usize) {
+        match self.box2.as_mut() {
+            Some(plan) if width == 2 => plan.exchange(comm, &mut self.u),
+            _ => {
+                // One ghost layer is only enough where no face is open (nothing is
+                // read across a physical face: it folds onto the cells it mirrors).
+                assert!(width == 1 || self.open.iter().flatten().all(|o| !o), "{width} ghost layers needed");
+                self.box1.exchange(comm, &mut self.u)
+            }
+        }
     }
 
     /// `out = A·src` (or `out = rhs - A·src` when `residual`) on `span`, reading

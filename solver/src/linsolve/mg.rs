@@ -11,7 +11,7 @@
 //! scattered back, since each rank reads the part it needs.
 use super::axis::{Axis, BcKind};
 use super::level::{Level, Slot};
-use super::options::{Cycle, MgOptions, Smoother};
+use super::options::{Cycle, Interpolation, MgOptions, Smoother};
 use crate::perf::{Mark, PhaseLog};
 use decomp::comm::SerialComm;
 use decomp::{BlockLayout, Comm, Field, Grid, IndexBox};
@@ -20,8 +20,11 @@ use decomp::{BlockLayout, Comm, Field, Grid, IndexBox};
 struct Transfer {
     /// For each coarse local cell: (fine padded index, weight) along the axis.
     rtab: [Vec<Vec<(usize, f64)>>; 3],
-    /// For each fine local cell: two (coarse padded index, weight) pairs.
-    ptab: [Vec<[(usize, f64); 2]>; 3],
+    /// For each fine local cell: up to four (coarse padded index, weight) pairs;
+    /// unused slots repeat the first index with weight 0.
+    ptab: [Vec<PSlot>; 3],
+    /// Slots of `ptab` in use: 2 (linear), 4 (cubic).
+    ptaps: usize,
     /// The coarse level is replicated: this rank's coarse block, gathered after
     /// restriction and read (with a ghost ring) before prolongation.
     stage: Option<Field>,
@@ -30,14 +33,24 @@ struct Transfer {
     /// Every cell restriction reads is a local (not ghost) fine cell: the residual
     /// can be computed as restriction streams through it, never stored or exchanged.
     local_only: bool,
-    /// x restriction in fixed slots, when every coarse cell has at most four children.
-    xslots: Option<Vec<XSlot>>,
+    /// x restriction in fixed slots, when every coarse cell reads at most eight fine cells.
+    xslots: XSlots,
     scratch: Scratch,
 }
 
-/// Up to four (fine padded index, weight) pairs of one coarse cell along x; unused
+/// Up to `K` (fine padded index, weight) pairs of one coarse cell along x; unused
 /// slots repeat the first index with weight 0 (no inner loop).
-type XSlot = ([usize; 4], [f64; 4]);
+type XSlot<const K: usize> = ([usize; K], [f64; K]);
+
+/// The x restriction of a transfer in fixed slots: four (linear) or eight (cubic).
+enum XSlots {
+    None,
+    Four(Vec<XSlot<4>>),
+    Eight(Vec<XSlot<8>>),
+}
+
+/// Interpolation pairs of one fine cell along one axis (see `Transfer::ptab`).
+type PSlot = [(usize, f64); 4];
 
 /// Dense LU factors of the coarsest level (partial pivoting).
 struct DenseLu {
@@ -136,12 +149,15 @@ fn straddles(layout: &BlockLayout, coarsen: [bool; 3]) -> bool {
     layout.blocks.iter().any(|b| (0..3).any(|a| coarsen[a] && (b.lo[a] % 2 == 1 || (b.hi[a] % 2 == 1 && b.hi[a] != layout.grid.cells[a]))))
 }
 
-fn coarse_box(b: &IndexBox, coarsen: [bool; 3]) -> IndexBox {
+/// The coarse cells whose first child lies in the fine block `b` of a grid of `n`
+/// cells.
+fn coarse_box(b: &IndexBox, coarsen: [bool; 3], n: [usize; 3]) -> IndexBox {
     let mut c = *b;
     for a in 0..3 {
         if coarsen[a] {
-            c.lo[a] = b.lo[a].div_ceil(2);
-            c.hi[a] = b.hi[a].div_ceil(2);
+            let nc = Axis::coarse_n(n[a]);
+            c.lo[a] = b.lo[a].div_ceil(2).min(nc);
+            c.hi[a] = b.hi[a].div_ceil(2).min(nc);
         }
     }
     c
@@ -217,15 +233,19 @@ fn with_ghost(f: &Field, dims: usize, ghost: usize) -> Field {
 }
 
 /// How one level is built: whether it is the last, whether a gathered copy follows
-/// it, the axes it coarsens along and the ghost width of its fields.
+/// it, the axes it coarsens along, whether its transfer interpolates cubically and
+/// the ghost width of its fields.
 struct LevelPlan {
     last: bool,
     copy_below: bool,
     coarsen: [bool; 3],
+    cubic: bool,
     ghost: usize,
 }
 
-/// The plan of the level over `axes` on `layout` at `depth` (0 = finest).
+/// The plan of the level over `axes` on `layout` at `depth` (0 = finest);
+/// `above_cubic`: the transfer from the finer level interpolates cubically.
+#[allow(clippy::too_many_arguments)]
 fn plan_level(
     axes: &[Axis; 3],
     dims: usize,
@@ -234,6 +254,7 @@ fn plan_level(
     force_last: bool,
     depth: usize,
     opts: &MgOptions,
+    above_cubic: bool,
 ) -> LevelPlan {
     let can: [bool; 3] = std::array::from_fn(|a| a < dims && axes[a].can_coarsen());
     let total: usize = axes.iter().take(dims).map(|a| a.n()).product();
@@ -242,12 +263,29 @@ fn plan_level(
     // gathered copy below it.
     let copy_below = last && !replicated;
     let coarsen = if copy_below { [false; 3] } else { can };
-    let ghost = if !last && !replicated && straddles(layout, coarsen) { 2 } else { 1 };
-    LevelPlan { last, copy_below, coarsen, ghost }
+    // Ghosts are read across open faces (periodic images, other ranks' cells): by
+    // restriction (linear: 1, or 2 where cell pairs straddle ranks; cubic: up to 4)
+    // and by prolongation into the finer level (cubic: 2). Cubic restriction needs
+    // blocks at least 4 cells thick, else this level's transfer stays linear: that
+    // happens only on a finest level split that thin (coarser distributed levels are
+    // gathered first) or on a small periodic level, the same on every rank count.
+    let open = (0..dims).any(|a| axes[a].periodic()) || (!replicated && layout.blocks.len() > 1);
+    let thick = layout.blocks.iter().all(|b| (0..dims).all(|a| b.hi[a] - b.lo[a] >= 4));
+    let cubic = opts.interpolation == Interpolation::Cubic && !last && (!open || thick);
+    let restrict_reach = match () {
+        _ if last || !open => 1,
+        _ if cubic => 4,
+        _ if !replicated && straddles(layout, coarsen) => 2,
+        _ => 1,
+    };
+    let prolong_reach = if above_cubic && open { 2 } else { 1 };
+    LevelPlan { last, copy_below, coarsen, cubic, ghost: restrict_reach.max(prolong_reach) }
 }
 
 /// The transfer from `fine` (over `axes`) to the level over `caxes`; `gather`: the
-/// coarse level is replicated and this rank restricts into a stage block first.
+/// coarse level is replicated and this rank restricts into a stage block first;
+/// `cubic`: cubic interpolation (and its adjoint).
+#[allow(clippy::too_many_arguments)]
 fn build_transfer(
     fine: &Level,
     axes: &[Axis; 3],
@@ -256,10 +294,11 @@ fn build_transfer(
     gather: bool,
     cghost: usize,
     stage_blocks: Vec<IndexBox>,
+    cubic: bool,
 ) -> Transfer {
     let dims = fine.dims;
     let fb = fine.block();
-    let cb = coarse_box(&fb, coarsen);
+    let cb = coarse_box(&fb, coarsen, std::array::from_fn(|a| axes[a].n()));
     // Coarse storage origin: the stage block (gathered levels) or the coarse block of a
     // distributed or replicated level, with `cghost` ghost layers; a replicated coarse
     // level's block is the whole grid, and this rank's part of it is `cb`.
@@ -274,21 +313,22 @@ fn build_transfer(
     let fg = fine.u.ghost;
     let fpad = fine.u.padded_shape();
     let mut rtab: [Vec<Vec<(usize, f64)>>; 3] = Default::default();
-    let mut ptab: [Vec<[(usize, f64); 2]>; 3] = Default::default();
+    let mut ptab: [Vec<PSlot>; 3] = Default::default();
+    let mut ptaps = 2;
     for a in 0..3 {
         if !coarsen[a] {
             rtab[a] = (cb.lo[a]..cb.hi[a]).map(|ci| vec![((ci - fb.lo[a]) + fg[a], 1.0)]).collect();
             ptab[a] = (fb.lo[a]..fb.hi[a])
                 .map(|fi| {
                     let l = (fi as isize - coarse_origin[a]) as usize;
-                    [(l, 1.0), (l, 0.0)]
+                    [(l, 1.0), (l, 0.0), (l, 0.0), (l, 0.0)]
                 })
                 .collect();
             continue;
         }
         for ci in cb.lo[a]..cb.hi[a] {
             let row = axes[a]
-                .restrict_weights(&caxes[a], ci)
+                .restrict_weights(&caxes[a], ci, cubic)
                 .into_iter()
                 .map(|(f, w)| {
                     let local = f - fb.lo[a] as isize + fg[a] as isize;
@@ -299,8 +339,10 @@ fn build_transfer(
             rtab[a].push(row);
         }
         for fi in fb.lo[a]..fb.hi[a] {
-            let mut out = [(0usize, 0.0); 2];
-            for (e, (ci, w)) in out.iter_mut().zip(axes[a].interp(&caxes[a], fi)) {
+            let pairs = axes[a].interp(&caxes[a], fi, cubic);
+            ptaps = ptaps.max(pairs.len());
+            let mut out = [(usize::MAX, 0.0); 4];
+            for (e, (ci, w)) in out.iter_mut().zip(pairs) {
                 // Physical-face ghosts fold onto the boundary cell; periodic ghosts are
                 // read from the exchanged ghost ring.
                 let (ci, w) = if caxes[a].periodic() {
@@ -310,36 +352,54 @@ fn build_transfer(
                     (cf, s * w)
                 };
                 let local = ci - coarse_origin[a];
-                assert!(local >= 0, "prolongation reads beyond the ghost ring");
+                let g = if a < dims { cghost as isize } else { 0 };
+                let extent = if fine.replicated { caxes[a].n() as isize } else { (cb.hi[a] - cb.lo[a]) as isize } + 2 * g;
+                assert!(local >= 0 && local < extent, "prolongation reads beyond the ghost ring (axis {a}, fine {fi}, coarse {ci})");
                 *e = (local as usize, w);
+            }
+            for e in 1..4 {
+                if out[e].0 == usize::MAX {
+                    out[e] = (out[0].0, 0.0);
+                }
             }
             ptab[a].push(out);
         }
     }
-    let stage = gather.then(|| Field::zeros(cb, dims, 1));
+    let stage = gather.then(|| Field::zeros(cb, dims, cghost));
     let stage_blocks = if gather { stage_blocks } else { Vec::new() };
     let n = fine.shape();
     let local_only = (0..3).all(|a| rtab[a].iter().flatten().all(|&(f, _)| f >= fg[a] && f < fg[a] + n[a]));
-    let xslots = rtab[0]
-        .iter()
-        .map(|tab| {
-            (tab.len() <= 4 && !tab.is_empty()).then(|| {
-                let mut i = [tab[0].0; 4];
-                let mut w = [0.0; 4];
-                for (e, &(f, x)) in tab.iter().enumerate() {
-                    i[e] = f;
-                    w[e] = x;
-                }
-                (i, w)
+    fn slots<const K: usize>(rtab: &[Vec<(usize, f64)>]) -> Option<Vec<XSlot<K>>> {
+        rtab.iter()
+            .map(|tab| {
+                (tab.len() <= K && !tab.is_empty()).then(|| {
+                    let mut i = [tab[0].0; K];
+                    let mut w = [0.0; K];
+                    for (e, &(f, x)) in tab.iter().enumerate() {
+                        i[e] = f;
+                        w[e] = x;
+                    }
+                    (i, w)
+                })
             })
-        })
-        .collect();
-    Transfer { rtab, ptab, stage, stage_blocks, local_only, xslots, scratch: Scratch::default() }
+            .collect()
+    }
+    let widest = rtab[0].iter().map(Vec::len).max().unwrap_or(0);
+    let xslots = if widest <= 4 {
+        slots::<4>(&rtab[0]).map_or(XSlots::None, XSlots::Four)
+    } else {
+        slots::<8>(&rtab[0]).map_or(XSlots::None, XSlots::Eight)
+    };
+    let ptaps = if ptaps > 2 { 4 } else { 2 };
+    Transfer { rtab, ptab, ptaps, stage, stage_blocks, local_only, xslots, scratch: Scratch::default() }
 }
 
 impl Multigrid {
     /// Builds the hierarchy for `spec` on `layout` (this rank is `comm.rank()`).
-    pub fn new(comm: &dyn Comm, layout: &BlockLayout, spec: &OperatorSpec, opts: MgOptions) -> decomp::Result<Multigrid> {
+    pub fn new(comm: &dyn Comm, layout: &BlockLayout, spec: &OperatorSpec, mut opts: MgOptions) -> decomp::Result<Multigrid> {
+        if opts.interpolation == Interpolation::Auto {
+            opts.interpolation = if spec.coefficient.is_some() { Interpolation::Linear } else { Interpolation::Cubic };
+        }
         let dims = layout.grid.dims;
         let grid = &layout.grid;
         let mut axes: [Axis; 3] = std::array::from_fn(|a| {
@@ -360,9 +420,10 @@ impl Multigrid {
         let mut force_last = false;
         let mut kc: Option<Field> = spec.coefficient.map(|k| with_ghost(k, dims, 1));
         let mut tag = 4096;
+        let mut above_cubic = false;
         loop {
-            let LevelPlan { last, copy_below, coarsen, ghost } =
-                plan_level(&axes, dims, &cur_layout, replicated, force_last, levels.len(), &opts);
+            let LevelPlan { last, copy_below, coarsen, cubic, ghost } =
+                plan_level(&axes, dims, &cur_layout, replicated, force_last, levels.len(), &opts, above_cubic);
             let c: &dyn Comm = if replicated { &serial } else { comm };
             let kc_level = kc.take().map(|k| {
                 let mut k = with_ghost(&k, dims, ghost);
@@ -392,7 +453,17 @@ impl Multigrid {
             let caxes: [Axis; 3] = std::array::from_fn(|a| if coarsen[a] { axes[a].coarsen() } else { axes[a].clone() });
             let ctotal: usize = caxes.iter().take(dims).map(|a| a.n()).product();
             let stage_layout = coarse_layout(&cur_layout, &caxes, coarsen, dims);
-            let thin = stage_layout.blocks.iter().any(|b| (0..dims).any(|a| cur_layout.procs[a] > 1 && b.hi[a] - b.lo[a] < 2));
+            // Blocks too thin for the ghost layers the next level's transfers read: it
+            // is gathered instead. With cubic interpolation that is any block thinner
+            // than 4 cells, so a distributed level always interpolates cubically and
+            // the hierarchy is the same on every rank count.
+            let cubic_wanted = opts.interpolation == Interpolation::Cubic;
+            let thin = stage_layout.blocks.iter().any(|b| {
+                (0..dims).any(|a| {
+                    let w = b.hi[a] - b.lo[a];
+                    (cur_layout.procs[a] > 1 && w < 2) || (cubic_wanted && w < 4)
+                })
+            });
             let gather = !replicated && (copy_below || ctotal <= opts.agglomerate_below || ctotal <= opts.coarse_max || thin);
             let next_layout = if gather || replicated {
                 let cgrid = grid_of(dims, &caxes);
@@ -402,9 +473,9 @@ impl Multigrid {
             };
             // The coarse storage the transfer addresses: the stage block (one ghost
             // layer) when gathering, else the next level's own fields.
-            let next = plan_level(&caxes, dims, &next_layout, gather || replicated, copy_below, levels.len() + 1, &opts);
-            let cghost = if gather { 1 } else { next.ghost };
-            let mut t = build_transfer(&lv, &axes, &caxes, coarsen, gather, cghost, stage_layout.blocks.clone());
+            let next = plan_level(&caxes, dims, &next_layout, gather || replicated, copy_below, levels.len() + 1, &opts, cubic);
+            let cghost = if gather { 1 + usize::from(cubic) } else { next.ghost };
+            let mut t = build_transfer(&lv, &axes, &caxes, coarsen, gather, cghost, stage_layout.blocks.clone(), cubic);
             // Fused or not, every rank of the level must exchange alike.
             t.local_only = c.max(if t.local_only { 0.0 } else { 1.0 }) == 0.0;
             if let Some(k) = kc_level.as_ref() {
@@ -424,6 +495,7 @@ impl Multigrid {
             }
             cur_layout = next_layout;
             force_last = copy_below;
+            above_cubic = cubic;
             levels.push(lv);
             transfers.push(t);
             axes = caxes;
@@ -585,7 +657,7 @@ impl Multigrid {
         let (fine, coarse) = (&mut fine[l], &mut rest[0]);
         let t = &mut self.transfers[l];
         let c: &dyn Comm = if coarse.replicated { serial } else { comm };
-        coarse.exchange_u_box(c);
+        coarse.exchange_u_box(c, t.ptaps / 2);
         if let Some(stage) = t.stage.as_mut() {
             // Copy this rank's coarse block and its ghost ring from the replicated level.
             let p = stage.padded_shape();
@@ -608,9 +680,9 @@ impl Multigrid {
                     }
                 }
             }
-            prolong_separable(stage, &t.ptab, &mut fine.u, &mut t.scratch);
+            prolong_separable(stage, &t.ptab, t.ptaps, &mut fine.u, &mut t.scratch);
         } else {
-            prolong_separable(&coarse.u, &t.ptab, &mut fine.u, &mut t.scratch);
+            prolong_separable(&coarse.u, &t.ptab, t.ptaps, &mut fine.u, &mut t.scratch);
         }
     }
 
@@ -659,7 +731,8 @@ impl Multigrid {
 
 /// The distributed layout of the coarse level: every fine block coarsened.
 fn coarse_layout(fine: &BlockLayout, caxes: &[Axis; 3], coarsen: [bool; 3], dims: usize) -> BlockLayout {
-    BlockLayout { grid: grid_of(dims, caxes), procs: fine.procs, blocks: fine.blocks.iter().map(|b| coarse_box(b, coarsen)).collect() }
+    let n = fine.grid.cells;
+    BlockLayout { grid: grid_of(dims, caxes), procs: fine.procs, blocks: fine.blocks.iter().map(|b| coarse_box(b, coarsen, n)).collect() }
 }
 
 /// Volume-weighted average of the children: the cell coefficients of the coarse
@@ -674,7 +747,7 @@ fn restrict_coefficient(k: &Field, axes: &[Axis; 3], coarsen: [bool; 3], cb: Ind
             for i in 0..n[0] {
                 let cl = [cb.lo[0] + i, cb.lo[1] + j, cb.lo[2] + kk];
                 let ranges: [std::ops::Range<usize>; 3] =
-                    std::array::from_fn(|a| if coarsen[a] { 2 * cl[a]..(2 * cl[a] + 2).min(axes[a].n()) } else { cl[a]..cl[a] + 1 });
+                    std::array::from_fn(|a| if coarsen[a] { Axis::children(axes[a].n(), cl[a]) } else { cl[a]..cl[a] + 1 });
                 let (mut sum, mut vol) = (0.0, 0.0);
                 for fz in ranges[2].clone() {
                     for fy in ranges[1].clone() {
@@ -773,14 +846,14 @@ fn copy_frame(src: &[f64], dst: &mut [f64], fp: [usize; 3], g: [usize; 3], n: [u
 fn restrict_separable(src: Fine, fp: [usize; 3], t: &mut Transfer, dst: &mut Field) {
     crate::simd::avx(
         #[inline(always)]
-        || restrict_body(src, fp, &t.rtab, t.xslots.as_deref(), dst, &mut t.scratch),
+        || restrict_body(src, fp, &t.rtab, &t.xslots, dst, &mut t.scratch),
     )
 }
 
 /// The shape of one restriction: weights, sizes, and the fixed x slots.
 struct RestrictShape<'a> {
     rtab: &'a [Vec<Vec<(usize, f64)>>; 3],
-    slots: Option<&'a [XSlot]>,
+    slots: &'a XSlots,
     fp: [usize; 3],
     nc: [usize; 3],
     d3: bool,
@@ -793,13 +866,21 @@ impl RestrictShape<'_> {
     /// One fine row restricted along x.
     #[inline(always)]
     fn x(&self, row: &[f64], out: &mut [f64]) {
-        match self.slots {
-            Some(sl) => {
-                for (o, (i, w)) in out.iter_mut().zip(sl) {
-                    *o = w[0] * row[i[0]] + w[1] * row[i[1]] + w[2] * row[i[2]] + w[3] * row[i[3]];
+        #[inline(always)]
+        fn fixed<const K: usize>(sl: &[XSlot<K>], row: &[f64], out: &mut [f64]) {
+            for (o, (i, w)) in out.iter_mut().zip(sl) {
+                // Left to right, as the sum over the table below.
+                let mut acc = w[0] * row[i[0]];
+                for k in 1..K {
+                    acc += w[k] * row[i[k]];
                 }
+                *o = acc;
             }
-            None => {
+        }
+        match self.slots {
+            XSlots::Four(sl) => fixed(sl, row, out),
+            XSlots::Eight(sl) => fixed(sl, row, out),
+            XSlots::None => {
                 for (o, tab) in out.iter_mut().zip(&self.rtab[0]) {
                     *o = tab.iter().map(|&(f, w)| w * row[f]).sum();
                 }
@@ -847,20 +928,13 @@ impl RestrictShape<'_> {
 }
 
 #[inline(always)]
-fn restrict_body(
-    src: Fine,
-    fp: [usize; 3],
-    rtab: &[Vec<Vec<(usize, f64)>>; 3],
-    slots: Option<&[XSlot]>,
-    dst: &mut Field,
-    sc: &mut Scratch,
-) {
+fn restrict_body(src: Fine, fp: [usize; 3], rtab: &[Vec<Vec<(usize, f64)>>; 3], slots: &XSlots, dst: &mut Field, sc: &mut Scratch) {
     let nc = [rtab[0].len(), rtab[1].len(), rtab[2].len()];
     let d3 = !(fp[2] == 1 && nc[2] == 1);
     let ta = if d3 { 2 } else { 1 };
     // Padded fine slab and reduced (coarse in x and y) slab lengths.
     let (ps, rs) = if d3 { (fp[0] * fp[1], nc[0] * nc[1]) } else { (fp[0], nc[0]) };
-    let shape = RestrictShape { rtab, slots: slots.as_deref(), fp, nc, d3, ta, ps };
+    let shape = RestrictShape { rtab, slots, fp, nc, d3, ta, ps };
     let Scratch { t1, plane, slabs } = sc;
     slabs.clear();
     t1.resize(if d3 { fp[1] * nc[0] } else { 0 }, 0.0);
@@ -895,23 +969,43 @@ fn restrict_body(
 
 /// `dst += P src` (src with its ghost ring filled), one axis at a time, slab by slab
 /// along the last axis: the same sums, in the same order, as whole-field passes.
-fn prolong_separable(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field, sc: &mut Scratch) {
+fn prolong_separable(src: &Field, ptab: &[Vec<PSlot>; 3], ptaps: usize, dst: &mut Field, sc: &mut Scratch) {
     crate::simd::avx(
         #[inline(always)]
-        || prolong_body(src, ptab, dst, sc),
+        || match ptaps {
+            2 => prolong_body::<2>(src, ptab, dst, sc),
+            _ => prolong_body::<4>(src, ptab, dst, sc),
+        },
     )
+}
+
+/// `Σ_k w_k · v_k(i)` over the first `K` slots, left to right, into `out[i]`
+/// (`add`: `out[i] += ` that sum).
+#[inline(always)]
+fn combine<const K: usize>(p: &PSlot, rows: [&[f64]; K], out: &mut [f64], add: bool) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut acc = p[0].1 * rows[0][i];
+        for k in 1..K {
+            acc += p[k].1 * rows[k][i];
+        }
+        *o = if add { *o + acc } else { acc };
+    }
 }
 
 /// The coarse slab at padded index `c` of `s` (padded shape `cp`), interpolated
 /// along x (and y in 3D) into `e`.
 #[inline(always)]
-fn prolong_expand(s: &[f64], cp: [usize; 3], ptab: &[Vec<[(usize, f64); 2]>; 3], d3: bool, c: usize, t1: &mut [f64], e: &mut [f64]) {
+fn prolong_expand<const K: usize>(s: &[f64], cp: [usize; 3], ptab: &[Vec<PSlot>; 3], d3: bool, c: usize, t1: &mut [f64], e: &mut [f64]) {
     let nf0 = ptab[0].len();
     let ps = if d3 { cp[0] * cp[1] } else { cp[0] };
     let slab = &s[c * ps..(c + 1) * ps];
     let x = |row: &[f64], out: &mut [f64]| {
         for (o, p) in out.iter_mut().zip(&ptab[0]) {
-            *o = p[0].1 * row[p[0].0] + p[1].1 * row[p[1].0];
+            let mut acc = p[0].1 * row[p[0].0];
+            for k in 1..K {
+                acc += p[k].1 * row[p[k].0];
+            }
+            *o = acc;
         }
     };
     if !d3 {
@@ -922,16 +1016,13 @@ fn prolong_expand(s: &[f64], cp: [usize; 3], ptab: &[Vec<[(usize, f64); 2]>; 3],
         x(&slab[j * cp[0]..(j + 1) * cp[0]], &mut t1[j * nf0..(j + 1) * nf0]);
     }
     for (j, p) in ptab[1].iter().enumerate() {
-        let a = &t1[p[0].0 * nf0..(p[0].0 + 1) * nf0];
-        let b = &t1[p[1].0 * nf0..(p[1].0 + 1) * nf0];
-        for ((o, x), y) in e[j * nf0..(j + 1) * nf0].iter_mut().zip(a).zip(b) {
-            *o = p[0].1 * x + p[1].1 * y;
-        }
+        let rows: [&[f64]; K] = std::array::from_fn(|k| &t1[p[k].0 * nf0..(p[k].0 + 1) * nf0]);
+        combine::<K>(p, rows, &mut e[j * nf0..(j + 1) * nf0], false);
     }
 }
 
 #[inline(always)]
-fn prolong_body(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field, sc: &mut Scratch) {
+fn prolong_body<const K: usize>(src: &Field, ptab: &[Vec<PSlot>; 3], dst: &mut Field, sc: &mut Scratch) {
     let cp = src.padded_shape();
     let s = src.as_slice();
     let nf = [ptab[0].len(), ptab[1].len(), ptab[2].len()];
@@ -943,25 +1034,23 @@ fn prolong_body(src: &Field, ptab: &[Vec<[(usize, f64); 2]>; 3], dst: &mut Field
     slabs.clear();
     t1.resize(if d3 { cp[1] * nf[0] } else { 0 }, 0.0);
     for (k, p) in ptab[ta].iter().enumerate() {
-        let keep = |c: usize| c == p[0].0 || c == p[1].0;
-        let [sa, sb] = [p[0].0, p[1].0].map(|c| {
+        let keep = |c: usize| p[..K].iter().any(|e| e.0 == c);
+        let ids: [usize; K] = std::array::from_fn(|q| {
+            let c = p[q].0;
             slabs.get(
                 c,
                 keep,
                 es,
                 #[inline(always)]
-                |e| prolong_expand(s, cp, ptab, d3, c, t1, e),
+                |e| prolong_expand::<K>(s, cp, ptab, d3, c, t1, e),
             )
         });
-        let (ea, eb) = (&slabs.data[sa], &slabs.data[sb]);
         let rows = if d3 { nf[1] } else { 1 };
         for j in 0..rows {
             let c0 = if d3 { dst.idx(0, j, k) } else { dst.idx(0, k, 0) };
             let out = &mut dst.as_slice_mut()[c0..c0 + nf[0]];
-            let (a, b) = (&ea[j * nf[0]..(j + 1) * nf[0]], &eb[j * nf[0]..(j + 1) * nf[0]]);
-            for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-                *o += p[0].1 * x + p[1].1 * y;
-            }
+            let src_rows: [&[f64]; K] = std::array::from_fn(|q| &slabs.data[ids[q]][j * nf[0]..(j + 1) * nf[0]]);
+            combine::<K>(p, src_rows, out, true);
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod report;
 pub use axis::BcKind;
 pub use krylov::LinearSolver;
 pub use mg::{Multigrid, OperatorSpec};
-pub use options::{Cycle, Method, MgOptions, Precond, Smoother, SolverOptions};
+pub use options::{Cycle, Interpolation, Method, MgOptions, Precond, Smoother, SolverOptions};
 pub use report::{Reason, SolveReport};
 
 #[cfg(test)]
