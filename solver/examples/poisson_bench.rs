@@ -21,6 +21,12 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
+/// The value named by `flag`'s argument among `named`, else `default`.
+fn choose<T: Copy>(args: &[String], flag: &str, named: &[(&str, T)], default: T) -> T {
+    let v: String = arg(args, flag, String::new());
+    named.iter().find(|(n, _)| *n == v).map_or(default, |&(_, t)| t)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let comm = MpiComm::init().expect("MPI initialises once");
@@ -28,26 +34,18 @@ fn main() {
     let n: usize = arg(&args, "--n", 1025);
     let repeat: usize = arg(&args, "--repeat", 3);
     let mut opts = SolverOptions::default();
-    opts.method = match arg(&args, "--method", "cg".to_string()).as_str() {
-        "cg1" => Method::Cg1,
-        "fcg" => Method::Fcg,
-        "bicgstab" => Method::BiCgStab,
-        "mg" => Method::Mg,
-        _ => Method::Cg,
-    };
-    opts.mg.smoother = if arg(&args, "--smoother", "rbgs".to_string()) == "chebyshev" { Smoother::Chebyshev } else { Smoother::Rbgs };
-    opts.mg.cycle = match arg(&args, "--cycle", "V".to_string()).as_str() {
-        "W" => Cycle::W,
-        "F" => Cycle::F,
-        _ => Cycle::V,
-    };
+    opts.method = choose(
+        &args,
+        "--method",
+        &[("cg1", Method::Cg1), ("fcg", Method::Fcg), ("bicgstab", Method::BiCgStab), ("mg", Method::Mg)],
+        Method::Cg,
+    );
+    opts.mg.smoother = choose(&args, "--smoother", &[("chebyshev", Smoother::Chebyshev)], Smoother::Rbgs);
+    opts.mg.cycle = choose(&args, "--cycle", &[("W", Cycle::W), ("F", Cycle::F)], Cycle::V);
     opts.mg.pre_smooth = arg(&args, "--pre", opts.mg.pre_smooth);
     opts.mg.post_smooth = arg(&args, "--post", opts.mg.post_smooth);
-    opts.mg.interpolation = match arg(&args, "--interpolation", "auto".to_string()).as_str() {
-        "linear" => Interpolation::Linear,
-        "cubic" => Interpolation::Cubic,
-        _ => Interpolation::Auto,
-    };
+    opts.mg.interpolation =
+        choose(&args, "--interpolation", &[("linear", Interpolation::Linear), ("cubic", Interpolation::Cubic)], Interpolation::Auto);
     opts.mg.max_levels = arg(&args, "--levels", opts.mg.max_levels);
     opts.mg.coarse_max = arg(&args, "--coarse-max", opts.mg.coarse_max);
     opts.reproducible = args.iter().any(|a| a == "--reproducible");
