@@ -44,8 +44,7 @@ fn main() {
     opts.mg.cycle = choose(&args, "--cycle", &[("W", Cycle::W), ("F", Cycle::F)], Cycle::V);
     opts.mg.pre_smooth = arg(&args, "--pre", opts.mg.pre_smooth);
     opts.mg.post_smooth = arg(&args, "--post", opts.mg.post_smooth);
-    opts.mg.interpolation =
-        choose(&args, "--interpolation", &[("linear", Interpolation::Linear), ("cubic", Interpolation::Cubic)], Interpolation::Auto);
+    opts.mg.interpolation = choose(&args, "--interpolation", &[("linear", Interpolation::Linear)], Interpolation::Cubic);
     opts.mg.max_levels = arg(&args, "--levels", opts.mg.max_levels);
     opts.mg.coarse_max = arg(&args, "--coarse-max", opts.mg.coarse_max);
     opts.reproducible = args.iter().any(|a| a == "--reproducible");

@@ -741,9 +741,7 @@ fn key_help(path: &str) -> Option<&'static str> {
         "numerics.solver.reproducible" | "numerics.solver.error_if_not_converged" => "true or false (no quotes)",
         "numerics.solver.cycle" => "cycle = \"V\": V, W or F",
         "numerics.solver.smoother" => "smoother = \"rbgs\": rbgs (red-black Gauss-Seidel) or chebyshev",
-        "numerics.solver.interpolation" => {
-            "interpolation = \"auto\": auto (cubic for a constant coefficient, else linear), linear or cubic"
-        }
+        "numerics.solver.interpolation" => "interpolation = \"cubic\": cubic or linear",
         "control.end_time" | "control.steady_tolerance" => "a positive number (no quotes)",
         "control.max_steps" => "max_steps = 1000: a whole number",
         "output.dir" => "dir = \"runs/heat2d\": a path string",
@@ -2251,8 +2249,8 @@ fn solver_options(raw: &RawSolver, map: &SourceMap) -> Result<SolverOptions, Cas
     if let Some(i) = pick("smoother", &raw.smoother, &["rbgs", "chebyshev"])? {
         o.mg.smoother = [Smoother::Rbgs, Smoother::Chebyshev][i];
     }
-    if let Some(i) = pick("interpolation", &raw.interpolation, &["auto", "linear", "cubic"])? {
-        o.mg.interpolation = [Interpolation::Auto, Interpolation::Linear, Interpolation::Cubic][i];
+    if let Some(i) = pick("interpolation", &raw.interpolation, &["cubic", "linear"])? {
+        o.mg.interpolation = [Interpolation::Cubic, Interpolation::Linear][i];
     }
     for (key, v, dst) in [("rtol", raw.rtol, &mut o.rtol), ("atol", raw.atol, &mut o.atol)] {
         if let Some(x) = v {
@@ -2333,7 +2331,6 @@ fn solver_table(o: &SolverOptions) -> toml::Table {
         Smoother::Chebyshev => "chebyshev",
     };
     let interp = match o.mg.interpolation {
-        Interpolation::Auto => "auto",
         Interpolation::Linear => "linear",
         Interpolation::Cubic => "cubic",
     };

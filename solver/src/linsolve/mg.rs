@@ -396,10 +396,7 @@ fn build_transfer(
 
 impl Multigrid {
     /// Builds the hierarchy for `spec` on `layout` (this rank is `comm.rank()`).
-    pub fn new(comm: &dyn Comm, layout: &BlockLayout, spec: &OperatorSpec, mut opts: MgOptions) -> decomp::Result<Multigrid> {
-        if opts.interpolation == Interpolation::Auto {
-            opts.interpolation = if spec.coefficient.is_some() { Interpolation::Linear } else { Interpolation::Cubic };
-        }
+    pub fn new(comm: &dyn Comm, layout: &BlockLayout, spec: &OperatorSpec, opts: MgOptions) -> decomp::Result<Multigrid> {
         let dims = layout.grid.dims;
         let grid = &layout.grid;
         let mut axes: [Axis; 3] = std::array::from_fn(|a| {

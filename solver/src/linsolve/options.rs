@@ -23,9 +23,6 @@ pub enum Smoother {
 /// How multigrid interpolates a coarse correction (restriction is its adjoint).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interpolation {
-    /// Cubic for a constant coefficient, linear for a variable one (a cubic
-    /// overshoots across coefficient jumps).
-    Auto,
     /// From the two nearest coarse centres per axis (8 in 3D); restriction reads
     /// 4 fine cells per axis.
     Linear,
@@ -33,6 +30,8 @@ pub enum Interpolation {
     /// reads 8 fine cells per axis. The two-grid contraction of red-black
     /// Gauss–Seidel V(2,2) on the 7-point Laplacian drops from about 0.19 to 0.09,
     /// close to a Galerkin coarse operator's, with the 7-point coarse stencils kept.
+    /// Also fewer iterations with variable coefficients, smooth or with 100–1000×
+    /// jumps (measured on 257² and 65³ Poisson cases). The default.
     Cubic,
 }
 
@@ -70,7 +69,7 @@ impl Default for MgOptions {
             coarse_max: 256,
             agglomerate_below: 4096,
             max_levels: 30,
-            interpolation: Interpolation::Auto,
+            interpolation: Interpolation::Cubic,
         }
     }
 }

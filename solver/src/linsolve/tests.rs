@@ -208,39 +208,42 @@ fn fused_residual_restriction_matches_the_stored_residual_bit_for_bit() {
         (vec![13, 10, 8], vec![false, false, true], false, 4, false),
     ] {
         let (cells, periodic) = (cells.clone(), periodic.clone());
-        ThreadComm::run(ranks, move |c| {
-            let (layout, k) = mixed_problem(c, &cells, &periodic);
-            let spec = mixed_spec(var.then_some(&k));
-            let opts = MgOptions { max_levels: 2, coarse_max: 1, agglomerate_below: 1, ..Default::default() };
-            let mut mg = Multigrid::new(c, &layout, &spec, opts).unwrap();
-            assert_eq!(mg.restricts_locally(0), local, "{cells:?} {periodic:?} on {ranks} ranks");
-            let lv = &mut mg.levels[0];
-            lv.f.fill_with(|i, j, kk| ((i * 31 + j * 17 + kk * 13) % 19) as f64 - 9.0);
-            lv.u.fill_with(|i, j, kk| ((i * 5 + j * 11 + kk * 7) % 13) as f64 * 0.1);
-            let mut out = Vec::new();
-            for fused in [true, false] {
+        for interpolation in [Interpolation::Cubic, Interpolation::Linear] {
+            let (cells, periodic) = (cells.clone(), periodic.clone());
+            ThreadComm::run(ranks, move |c| {
+                let (layout, k) = mixed_problem(c, &cells, &periodic);
+                let spec = mixed_spec(var.then_some(&k));
+                let opts = MgOptions { max_levels: 2, coarse_max: 1, agglomerate_below: 1, interpolation, ..Default::default() };
+                let mut mg = Multigrid::new(c, &layout, &spec, opts).unwrap();
+                assert_eq!(mg.restricts_locally(0), local, "{cells:?} {periodic:?} on {ranks} ranks");
                 let lv = &mut mg.levels[0];
-                lv.r.data.fill(f64::NAN);
-                if fused {
-                    lv.exchange(c, Slot::U);
-                    if !local {
-                        lv.residual_open_layers();
+                lv.f.fill_with(|i, j, kk| ((i * 31 + j * 17 + kk * 13) % 19) as f64 - 9.0);
+                lv.u.fill_with(|i, j, kk| ((i * 5 + j * 11 + kk * 7) % 13) as f64 * 0.1);
+                let mut out = Vec::new();
+                for fused in [true, false] {
+                    let lv = &mut mg.levels[0];
+                    lv.r.data.fill(f64::NAN);
+                    if fused {
+                        lv.exchange(c, Slot::U);
+                        if !local {
+                            lv.residual_open_layers();
+                            lv.exchange_residual_full(c);
+                        }
+                    } else {
+                        lv.residual(c);
                         lv.exchange_residual_full(c);
                     }
-                } else {
-                    lv.residual(c);
-                    lv.exchange_residual_full(c);
+                    mg.levels[1].f.data.fill(f64::NAN);
+                    mg.restrict(c, 0, fused);
+                    out.push(mg.levels[1].f.interior_owned());
                 }
-                mg.levels[1].f.data.fill(f64::NAN);
-                mg.restrict(c, 0, fused);
-                out.push(mg.levels[1].f.interior_owned());
-            }
-            assert!(out[0].iter().all(|v| v.is_finite()), "{cells:?} {periodic:?} var {var} on {ranks} ranks: a cell read unset");
-            assert!(
-                out[0].iter().zip(out[1].iter()).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "{cells:?} {periodic:?} var {var} on {ranks} ranks"
-            );
-        });
+                assert!(out[0].iter().all(|v| v.is_finite()), "{cells:?} {periodic:?} var {var} on {ranks} ranks: a cell read unset");
+                assert!(
+                    out[0].iter().zip(out[1].iter()).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "{cells:?} {periodic:?} var {var} {interpolation:?} on {ranks} ranks"
+                );
+            });
+        }
     }
 }
 
