@@ -114,17 +114,7 @@ impl Axis {
         // Widths as sums of the children's widths, not edge differences: pairs of
         // equal cells then give bitwise equal coarse widths (hence coefficients), which
         // keeps the smoothers' uniform fast path (`Level::xuni`) on coarse levels.
-        let widths = (0..nc)
-            .map(|c| {
-                let ch = Self::children(n, c);
-                let pair = self.widths[ch.start] + self.widths[ch.start + 1];
-                if ch.len() == 3 {
-                    pair + self.widths[ch.start + 2]
-                } else {
-                    pair
-                }
-            })
-            .collect();
+        let widths = (0..nc).map(|c| Self::children(n, c).map(|f| self.widths[f]).sum()).collect();
         Axis { widths, edges, bc: self.bc }
     }
 
@@ -134,29 +124,13 @@ impl Axis {
     pub fn centre(&self, i: isize) -> f64 {
         let n = self.n() as isize;
         let (e0, en) = (self.edges[0], self.edges[n as usize]);
-        if i < 0 {
-            if self.periodic() {
-                // The images of cells n - 1, n - 2 below the lower face.
-                let w = |m: isize| self.widths[(n + m) as usize];
-                if i == -1 {
-                    e0 - 0.5 * w(-1)
-                } else {
-                    e0 - w(-1) - 0.5 * w(-2)
-                }
-            } else {
-                2.0 * e0 - self.centre(-i - 1)
-            }
+        if self.periodic() && !(0..n).contains(&i) {
+            // The image of the cell one period away.
+            self.centre(i.rem_euclid(n)) + i.div_euclid(n) as f64 * (en - e0)
+        } else if i < 0 {
+            2.0 * e0 - self.centre(-i - 1)
         } else if i >= n {
-            if self.periodic() {
-                let w = |m: isize| self.widths[m as usize];
-                if i == n {
-                    en + 0.5 * w(0)
-                } else {
-                    en + w(0) + 0.5 * w(1)
-                }
-            } else {
-                2.0 * en - self.centre(2 * n - 1 - i)
-            }
+            2.0 * en - self.centre(2 * n - 1 - i)
         } else {
             0.5 * (self.edges[i as usize] + self.edges[i as usize + 1])
         }

@@ -272,11 +272,14 @@ fn plan_level(
     let open = (0..dims).any(|a| axes[a].periodic()) || (!replicated && layout.blocks.len() > 1);
     let thick = layout.blocks.iter().all(|b| (0..dims).all(|a| b.hi[a] - b.lo[a] >= 4));
     let cubic = opts.interpolation == Interpolation::Cubic && !last && (!open || thick);
-    let restrict_reach = match () {
-        _ if last || !open => 1,
-        _ if cubic => 4,
-        _ if !replicated && straddles(layout, coarsen) => 2,
-        _ => 1,
+    let restrict_reach = if last || !open {
+        1
+    } else if cubic {
+        4
+    } else if !replicated && straddles(layout, coarsen) {
+        2
+    } else {
+        1
     };
     let prolong_reach = if above_cubic && open { 2 } else { 1 };
     LevelPlan { last, copy_below, coarsen, cubic, ghost: restrict_reach.max(prolong_reach) }
@@ -341,27 +344,25 @@ fn build_transfer(
         for fi in fb.lo[a]..fb.hi[a] {
             let pairs = axes[a].interp(&caxes[a], fi, cubic);
             ptaps = ptaps.max(pairs.len());
-            let mut out = [(usize::MAX, 0.0); 4];
-            for (e, (ci, w)) in out.iter_mut().zip(pairs) {
-                // Physical-face ghosts fold onto the boundary cell; periodic ghosts are
-                // read from the exchanged ghost ring.
-                let (ci, w) = if caxes[a].periodic() {
-                    (ci, w)
-                } else {
-                    let (cf, s) = caxes[a].fold(ci);
-                    (cf, s * w)
-                };
-                let local = ci - coarse_origin[a];
-                let g = if a < dims { cghost as isize } else { 0 };
-                let extent = if fine.replicated { caxes[a].n() as isize } else { (cb.hi[a] - cb.lo[a]) as isize } + 2 * g;
-                assert!(local >= 0 && local < extent, "prolongation reads beyond the ghost ring (axis {a}, fine {fi}, coarse {ci})");
-                *e = (local as usize, w);
-            }
-            for e in 1..4 {
-                if out[e].0 == usize::MAX {
-                    out[e] = (out[0].0, 0.0);
-                }
-            }
+            let g = if a < dims { cghost as isize } else { 0 };
+            let extent = if fine.replicated { caxes[a].n() as isize } else { (cb.hi[a] - cb.lo[a]) as isize } + 2 * g;
+            let local: Vec<(usize, f64)> = pairs
+                .into_iter()
+                .map(|(ci, w)| {
+                    // Physical-face ghosts fold onto the cells they mirror; periodic
+                    // ghosts are read from the exchanged ghost ring.
+                    let (ci, w) = if caxes[a].periodic() {
+                        (ci, w)
+                    } else {
+                        let (cf, s) = caxes[a].fold(ci);
+                        (cf, s * w)
+                    };
+                    let l = ci - coarse_origin[a];
+                    assert!(l >= 0 && l < extent, "prolongation reads beyond the ghost ring (axis {a}, fine {fi}, coarse {ci})");
+                    (l as usize, w)
+                })
+                .collect();
+            let out: PSlot = std::array::from_fn(|e| local.get(e).copied().unwrap_or((local[0].0, 0.0)));
             ptab[a].push(out);
         }
     }

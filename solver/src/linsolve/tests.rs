@@ -207,7 +207,6 @@ fn fused_residual_restriction_matches_the_stored_residual_bit_for_bit() {
         (vec![13, 9, 7], vec![true, false, false], true, 3, false),
         (vec![13, 10, 8], vec![false, false, true], false, 4, false),
     ] {
-        let (cells, periodic) = (cells.clone(), periodic.clone());
         for interpolation in [Interpolation::Cubic, Interpolation::Linear] {
             let (cells, periodic) = (cells.clone(), periodic.clone());
             ThreadComm::run(ranks, move |c| {
