@@ -26,22 +26,26 @@ fn rows(f: &Field, mut g: impl FnMut(std::ops::Range<usize>)) {
     }
 }
 
-/// A dot product being accumulated: four lanes, or exact (reproducible mode: the
+/// A dot product being accumulated: sixteen lanes (four AVX accumulators, so the
+/// additions of consecutive chunks do not wait on each other), or exact (reproducible mode: the
 /// result does not depend on the rank count).
 // A Sum lives on the stack for one reduction; boxing the exact one would allocate
 // per CG iteration.
 #[allow(clippy::large_enum_variant)]
 pub enum Sum {
-    Lanes([f64; 4]),
+    Lanes([f64; LANES]),
     Exact(ExactSum),
 }
+
+/// Lanes of a [`Sum::Lanes`] accumulator.
+const LANES: usize = 16;
 
 impl Sum {
     pub fn new(reproducible: bool) -> Sum {
         if reproducible {
             Sum::Exact(ExactSum::new())
         } else {
-            Sum::Lanes([0.0; 4])
+            Sum::Lanes([0.0; LANES])
         }
     }
 
@@ -51,16 +55,19 @@ impl Sum {
             Sum::Lanes(s) => crate::simd::avx(
                 #[inline(always)]
                 || {
-                    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+                    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
                     let (ra, rb) = (ca.remainder(), cb.remainder());
+                    // A local copy stays in registers through the loop.
+                    let mut acc = *s;
                     for (x, y) in ca.zip(cb) {
-                        for l in 0..4 {
-                            s[l] += x[l] * y[l];
+                        for l in 0..LANES {
+                            acc[l] += x[l] * y[l];
                         }
                     }
                     for (x, y) in ra.iter().zip(rb) {
-                        s[0] += x * y;
+                        acc[0] += x * y;
                     }
+                    *s = acc;
                 },
             ),
         }
@@ -79,7 +86,9 @@ impl Sum {
             let mut v: Vec<f64> = sums.iter().map(|s| s.value()).collect();
             comm.allreduce_f64(&mut v, ReduceOp::Sum);
             for (s, x) in sums.iter_mut().zip(v) {
-                *s = Sum::Lanes([x, 0.0, 0.0, 0.0]);
+                let mut lanes = [0.0; LANES];
+                lanes[0] = x;
+                *s = Sum::Lanes(lanes);
             }
         }
     }
@@ -87,7 +96,18 @@ impl Sum {
     pub fn value(&self) -> f64 {
         match self {
             Sum::Exact(e) => e.to_f64(),
-            Sum::Lanes(s) => (s[0] + s[1]) + (s[2] + s[3]),
+            Sum::Lanes(s) => {
+                // Pairwise: lanes l and l + half, halving until one is left.
+                let mut v = *s;
+                let mut half = LANES / 2;
+                while half > 0 {
+                    for l in 0..half {
+                        v[l] += v[l + half];
+                    }
+                    half /= 2;
+                }
+                v[0]
+            }
         }
     }
 }
