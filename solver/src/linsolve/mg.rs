@@ -143,21 +143,19 @@ pub struct Multigrid {
     pub log: PhaseLog,
 }
 
-/// True when some block boundary between ranks falls on an odd global index along an
-/// axis that coarsens: pairs straddle ranks, and restriction reads two ghost layers.
-fn straddles(layout: &BlockLayout, coarsen: [bool; 3]) -> bool {
-    layout.blocks.iter().any(|b| (0..3).any(|a| coarsen[a] && (b.lo[a] % 2 == 1 || (b.hi[a] % 2 == 1 && b.hi[a] != layout.grid.cells[a]))))
+/// True when some block boundary between ranks splits a coarse cell's children along
+/// an axis that coarsens: they straddle ranks, and restriction reads two ghost layers.
+fn straddles(layout: &BlockLayout, axes: &[Axis; 3], coarsen: [bool; 3]) -> bool {
+    layout.blocks.iter().any(|b| (0..3).any(|a| coarsen[a] && !(axes[a].splits_no_cell(b.lo[a]) && axes[a].splits_no_cell(b.hi[a]))))
 }
 
-/// The coarse cells whose first child lies in the fine block `b` of a grid of `n`
-/// cells.
-fn coarse_box(b: &IndexBox, coarsen: [bool; 3], n: [usize; 3]) -> IndexBox {
+/// The coarse cells whose first child lies in the fine block `b` (over `axes`).
+fn coarse_box(b: &IndexBox, coarsen: [bool; 3], axes: &[Axis; 3]) -> IndexBox {
     let mut c = *b;
     for a in 0..3 {
         if coarsen[a] {
-            let nc = Axis::coarse_n(n[a]);
-            c.lo[a] = b.lo[a].div_ceil(2).min(nc);
-            c.hi[a] = b.hi[a].div_ceil(2).min(nc);
+            c.lo[a] = axes[a].coarse_below(b.lo[a]);
+            c.hi[a] = axes[a].coarse_below(b.hi[a]);
         }
     }
     c
@@ -276,7 +274,7 @@ fn plan_level(
         1
     } else if cubic {
         4
-    } else if !replicated && straddles(layout, coarsen) {
+    } else if !replicated && straddles(layout, axes, coarsen) {
         2
     } else {
         1
@@ -301,7 +299,7 @@ fn build_transfer(
 ) -> Transfer {
     let dims = fine.dims;
     let fb = fine.block();
-    let cb = coarse_box(&fb, coarsen, std::array::from_fn(|a| axes[a].n()));
+    let cb = coarse_box(&fb, coarsen, axes);
     // Coarse storage origin: the stage block (gathered levels) or the coarse block of a
     // distributed or replicated level, with `cghost` ghost layers; a replicated coarse
     // level's block is the whole grid, and this rank's part of it is `cb`.
@@ -450,7 +448,7 @@ impl Multigrid {
             }
             let caxes: [Axis; 3] = std::array::from_fn(|a| if coarsen[a] { axes[a].coarsen() } else { axes[a].clone() });
             let ctotal: usize = caxes.iter().take(dims).map(|a| a.n()).product();
-            let stage_layout = coarse_layout(&cur_layout, &caxes, coarsen, dims);
+            let stage_layout = coarse_layout(&cur_layout, &axes, &caxes, coarsen, dims);
             // Blocks too thin for the ghost layers the next level's transfers read: it
             // is gathered instead. With cubic interpolation that is any block thinner
             // than 4 cells, so a distributed level always interpolates cubically and
@@ -728,9 +726,12 @@ impl Multigrid {
 }
 
 /// The distributed layout of the coarse level: every fine block coarsened.
-fn coarse_layout(fine: &BlockLayout, caxes: &[Axis; 3], coarsen: [bool; 3], dims: usize) -> BlockLayout {
-    let n = fine.grid.cells;
-    BlockLayout { grid: grid_of(dims, caxes), procs: fine.procs, blocks: fine.blocks.iter().map(|b| coarse_box(b, coarsen, n)).collect() }
+fn coarse_layout(fine: &BlockLayout, axes: &[Axis; 3], caxes: &[Axis; 3], coarsen: [bool; 3], dims: usize) -> BlockLayout {
+    BlockLayout {
+        grid: grid_of(dims, caxes),
+        procs: fine.procs,
+        blocks: fine.blocks.iter().map(|b| coarse_box(b, coarsen, axes)).collect(),
+    }
 }
 
 /// Volume-weighted average of the children: the cell coefficients of the coarse
@@ -745,7 +746,7 @@ fn restrict_coefficient(k: &Field, axes: &[Axis; 3], coarsen: [bool; 3], cb: Ind
             for i in 0..n[0] {
                 let cl = [cb.lo[0] + i, cb.lo[1] + j, cb.lo[2] + kk];
                 let ranges: [std::ops::Range<usize>; 3] =
-                    std::array::from_fn(|a| if coarsen[a] { Axis::children(axes[a].n(), cl[a]) } else { cl[a]..cl[a] + 1 });
+                    std::array::from_fn(|a| if coarsen[a] { axes[a].children(cl[a]) } else { cl[a]..cl[a] + 1 });
                 let (mut sum, mut vol) = (0.0, 0.0);
                 for fz in ranges[2].clone() {
                     for fy in ranges[1].clone() {
