@@ -328,7 +328,7 @@ impl Level {
             _ => {
                 // One ghost layer is only enough where no face is open (nothing is
                 // read across a physical face: it folds onto the cells it mirrors).
-                assert!(width == 1 || self.open.iter().flatten().all(|o| !o), "{width} ghost layers needed");
+                assert!(width == 1 || self.closed(), "{width} ghost layers needed");
                 self.box1.exchange(comm, &mut self.u)
             }
         }
@@ -647,10 +647,7 @@ impl Level {
         // t - 2..=t) are now all final; one step past the end finishes the last slab
         // when it lies on a physical face (so in the inner span).
         let ta = self.dims - 1;
-        let slab = |mut sp: Span, t: usize| {
-            (sp.lo[ta], sp.hi[ta]) = (t, t + 1);
-            sp
-        };
+        let slab = |sp: Span, t: usize| slab_of(sp, ta, t);
         for t in 0..=n[ta] {
             if t < n[ta] {
                 first_pass(self, slab(self.all(), t));
@@ -758,7 +755,12 @@ impl Level {
     /// Whether `sweeps` sweeps run as one [`Level::gs_pipelined`] pass: more than one
     /// sweep, and no open face (nothing to exchange between them).
     fn pipelines(&self, sweeps: usize) -> bool {
-        sweeps > 1 && self.open.iter().flatten().all(|o| !o)
+        sweeps > 1 && self.closed()
+    }
+
+    /// No open face: nothing of this block is exchanged.
+    fn closed(&self) -> bool {
+        self.open.iter().flatten().all(|o| !o)
     }
 
     /// `sweeps` red-black sweeps (colours `first`, other, `first`, ...) in one pass
@@ -774,8 +776,7 @@ impl Level {
         let (n, halves) = (self.shape()[ta], 2 * sweeps);
         for t in 0..n + halves - 1 {
             for h in (0..halves).filter(|&h| h <= t && t - h < n) {
-                let mut sp = self.all();
-                (sp.lo[ta], sp.hi[ta]) = (t - h, t - h + 1);
+                let sp = slab_of(self.all(), ta, t - h);
                 let colour = (first + h) & 1;
                 if h == 0 && from_zero {
                     self.gs_zero_rows(colour, sp);
@@ -899,6 +900,12 @@ unsafe fn rb_quads<const D3: bool>(
         }
     }
     c
+}
+
+/// `sp` cut to its slab `t` along axis `ta`.
+fn slab_of(mut sp: Span, ta: usize, t: usize) -> Span {
+    (sp.lo[ta], sp.hi[ta]) = (t, t + 1);
+    sp
 }
 
 /// The contiguous run of local x cells around the middle whose coefficients equal the
