@@ -33,11 +33,15 @@ VARIANTS = ["cheb1-redisc", "cheb1-galerkin", "cheb2-redisc", "cheb2-galerkin",
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_btl_vader_single_copy_mechanism="none",
            OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+# tessera advises its field storage onto transparent huge pages (decomp::field::zeroed_storage);
+# PETSc gets the same from glibc, which then advises every mmap'd allocation: 3-5 % faster
+# for PETSc at 129^3 on 1 rank (docs/BENCHMARKS.md), so its best is measured with it.
+PETSC_ENV = dict(ENV, GLIBC_TUNABLES="glibc.malloc.hugetlb=1")
 
 
-def mpirun(ranks, cmd):
+def mpirun(ranks, cmd, env=ENV):
     full = ["mpirun", "-n", str(ranks), "--bind-to", "core"] + cmd
-    out = subprocess.run(full, env=ENV, capture_output=True, text=True, timeout=1800)
+    out = subprocess.run(full, env=env, capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         sys.exit(f"failed ({out.returncode}): {' '.join(full)}\n{out.stdout}\n{out.stderr}")
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
@@ -79,7 +83,7 @@ def main():
             petsc = []
             for v in VARIANTS:
                 petsc += mpirun(ranks, ["/usr/bin/python3", PETSC, "--dims", str(dims), "--n", str(n), "--variant", v,
-                                        "--repeat", str(args.repeat), "--json"])
+                                        "--repeat", str(args.repeat), "--json"], env=PETSC_ENV)
             petsc = [p for p in petsc if p.get("converged_reason", 1) > 0]
             best = min(petsc, key=lambda p: p["solve_s"])
             for c, t in zip(configs, tessera):

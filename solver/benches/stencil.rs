@@ -18,7 +18,8 @@
 //!
 //! Arrays: the heat fields are `Field::zeros(block, dims, 1)` (ghost 1) on each rank's
 //! block of `BlockLayout::auto`; the STREAM arrays have as many elements as the block has
-//! cells, each allocated separately. "2 ranks" = two threads, each owning one block (or
+//! cells, each allocated separately through the same `decomp::field::zeroed_storage`
+//! (huge pages for both sides where the kernel grants them). "2 ranks" = two threads, each owning one block (or
 //! its own STREAM arrays), allocated and first touched by that thread, started together
 //! by a barrier; a trial lasts from the common start to the later finish.
 //!
@@ -148,9 +149,16 @@ impl Rank {
         let mut out = Field::zeros(block, dims, 1);
         out.as_slice_mut().fill(1.0);
         let cells = block.count();
-        let a = vec![1.0; cells];
-        let b: Vec<f64> = (0..cells).map(|i| 1.0 + (i % 991) as f64 * 1e-3).collect();
-        let c: Vec<f64> = (0..cells).map(|i| 2.0 - (i % 983) as f64 * 1e-3).collect();
+        // The triad's arrays get the fields' storage (huge pages where advised), so
+        // the ratio compares kernels, not page sizes.
+        let filled = |f: &dyn Fn(usize) -> f64| {
+            let mut v = decomp::field::zeroed_storage(cells);
+            v.iter_mut().enumerate().for_each(|(i, x)| *x = f(i));
+            v
+        };
+        let a = filled(&|_| 1.0);
+        let b = filled(&|i| 1.0 + (i % 991) as f64 * 1e-3);
+        let c = filled(&|i| 2.0 - (i % 983) as f64 * 1e-3);
         let (interior, slabs) = split_regions(n, dims);
         Rank { dims, u, out, whole: Region { lo: [0; 3], hi: n }, interior, slabs, a, b, c }
     }

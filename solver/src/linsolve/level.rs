@@ -130,7 +130,7 @@ impl Level {
             let s = u.strides();
             let g = u.ghost;
             let n = block.shape();
-            let mut kf: [Vec<f64>; 3] = [vec![0.0; u.as_slice().len()], vec![0.0; u.as_slice().len()], vec![0.0; u.as_slice().len()]];
+            let mut kf: [Vec<f64>; 3] = std::array::from_fn(|_| decomp::field::zeroed_storage(u.as_slice().len()));
             let kcs = kc.as_slice();
             assert_eq!(kc.padded_shape(), p, "coefficient field must match the level's storage");
             for (a, kfa) in kf.iter_mut().enumerate().take(dims) {
@@ -165,7 +165,7 @@ impl Level {
             alpha,
             coefs,
             kf,
-            invd: vec![0.0; u.as_slice().len()],
+            invd: decomp::field::zeroed_storage(u.as_slice().len()),
             u,
             f,
             r,
