@@ -27,10 +27,12 @@
 //! - `triad`, `scale`: the STREAM peers (`triad` is the reference of every ratio;
 //!   `scale` has the sweep's own mix of one read and one write stream);
 //! - `sweep`: `solver::heat::sweep` over the whole block, src = None (row kernels with
-//!   vectorised statistics, AVX2 when the CPU has it);
-//! - `sweep_baseline`: the same forced to the x86-64 baseline (SSE2) build;
-//! - `step_regions`: the same over the interior region and boundary slabs of
-//!   `split_regions`, as `HeatSolver::step` calls it;
+//!   vectorised statistics, AVX-512 or AVX2 when the CPU has it);
+//! - `sweep_baseline`, `sweep_avx2`: the same forced to the x86-64 baseline (SSE2) or
+//!   the AVX2 build (where `sweep` picks AVX-512);
+//! - `step_regions`: the same over the interior region and the slabs of the faces
+//!   another rank fills (`split_regions_open` with `open_faces`), as `HeatSolver::step`
+//!   calls it;
 //! - `no_stats`, `no_stats_avx2`: the same stencil without the statistics (baseline and
 //!   runtime-dispatched AVX2 build of the same source);
 //! - `rows1`, `rows3`, `rows3_pairs`: probes of the memory access pattern, no stencil
@@ -44,7 +46,7 @@
 
 use criterion::{black_box, Criterion, Throughput};
 use decomp::{BlockLayout, Field, Grid};
-use solver::heat::{split_regions, sweep, sweep_with, Isa, Region, StepCoefficients};
+use solver::heat::{open_faces, split_regions_open, sweep, sweep_with, Isa, Region, StepCoefficients};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -77,6 +79,7 @@ enum Kernel {
     NoStats,
     NoStatsAvx2,
     SweepBaseline,
+    SweepAvx2,
     Rows1,
     Rows3,
     Rows3Pairs,
@@ -91,12 +94,14 @@ const BIG: &[Kernel] = &[
     Kernel::NoStats,
     Kernel::NoStatsAvx2,
     Kernel::SweepBaseline,
+    Kernel::SweepAvx2,
     Kernel::Rows1,
     Kernel::Rows3,
     Kernel::Rows3Pairs,
     Kernel::TriadNt,
 ];
-const SMALL: &[Kernel] = &[Kernel::Triad, Kernel::Scale, Kernel::Sweep, Kernel::NoStats, Kernel::NoStatsAvx2, Kernel::SweepBaseline];
+const SMALL: &[Kernel] =
+    &[Kernel::Triad, Kernel::Scale, Kernel::Sweep, Kernel::NoStats, Kernel::NoStatsAvx2, Kernel::SweepBaseline, Kernel::SweepAvx2];
 
 impl Kernel {
     fn name(self) -> &'static str {
@@ -108,6 +113,7 @@ impl Kernel {
             Kernel::NoStats => "no_stats",
             Kernel::NoStatsAvx2 => "no_stats_avx2",
             Kernel::SweepBaseline => "sweep_baseline",
+            Kernel::SweepAvx2 => "sweep_avx2",
             Kernel::Rows1 => "rows1",
             Kernel::Rows3 => "rows3",
             Kernel::Rows3Pairs => "rows3_pairs",
@@ -159,7 +165,7 @@ impl Rank {
         let a = filled(&|_| 1.0);
         let b = filled(&|i| 1.0 + (i % 991) as f64 * 1e-3);
         let c = filled(&|i| 2.0 - (i % 983) as f64 * 1e-3);
-        let (interior, slabs) = split_regions(n, dims);
+        let (interior, slabs) = split_regions_open(n, dims, open_faces(layout, rank));
         Rank { dims, u, out, whole: Region { lo: [0; 3], hi: n }, interior, slabs, a, b, c }
     }
 
@@ -195,6 +201,7 @@ impl Rank {
                 out.as_slice()[0]
             }
             Kernel::SweepBaseline => sweep_with(u, out, None, COEF, r, d, Isa::Baseline).sum,
+            Kernel::SweepAvx2 => sweep_with(u, out, None, COEF, r, d, Isa::Avx2).sum,
             Kernel::Rows1 | Kernel::Rows3 | Kernel::Rows3Pairs => {
                 rows_probe(u, out, r, k);
                 out.as_slice()[0]
@@ -479,9 +486,9 @@ fn check_variants() {
         };
         let s0 = sweep(&r.u, &mut r.out, None, COEF, r.whole, r.dims);
         let o0 = inner(r.out.as_slice());
-        for avx2 in [false, true] {
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+            let avx2 = isa != Isa::Baseline;
             r.out.as_slice_mut().fill(0.0);
-            let isa = if avx2 { Isa::Avx2 } else { Isa::Baseline };
             let s1 = sweep_with(&r.u, &mut r.out, None, COEF, r.whole, r.dims, isa);
             assert!(o0 == inner(r.out.as_slice()), "sweep ({isa:?}) changed out");
             assert_eq!((s0.min, s0.max, s0.max_change), (s1.min, s1.max, s1.max_change));

@@ -59,20 +59,30 @@ pub struct Region {
 }
 
 /// Instruction set the sweep's row kernels run with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// The target's baseline (SSE2 on x86-64): 2 lanes per statistic.
     Baseline,
     /// AVX2 (x86-64 only, detected at run time): 8 lanes per statistic.
     Avx2,
+    /// AVX-512 F + VL (x86-64 only, detected at run time): the same 8 lanes, but 32
+    /// vector registers, so the five statistics' lanes, the coefficients and the
+    /// stencil's rows all stay in registers (the AVX2 build spills some of them to the
+    /// stack inside the row loop).
+    Avx512,
 }
 
 impl Isa {
     /// The best instruction set this CPU supports.
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Isa::Avx2;
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
         }
         Isa::Baseline
     }
@@ -218,17 +228,23 @@ region_instances! {
     sweep2s_avx2: 8, false, true, "avx2";
     sweep3_avx2: 8, true, false, "avx2";
     sweep3s_avx2: 8, true, true, "avx2";
+    sweep2_avx512: 8, false, false, "avx512f,avx512vl";
+    sweep2s_avx512: 8, false, true, "avx512f,avx512vl";
+    sweep3_avx512: 8, true, false, "avx512f,avx512vl";
+    sweep3s_avx512: 8, true, true, "avx512f,avx512vl";
 }
 
 /// Updates the cells of `region`: `out = u + Σ c_a (u_{-a} - 2u + u_{+a}) + dt·s`.
 /// `u`, `out` and `src` share the padded layout of `u` (ghost width 1 on used axes).
-/// Returns the sweep statistics of the region. Uses AVX2 when the CPU has it.
+/// Returns the sweep statistics of the region. Uses AVX-512 or AVX2 when the CPU has
+/// them; every instruction set gives the same `out` bit for bit, and AVX2 and AVX-512
+/// the same statistics too (both keep 8 lanes).
 pub fn sweep(u: &Field, out: &mut Field, src: Option<&Field>, k: StepCoefficients, region: Region, dims: usize) -> SweepStats {
     sweep_with(u, out, src, k, region, dims, Isa::detect())
 }
 
-/// [`sweep`] with an explicit instruction set (benches compare them); `Isa::Avx2` falls
-/// back to the baseline on a CPU without AVX2.
+/// [`sweep`] with an explicit instruction set (benches compare them), lowered to the
+/// best one the CPU has when it lacks `isa`.
 pub fn sweep_with(
     u: &Field,
     out: &mut Field,
@@ -242,21 +258,29 @@ pub fn sweep_with(
         return SweepStats::default();
     }
     assert_eq!(out.padded_shape(), u.padded_shape(), "out must share u's layout");
-    let avx2 = isa == Isa::Avx2 && Isa::detect() == Isa::Avx2;
+    let isa = isa.min(Isa::detect());
     let (p, g) = (u.padded_shape(), u.ghost);
     let uu = u.as_slice();
     let ss = src.map_or(uu, |s| s.as_slice());
     let oo = out.as_slice_mut();
-    match (dims == 3, src.is_some(), avx2) {
-        // SAFETY (all AVX2 arms): `avx2` is true only when the CPU supports AVX2.
+    match (dims == 3, src.is_some(), isa) {
+        // SAFETY (all AVX arms): `isa` is at most what the CPU supports (detected above).
         #[cfg(target_arch = "x86_64")]
-        (false, false, true) => unsafe { sweep2_avx2(uu, ss, oo, p, g, region, k) },
+        (false, false, Isa::Avx512) => unsafe { sweep2_avx512(uu, ss, oo, p, g, region, k) },
         #[cfg(target_arch = "x86_64")]
-        (false, true, true) => unsafe { sweep2s_avx2(uu, ss, oo, p, g, region, k) },
+        (false, true, Isa::Avx512) => unsafe { sweep2s_avx512(uu, ss, oo, p, g, region, k) },
         #[cfg(target_arch = "x86_64")]
-        (true, false, true) => unsafe { sweep3_avx2(uu, ss, oo, p, g, region, k) },
+        (true, false, Isa::Avx512) => unsafe { sweep3_avx512(uu, ss, oo, p, g, region, k) },
         #[cfg(target_arch = "x86_64")]
-        (true, true, true) => unsafe { sweep3s_avx2(uu, ss, oo, p, g, region, k) },
+        (true, true, Isa::Avx512) => unsafe { sweep3s_avx512(uu, ss, oo, p, g, region, k) },
+        #[cfg(target_arch = "x86_64")]
+        (false, false, Isa::Avx2) => unsafe { sweep2_avx2(uu, ss, oo, p, g, region, k) },
+        #[cfg(target_arch = "x86_64")]
+        (false, true, Isa::Avx2) => unsafe { sweep2s_avx2(uu, ss, oo, p, g, region, k) },
+        #[cfg(target_arch = "x86_64")]
+        (true, false, Isa::Avx2) => unsafe { sweep3_avx2(uu, ss, oo, p, g, region, k) },
+        #[cfg(target_arch = "x86_64")]
+        (true, true, Isa::Avx2) => unsafe { sweep3s_avx2(uu, ss, oo, p, g, region, k) },
         (false, false, _) => sweep2(uu, ss, oo, p, g, region, k),
         (false, true, _) => sweep2s(uu, ss, oo, p, g, region, k),
         (true, false, _) => sweep3(uu, ss, oo, p, g, region, k),
@@ -300,6 +324,15 @@ pub fn split_regions_open(n: [usize; 3], dims: usize, open: [[bool; 2]; 3]) -> (
     push(Region { lo: [0, iy.0, iz.0], hi: [ix.0, iy.1, iz.1] });
     push(Region { lo: [ix.1, iy.0, iz.0], hi: [n[0], iy.1, iz.1] });
     (interior, slabs)
+}
+
+/// The faces of `rank`'s block whose ghosts come from an exchange (another rank's
+/// cells or a periodic image), `[axis][side]`: only those are worth waiting for, so
+/// only their layers are swept after the exchange. Faces on the physical boundary have
+/// their ghosts filled before the sweep starts, so the inner region reaches them (one
+/// rank without periodic axes sweeps its whole block in one pass).
+pub fn open_faces(layout: &BlockLayout, rank: usize) -> [[bool; 2]; 3] {
+    std::array::from_fn(|a| std::array::from_fn(|side| a < layout.grid.dims && !layout.on_boundary(rank, a, side)))
 }
 
 /// One physical boundary face of this rank's block and its condition.
@@ -413,7 +446,7 @@ impl HeatSolver {
                 faces.push(Face { axis: a, side, bc: case.boundary[a][side].clone(), values: vec![0.0; points.len()], points });
             }
         }
-        let (interior, slabs) = split_regions(n, dims);
+        let (interior, slabs) = split_regions_open(n, dims, open_faces(&layout, rank));
         let mut s = HeatSolver {
             layout,
             u,
@@ -706,7 +739,7 @@ mod tests {
                 for s in [None, Some(&src)] {
                     let want = reference(&u, s, k, dims);
                     let whole = Region { lo: [0; 3], hi };
-                    for isa in [Isa::Baseline, Isa::Avx2] {
+                    for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
                         let mut out = u.clone();
                         let st = sweep_with(&u, &mut out, s, k, whole, dims, isa);
                         let n = u.shape();
@@ -739,7 +772,7 @@ mod tests {
         let c = u.idx(4, 1, 0);
         u.as_slice_mut()[c] = f64::NAN;
         let mut out = u.clone();
-        for isa in [Isa::Baseline, Isa::Avx2] {
+        for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
             let st =
                 sweep_with(&u, &mut out, None, StepCoefficients { c: [0.1; 3], dt: 1.0 }, Region { lo: [0; 3], hi: [9, 3, 1] }, 2, isa);
             assert!(st.max.is_nan() && st.sum.is_nan());
