@@ -264,6 +264,9 @@ pub struct LinearSolver {
     work: Vec<Field>,
     /// Time and communication per Krylov phase (multigrid's own phases in `mg.log`).
     pub log: PhaseLog,
+    /// Set by [`LinearSolver::solve`] while it runs: the initial guess is zero on every
+    /// rank, so the initial residual is `b` itself.
+    zero_guess: bool,
 }
 
 impl LinearSolver {
@@ -279,7 +282,7 @@ impl LinearSolver {
             Method::Mg => 2,
         };
         let work = (0..=vectors).map(|_| Field::zeros(l0.block(), l0.dims, l0.ghost)).collect();
-        LinearSolver { mg, opts, work, log: PhaseLog::new() }
+        LinearSolver { mg, opts, work, log: PhaseLog::new(), zero_guess: false }
     }
 
     /// A zero field of the operator's shape (for right-hand sides and solutions).
@@ -363,7 +366,23 @@ impl LinearSolver {
         if self.mg.singular {
             projected = self.remove_mean(&mut dots, &mut rhs);
         }
-        let bnorm = dots.dots(&[(&rhs, &rhs)])[0].sqrt();
+        // ‖b‖ and whether any rank's initial guess has a nonzero value, in one
+        // reduction: a zero guess (what PETSc assumes unless told otherwise) makes the
+        // initial residual b itself, without an operator application.
+        let (bnorm, zero_guess) = {
+            let t = Instant::now();
+            let mut sums = [Sum::new(self.opts.reproducible), Sum::new(self.opts.reproducible)];
+            let bs = rhs.as_slice();
+            rows(&rhs, |r| sums[0].add_products(&bs[r.clone()], &bs[r]));
+            let xs = x.as_slice();
+            let mut nonzero = false;
+            rows(x, |r| nonzero = nonzero || xs[r].iter().any(|&v| v != 0.0));
+            sums[1].add_products(&[if nonzero { 1.0 } else { 0.0 }], &[1.0]);
+            dots.seconds += t.elapsed().as_secs_f64();
+            let v = dots.reduce(&mut sums);
+            (v[0].sqrt(), v[1] == 0.0)
+        };
+        self.zero_guess = zero_guess;
         let mut report = match self.opts.method {
             Method::Cg => self.cg(comm, &mut dots, &rhs, x, &mut w, bnorm, false),
             Method::Cg1 => self.cg1(comm, &mut dots, &rhs, x, &mut w, bnorm),
@@ -371,6 +390,7 @@ impl LinearSolver {
             Method::BiCgStab => self.bicgstab(comm, &mut dots, &rhs, x, &mut w, bnorm),
             Method::Mg => self.mg_iterate(comm, &mut dots, &rhs, x, &mut w, bnorm),
         };
+        self.zero_guess = false;
         if self.mg.singular {
             self.remove_mean(&mut dots, x);
         }
@@ -418,6 +438,19 @@ impl LinearSolver {
         (self.opts.rtol * bnorm).max(self.opts.atol)
     }
 
+    /// `r = b - A x` at the start of a solve, and `‖r‖` when already known: with a zero
+    /// guess on every rank `r = b` exactly (`b - A·0` is `b` bit for bit), so its norm
+    /// is `bnorm`.
+    fn initial_residual(&mut self, comm: &dyn Comm, b: &Field, x: &mut Field, r: &mut Field, bnorm: f64) -> Option<f64> {
+        if self.zero_guess {
+            copy(b, r);
+            Some(bnorm)
+        } else {
+            self.residual(comm, b, x, r);
+            None
+        }
+    }
+
     /// `r = b - A x`.
     fn residual(&mut self, comm: &dyn Comm, b: &Field, x: &mut Field, r: &mut Field) {
         self.apply(comm, x, r);
@@ -458,8 +491,8 @@ impl LinearSolver {
         let [r, z, p, q, rest @ ..] = w else { unreachable!() };
         let mut zold = if flexible { rest.first_mut() } else { None };
         let mut rep = SolveReport::new(if flexible { "fcg" } else { "cg" }, self.opts.precond);
-        self.residual(comm, b, x, r);
-        let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
+        let known = self.initial_residual(comm, b, x, r, bnorm);
+        let mut rnorm = known.unwrap_or_else(|| dots.dots(&[(r, r)])[0].sqrt());
         rep.push(rnorm, bnorm);
         let target = self.target(bnorm);
         if rnorm <= target || !rnorm.is_finite() {
@@ -508,7 +541,7 @@ impl LinearSolver {
         let [r, u, p, s, wv, ..] = w else { unreachable!() };
         let mut rep = SolveReport::new("cg1", self.opts.precond);
         let target = self.target(bnorm);
-        self.residual(comm, b, x, r);
+        self.initial_residual(comm, b, x, r, bnorm);
         self.precondition(comm, r, u);
         self.apply(comm, u, wv);
         let d = dots.dots(&[(r, u), (wv, u), (r, r)]);
@@ -552,8 +585,8 @@ impl LinearSolver {
         let [r, rhat, p, v, ph, sh, t, ..] = w else { unreachable!() };
         let mut rep = SolveReport::new("bicgstab", self.opts.precond);
         let target = self.target(bnorm);
-        self.residual(comm, b, x, r);
-        let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
+        let known = self.initial_residual(comm, b, x, r, bnorm);
+        let mut rnorm = known.unwrap_or_else(|| dots.dots(&[(r, r)])[0].sqrt());
         rep.push(rnorm, bnorm);
         if rnorm <= target || !rnorm.is_finite() {
             return self.finish(rep, rnorm, bnorm, 0);
@@ -609,8 +642,8 @@ impl LinearSolver {
         let [r, z, ..] = w else { unreachable!() };
         let mut rep = SolveReport::new("mg", self.opts.precond);
         let target = self.target(bnorm);
-        self.residual(comm, b, x, r);
-        let mut rnorm = dots.dots(&[(r, r)])[0].sqrt();
+        let known = self.initial_residual(comm, b, x, r, bnorm);
+        let mut rnorm = known.unwrap_or_else(|| dots.dots(&[(r, r)])[0].sqrt());
         rep.push(rnorm, bnorm);
         for it in 1..=self.opts.max_iterations {
             if rnorm <= target || !rnorm.is_finite() {

@@ -329,3 +329,52 @@ fn cubic_interpolation_contracts_as_mode_analysis_predicts() {
         }
     }
 }
+
+/// A zero initial guess on every rank skips the initial `b - A x` (one reduction
+/// fewer, residual history starting at exactly 1); a guess that is nonzero on one
+/// rank only takes the full path on every rank, and both converge to one solution.
+#[test]
+fn zero_initial_guess_starts_from_b_and_a_nonzero_one_from_its_residual() {
+    let runs = ThreadComm::run(2, |c| {
+        let grid = Grid::new(&[33, 31], &[0.0, 0.0], &[1.0, 1.0], &[false, false]);
+        let layout = BlockLayout::auto(&grid, c.size(), 2).unwrap();
+        let spec = OperatorSpec { alpha: 0.0, beta: 1.0, coefficient: None, bc: [[BcKind::Dirichlet; 2]; 3] };
+        let opts = SolverOptions::default();
+        let mut solver = LinearSolver::new(Multigrid::new(c, &layout, &spec, opts.mg).unwrap(), opts);
+        let mut b = solver.new_field();
+        b.fill_with(|i, j, _| 1.0 + (i * 7 + j * 3) as f64 * 0.01);
+        let mut x = solver.new_field();
+        let zero = solver.solve(c, &b, &mut x);
+        let first: Vec<f64> = x.interior().iter().copied().collect();
+        // A guess off zero on rank 1's first cell only.
+        let mut y = solver.new_field();
+        if c.rank() == 1 {
+            let at = y.idx(0, 0, 0);
+            y.as_slice_mut()[at] = 0.5;
+        }
+        let guessed = solver.solve(c, &b, &mut y);
+        let second: Vec<f64> = y.interior().iter().copied().collect();
+        (zero, guessed, first, second)
+    });
+    for (zero, guessed, first, second) in &runs {
+        assert!(zero.reason.converged() && guessed.reason.converged());
+        assert_eq!(zero.history[0], 1.0, "zero guess: r = b");
+        assert!(guessed.history[0] != 1.0, "nonzero guess: r = b - A x");
+        let apart = first.iter().zip(second).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(apart < 1e-6, "both solve the same system to rtol 1e-8: {apart}");
+    }
+    // Both ranks took the same path, and the nonzero guess costs the one reduction
+    // of its initial residual norm; every further CG iteration costs three (p·Ap,
+    // ‖r‖ and r·z).
+    let (z, g) = (&runs[0].0, &runs[0].1);
+    assert_eq!((z.reductions, g.reductions), (runs[1].0.reductions, runs[1].1.reductions));
+    assert_eq!(
+        g.reductions as i64,
+        z.reductions as i64 + 1 + 3 * (g.iterations as i64 - z.iterations as i64),
+        "zero: {} reductions in {} iterations, nonzero: {} in {}",
+        z.reductions,
+        z.iterations,
+        g.reductions,
+        g.iterations
+    );
+}
