@@ -51,7 +51,7 @@ bench: setup
 bench-petsc: setup
 	@bash scripts/setup_petsc.sh
 	$(CARGO) build --release --locked -p solver --example poisson_bench
-	/usr/bin/python3 benches/poisson_vs_petsc.py --json target/poisson_vs_petsc.json \
+	/usr/bin/python3 benches/poisson_vs_petsc.py --repeat 5 --json target/poisson_vs_petsc.json \
 		--tessera-args "" --tessera-args "--method fcg --cycle F --pre 2 --post 2" --tessera-args "--method fcg --pre 1 --post 2"
 
 # tessera's cavity against OpenFOAM's icoFoam (installs Debian's openfoam).

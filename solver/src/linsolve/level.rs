@@ -735,7 +735,7 @@ impl Level {
     /// first exchange when `u` is known to be zero (ghosts included).
     pub fn smooth_rbgs(&mut self, comm: &dyn Comm, sweeps: usize, forward: bool, zero_start: bool) {
         if self.pipelines(sweeps) {
-            return self.gs_pipelined(if forward { 0 } else { 1 }, sweeps, false);
+            return self.gs_pipelined(comm, if forward { 0 } else { 1 }, sweeps, false, !zero_start);
         }
         for s in 0..sweeps {
             self.gs_fused(comm, if forward { 0 } else { 1 }, !(zero_start && s == 0));
@@ -745,7 +745,7 @@ impl Level {
     /// [`Level::smooth_rbgs`] from `u = 0` without clearing `u` first (`sweeps >= 1`).
     pub fn smooth_rbgs_from_zero(&mut self, comm: &dyn Comm, sweeps: usize) {
         if self.pipelines(sweeps) {
-            return self.gs_pipelined(0, sweeps, true);
+            return self.gs_pipelined(comm, 0, sweeps, true, false);
         }
         for s in 0..sweeps {
             self.gs_fused_from(comm, 0, s > 0, s == 0);
@@ -753,9 +753,11 @@ impl Level {
     }
 
     /// Whether `sweeps` sweeps run as one [`Level::gs_pipelined`] pass: more than one
-    /// sweep, and no open face (nothing to exchange between them).
+    /// sweep, and no open face except across the slab axis (the last one: z in 3D,
+    /// y in 2D), as when the ranks split only that axis.
     fn pipelines(&self, sweeps: usize) -> bool {
-        sweeps > 1 && self.closed()
+        let ta = self.dims - 1;
+        sweeps > 1 && self.open.iter().enumerate().all(|(a, o)| a == ta || o.iter().all(|o| !o))
     }
 
     /// No open face: nothing of this block is exchanged.
@@ -764,25 +766,57 @@ impl Level {
     }
 
     /// `sweeps` red-black sweeps (colours `first`, other, `first`, ...) in one pass
-    /// over memory, on a level with no open face. Slab by slab along the last axis:
-    /// half sweep `h` trails half sweep `h - 1` by one slab, so when it updates slab
-    /// `t - h` its neighbours (slabs `t - h - 1..=t - h + 1`) hold exactly the values
-    /// of the half sweeps before it, as with one whole pass per half sweep: the
-    /// results are bitwise those of [`Level::gs_fused`] repeated, and `u` and `f`
-    /// stream through the cache once instead of once per sweep. `from_zero`: `u` is
-    /// taken as zero and is not read (the first half sweep writes every cell).
-    fn gs_pipelined(&mut self, first: usize, sweeps: usize, from_zero: bool) {
+    /// over memory, on a level whose only open faces are across the slab axis (the
+    /// last one). Slab by slab along that axis: half sweep `h` trails half sweep
+    /// `h - 1` by one slab, so when it updates slab `t - h` its neighbours (slabs
+    /// `t - h - 1..=t - h + 1`) hold exactly the values of the half sweeps before it,
+    /// as with one whole pass per half sweep: the results are bitwise those of
+    /// [`Level::gs_fused`] repeated, and `u` and `f` stream through the cache once
+    /// instead of once per sweep.
+    ///
+    /// Across an open face, slab `k` at half sweep `h` depends on the neighbour's
+    /// half sweep `h - 1 - d` (`d`: its distance from the face), so the pass leaves out
+    /// the slabs with `k < h` (lower face open) or `k + h >= n` (upper face open):
+    /// none of the others depends on them, and none of them is overtaken by one of the
+    /// others. They follow, half sweep by half sweep, each after an exchange of `u`
+    /// that delivers the neighbour's half sweep `h - 1`: `2·sweeps` exchanges of one
+    /// slab per face, as many as the sweeps would do one by one.
+    ///
+    /// `from_zero`: `u` is taken as zero and is not read (the first half sweep writes
+    /// every cell); `exchange_first`: the ghosts of `u` are not current yet.
+    fn gs_pipelined(&mut self, comm: &dyn Comm, first: usize, sweeps: usize, from_zero: bool, exchange_first: bool) {
         let ta = self.dims - 1;
         let (n, halves) = (self.shape()[ta], 2 * sweeps);
+        let [lo_open, hi_open] = self.open[ta];
+        if exchange_first && !from_zero && (lo_open || hi_open) {
+            self.exchange(comm, Slot::U);
+        }
+        let free = |k: usize, h: usize| (!lo_open || k >= h) && (!hi_open || k + h < n);
+        let update = |lv: &mut Level, k: usize, h: usize| {
+            let sp = slab_of(lv.all(), ta, k);
+            let colour = (first + h) & 1;
+            if h == 0 && from_zero {
+                lv.gs_zero_rows(colour, sp);
+            } else {
+                lv.gs_span(colour, sp);
+            }
+        };
         for t in 0..n + halves - 1 {
             for h in (0..halves).filter(|&h| h <= t && t - h < n) {
-                let sp = slab_of(self.all(), ta, t - h);
-                let colour = (first + h) & 1;
-                if h == 0 && from_zero {
-                    self.gs_zero_rows(colour, sp);
-                } else {
-                    self.gs_span(colour, sp);
+                if free(t - h, h) {
+                    update(self, t - h, h);
                 }
+            }
+        }
+        if !(lo_open || hi_open) {
+            return;
+        }
+        for h in 1..halves {
+            self.exchange(comm, Slot::U);
+            // The slabs left out: within h of an open face.
+            let near = (0..h.min(n)).chain(n.saturating_sub(h).max(h.min(n))..n);
+            for k in near.filter(|&k| !free(k, h)) {
+                update(self, k, h);
             }
         }
     }

@@ -146,6 +146,13 @@ fn fused_gauss_seidel_matches_two_half_sweeps_bit_for_bit() {
         (vec![11, 9, 7], vec![true, false, false], true),
         (vec![11, 9, 7], vec![false, false, false], false),
         (vec![10, 9, 8], vec![false, false, false], true),
+        // Tall along the slab axis: the ranks split only that axis, so the sweeps are
+        // pipelined across open faces (a periodic one on 1 rank; 2-3 slabs per block on
+        // 4 ranks, fewer than the 4-6 half sweeps).
+        (vec![9, 40], vec![false, false], false),
+        (vec![9, 40], vec![false, true], true),
+        (vec![6, 7, 12], vec![false, false, false], true),
+        (vec![6, 7, 30], vec![false, false, true], false),
     ] {
         for ranks in 1..=4 {
             let (cells, periodic) = (cells.clone(), periodic.clone());
