@@ -102,7 +102,7 @@ impl Clone for Field {
 }
 
 /// Storage of at least this many bytes is advised onto huge pages.
-const HUGE_BELOW: usize = 4 << 20;
+const ADVISE_FROM: usize = 4 << 20;
 
 /// `len` zeros, for field-sized arrays. Storage of 4 MiB or more is advised onto
 /// transparent huge pages (`madvise(MADV_HUGEPAGE)`) before anything touches it, so
@@ -112,7 +112,7 @@ const HUGE_BELOW: usize = 4 << 20;
 /// kernel has THP disabled, or off Linux, this is a plain zeroed vector.
 pub fn zeroed_storage(len: usize) -> Vec<f64> {
     let mut v = vec![0.0; len];
-    if len * std::mem::size_of::<f64>() >= HUGE_BELOW {
+    if len * std::mem::size_of::<f64>() >= ADVISE_FROM {
         advise_huge(&mut v);
     }
     v
@@ -155,10 +155,10 @@ mod tests {
 
     #[test]
     fn large_fields_start_zero_and_clone_into_storage_of_their_own() {
-        // 130^3 values (17 MiB): past HUGE_BELOW, so the storage is advised.
+        // 130^3 values (17 MiB): past ADVISE_FROM, so the storage is advised.
         let b = IndexBox { lo: [0, 0, 0], hi: [128, 128, 128] };
         let mut f = Field::zeros(b, 3, 1);
-        assert!(f.as_slice().len() * 8 >= HUGE_BELOW);
+        assert!(f.as_slice().len() * 8 >= ADVISE_FROM);
         assert!(f.as_slice().iter().all(|&v| v == 0.0));
         f.fill_with(|i, j, k| (i + 131 * j + 17161 * k) as f64);
         let g = f.clone();
