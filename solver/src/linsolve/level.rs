@@ -287,10 +287,17 @@ impl Level {
         (d, off)
     }
 
-    /// Fills `slot`'s ghosts across rank boundaries and periodic faces (width 1, faces only).
+    /// Fills `slot`'s ghosts across rank boundaries and periodic faces (width 1, faces
+    /// only). Blocking, so faces that are one contiguous run of storage (a 2D block's
+    /// y faces) go straight from and into the field, without the split phase's copies.
     pub fn exchange(&mut self, comm: &dyn Comm, slot: Slot) {
-        self.begin_exchange(comm, slot);
-        self.finish_exchange(comm, slot);
+        let field = match slot {
+            Slot::U => &mut self.u,
+            Slot::F => &mut self.f,
+            Slot::R => &mut self.r,
+            Slot::T => &mut self.t,
+        };
+        self.star.exchange(comm, field);
     }
 
     /// Starts a face exchange of `slot` (finish with [`Level::finish_exchange`]).
