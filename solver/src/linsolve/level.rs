@@ -291,35 +291,31 @@ impl Level {
     /// only). Blocking, so faces that are one contiguous run of storage (a 2D block's
     /// y faces) go straight from and into the field, without the split phase's copies.
     pub fn exchange(&mut self, comm: &dyn Comm, slot: Slot) {
-        let field = match slot {
-            Slot::U => &mut self.u,
-            Slot::F => &mut self.f,
-            Slot::R => &mut self.r,
-            Slot::T => &mut self.t,
-        };
-        self.star.exchange(comm, field);
+        let (star, field) = self.star_and(slot);
+        star.exchange(comm, field);
     }
 
     /// Starts a face exchange of `slot` (finish with [`Level::finish_exchange`]).
     pub fn begin_exchange(&mut self, comm: &dyn Comm, slot: Slot) {
-        let field = match slot {
-            Slot::U => &self.u,
-            Slot::F => &self.f,
-            Slot::R => &self.r,
-            Slot::T => &self.t,
-        };
-        self.star.begin(comm, field);
+        let (star, field) = self.star_and(slot);
+        star.begin(comm, field);
     }
 
     /// Completes the exchange started by [`Level::begin_exchange`].
     pub fn finish_exchange(&mut self, comm: &dyn Comm, slot: Slot) {
+        let (star, field) = self.star_and(slot);
+        star.finish(comm, field);
+    }
+
+    /// The face-exchange plan and the field in `slot`, borrowed together.
+    fn star_and(&mut self, slot: Slot) -> (&mut HaloPlan, &mut Field) {
         let field = match slot {
             Slot::U => &mut self.u,
             Slot::F => &mut self.f,
             Slot::R => &mut self.r,
             Slot::T => &mut self.t,
         };
-        self.star.finish(comm, field);
+        (&mut self.star, field)
     }
 
     /// Fills every ghost layer of the residual, corners included (restriction reads them).
@@ -729,12 +725,7 @@ impl Level {
 
     /// The field in `slot`, mutable.
     pub fn slot_mut(&mut self, slot: Slot) -> &mut Field {
-        match slot {
-            Slot::U => &mut self.u,
-            Slot::F => &mut self.f,
-            Slot::R => &mut self.r,
-            Slot::T => &mut self.t,
-        }
+        self.star_and(slot).1
     }
 
     /// Symmetric red-black Gauss–Seidel: `sweeps` sweeps, red then black (`forward`)
