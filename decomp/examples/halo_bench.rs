@@ -315,7 +315,11 @@ fn main() {
             } else {
                 dt.exchange(raw_comm, &msgs, f.as_slice_mut());
             }
-            assert!(f.as_slice() == reference.as_slice(), "{}: variant does not reproduce the halo exchange", case.name);
+            assert!(
+                promised(&f, case.stencil) == promised(&reference, case.stencil),
+                "{}: variant does not reproduce the halo exchange",
+                case.name
+            );
         }
 
         let mut run = |v: Variant, reps: usize| -> f64 {
@@ -387,4 +391,23 @@ fn main() {
             );
         }
     }
+}
+
+/// The values an exchange for `stencil` defines: every cell but, for a star stencil,
+/// edge and corner ghosts (the blocking exchange may carry the neighbour's own ghosts
+/// into those, see `Stencil::Star`).
+fn promised(f: &Field, stencil: Stencil) -> Vec<f64> {
+    let (p, g, n) = (f.padded_shape(), f.ghost, f.shape());
+    let mut out = Vec::with_capacity(f.as_slice().len());
+    for k in 0..p[2] {
+        for j in 0..p[1] {
+            for i in 0..p[0] {
+                let outside = [i, j, k].iter().enumerate().filter(|&(a, &l)| l < g[a] || l >= g[a] + n[a]).count();
+                if stencil == Stencil::Box || outside <= 1 {
+                    out.push(f.as_slice()[(k * p[1] + j) * p[0] + i]);
+                }
+            }
+        }
+    }
+    out
 }

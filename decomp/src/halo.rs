@@ -7,7 +7,9 @@
 //! runs, [`HaloPlan::finish`] waits and unpacks. The blocking [`HaloPlan::exchange`]
 //! holds the field exclusively throughout, so it sends and receives the regions that
 //! are one contiguous run of storage (a face of a single row, e.g. a 2D block's y
-//! faces) in place, without the copies.
+//! faces) in place, without the copies; so too, for star stencils, the faces that
+//! are one run but for the ghosts of the rows they cross (a 3D block's z faces when
+//! no rank has x or y neighbours), carrying those few ghosts along.
 use crate::comm::{Comm, Request};
 use crate::error::{Error, Result};
 use crate::field::Field;
@@ -16,7 +18,10 @@ use crate::layout::BlockLayout;
 /// Which ghost cells a stencil reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stencil {
-    /// Faces only (5-point / 7-point stencils): corner and edge ghosts are not filled.
+    /// Faces only (5-point / 7-point stencils). Corner and edge ghosts are not part of
+    /// it: the split-phase exchange leaves them alone; the blocking one may write into
+    /// edge ghosts next to a face it receives as one storage span whatever the
+    /// neighbour holds in its own ghosts there. Star-stencil code never reads them.
     Star,
     /// Faces, edges and corners (9-point / 27-point stencils).
     Box,
@@ -41,8 +46,40 @@ impl Region {
         let ext = |a: usize| self.hi[a] - self.lo[a];
         let full = |a: usize| self.lo[a] == 0 && self.hi[a] == p[a];
         let contiguous = (ext(1) == 1 && ext(2) == 1) || (full(0) && ext(2) == 1) || (full(0) && full(1));
-        contiguous.then(|| (self.lo[2] * p[1] + self.lo[1]) * p[0] + self.lo[0])
+        contiguous.then(|| self.start(p))
     }
+
+    fn start(&self, p: [usize; 3]) -> usize {
+        (self.lo[2] * p[1] + self.lo[1]) * p[0] + self.lo[0]
+    }
+
+    /// The storage run from the region's first value to its last: (offset, length).
+    fn span(&self, p: [usize; 3]) -> (usize, usize) {
+        let last = ((self.hi[2] - 1) * p[1] + self.hi[1] - 1) * p[0] + self.hi[0] - 1;
+        (self.start(p), last + 1 - self.start(p))
+    }
+}
+
+/// Largest share of a face message's values that may be ghost cells carried along when
+/// the face is sent as one span of storage instead of being packed: 1/4 (a 3D z face of
+/// ghost width 1 carries 2 x-ghosts per row, 1.6 % for rows of 128).
+const SPAN_SLACK: usize = 4;
+
+/// May a face message along `axis` of a star exchange travel as the storage span from
+/// its first to its last value ([`Region::span`])? The cells in between that are not
+/// part of the face are ghosts along the faster axes `b < axis`: on the sender, its own
+/// ghosts next to the face; on the receiver, edge ghosts, which a star exchange does
+/// not fill. That is safe when no message of this exchange writes those cells while
+/// the span is in flight, i.e. no rank has a neighbour along any faster axis (one
+/// process there, not periodic). This depends only on the layout, so both sides of
+/// every message decide alike and the message lengths agree.
+fn span_allowed(layout: &BlockLayout, stencil: Stencil, d: [i32; 3]) -> Option<usize> {
+    let axes: Vec<usize> = (0..3).filter(|&a| d[a] != 0).collect();
+    if stencil != Stencil::Star || axes.len() != 1 {
+        return None;
+    }
+    let axis = axes[0];
+    (0..axis.min(layout.grid.dims)).all(|b| layout.procs[b] == 1 && !layout.grid.periodic[b]).then_some(axis)
 }
 
 #[derive(Clone, Debug)]
@@ -54,10 +91,13 @@ struct Message {
     recv: Region,
     /// Offset of this message in the send and receive buffers.
     offset: usize,
-    /// Storage offsets of the send and receive regions when each is one contiguous
-    /// run: the blocking [`HaloPlan::exchange`] sends and receives those in place.
-    send_run: Option<usize>,
-    recv_run: Option<usize>,
+    /// (storage offset, length) of a contiguous run of the field that covers the send
+    /// (receive) region, when the blocking [`HaloPlan::exchange`] sends (receives) it in
+    /// place: the region itself when it is one run, or the span from its first to its
+    /// last value when only ghost cells nobody else writes meanwhile lie in between
+    /// (see [`span_allowed`]). Both sides of a message agree on it.
+    send_span: Option<(usize, usize)>,
+    recv_span: Option<(usize, usize)>,
 }
 
 /// The precomputed exchange pattern of one rank for one field shape.
@@ -161,6 +201,19 @@ impl HaloPlan {
                         recv.hi[a] = r.1;
                     }
                     let count = send.count();
+                    let (send_span, recv_span) = match (send.run_start(padded), recv.run_start(padded)) {
+                        (Some(s), Some(r)) => (Some((s, count)), Some((r, count))),
+                        (s, r) => {
+                            let (ss, rs) = (send.span(padded), recv.span(padded));
+                            // Equal lengths on both sides: a face neighbour has the same
+                            // extents along the other axes, so the same padded rows.
+                            if span_allowed(layout, stencil, d).is_some() && ss.1 == rs.1 && ss.1 - count <= count / SPAN_SLACK {
+                                (Some(ss), Some(rs))
+                            } else {
+                                (s.map(|s| (s, count)), r.map(|r| (r, count)))
+                            }
+                        }
+                    };
                     messages.push(Message {
                         peer,
                         send_tag: tag_base + direction_code(d),
@@ -168,8 +221,8 @@ impl HaloPlan {
                         send,
                         recv,
                         offset,
-                        send_run: send.run_start(padded),
-                        recv_run: recv.run_start(padded),
+                        send_span,
+                        recv_span,
                     });
                     offset += count;
                 }
@@ -218,7 +271,14 @@ impl HaloPlan {
         self.messages.len()
     }
 
-    /// Values sent per exchange.
+    /// Messages the blocking [`HaloPlan::exchange`] sends straight from the field,
+    /// without packing.
+    pub fn in_place_count(&self) -> usize {
+        self.messages.iter().filter(|m| m.send_span.is_some()).count()
+    }
+
+    /// Values sent per exchange (ghost cells that travel along inside a storage span
+    /// not counted).
     pub fn volume(&self) -> usize {
         self.send_buf.len()
     }
@@ -250,21 +310,22 @@ impl HaloPlan {
     /// `field`, if given, points to the storage of a field of the plan's shape that
     /// nothing else reads or writes until the requests complete. Receive regions lie in
     /// its ghost layers, disjoint from every send region and from each other, so the
-    /// requests themselves never overlap a write with another access.
+    /// requests themselves never overlap a write with another access. The spans of
+    /// [`span_allowed`] add only ghost cells that no message of the plan writes.
     unsafe fn post(&mut self, comm: &dyn Comm, field: Option<*mut f64>) {
         for m in &self.messages {
-            let buf = match (field, m.recv_run) {
-                (Some(base), Some(at)) => unsafe { base.add(at) },
-                _ => unsafe { self.recv_buf.as_mut_ptr().add(m.offset) },
+            let (buf, len) = match (field, m.recv_span) {
+                (Some(base), Some((at, len))) => (unsafe { base.add(at) }, len),
+                _ => (unsafe { self.recv_buf.as_mut_ptr().add(m.offset) }, m.recv.count()),
             };
-            self.requests.push(unsafe { comm.irecv(buf, m.recv.count(), m.peer, m.recv_tag) });
+            self.requests.push(unsafe { comm.irecv(buf, len, m.peer, m.recv_tag) });
         }
         for m in &self.messages {
-            let buf = match (field, m.send_run) {
-                (Some(base), Some(at)) => unsafe { base.add(at) as *const f64 },
-                _ => unsafe { self.send_buf.as_ptr().add(m.offset) },
+            let (buf, len) = match (field, m.send_span) {
+                (Some(base), Some((at, len))) => (unsafe { base.add(at) as *const f64 }, len),
+                _ => (unsafe { self.send_buf.as_ptr().add(m.offset) }, m.send.count()),
             };
-            self.requests.push(unsafe { comm.isend(buf, m.send.count(), m.peer, m.send_tag) });
+            self.requests.push(unsafe { comm.isend(buf, len, m.peer, m.send_tag) });
         }
     }
 
@@ -325,7 +386,7 @@ impl HaloPlan {
         assert!(!self.in_flight, "halo exchange already in flight");
         self.check_shape(field);
         for m in 0..self.messages.len() {
-            if self.messages[m].send_run.is_none() {
+            if self.messages[m].send_span.is_none() {
                 self.pack(m, field.as_slice());
             }
         }
@@ -335,7 +396,7 @@ impl HaloPlan {
         unsafe { self.post(comm, Some(data.as_mut_ptr())) };
         comm.wait_all(&mut self.requests);
         for m in &self.messages {
-            if m.recv_run.is_none() {
+            if m.recv_span.is_none() {
                 self.unpack(m, data);
             }
         }
@@ -510,6 +571,9 @@ pub mod selfcheck {
             Grid::new(&[10, 12], &[0.0; 2], &[1.0; 2], &[true, true]),
             Grid::new(&[7, 9, 8], &[0.0; 3], &[1.0; 3], &[false, true, false]),
             Grid::new(&[6, 6, 7], &[0.0; 3], &[1.0; 3], &[true, true, true]),
+            // Wide z faces, no neighbours along x and y once split along z: the
+            // blocking exchange sends those faces as storage spans (`span_allowed`).
+            Grid::new(&[40, 36, 16], &[0.0; 3], &[1.0; 3], &[false, false, false]),
         ];
         for g in grids {
             if let Ok(l) = BlockLayout::auto(&g, nranks, 2) {
@@ -520,6 +584,12 @@ pub mod selfcheck {
             p[0] = nranks;
             if let Ok(l) = BlockLayout::new(&g, &p, 2) {
                 out.push(l);
+            }
+            // And along the slowest axis.
+            if g.dims == 3 {
+                if let Ok(l) = BlockLayout::new(&g, &[1, 1, nranks], 2) {
+                    out.push(l);
+                }
             }
         }
         out
@@ -564,6 +634,27 @@ mod tests {
                 assert!(checked > 0);
             }
         }
+    }
+
+    #[test]
+    fn z_faces_travel_as_spans_only_without_x_or_y_neighbours() {
+        use crate::{BlockLayout, Grid, HaloPlan, Stencil};
+        let plan = |periodic: [bool; 3], procs: [usize; 3], ghost: usize, stencil: Stencil| {
+            let g = Grid::new(&[128, 128, 64], &[0.0; 3], &[1.0; 3], &periodic);
+            let l = BlockLayout::new(&g, &procs, 2).unwrap();
+            let p = HaloPlan::new(&l, 0, ghost, stencil, 0).unwrap();
+            (p.message_count(), p.in_place_count())
+        };
+        // Rank 0 of a z split: one z face, sent from the field (width 1 and 2).
+        assert_eq!(plan([false; 3], [1, 1, 2], 1, Stencil::Star), (1, 1));
+        assert_eq!(plan([false; 3], [1, 1, 2], 2, Stencil::Star), (1, 1));
+        // x neighbours (periodic x, or x split) write the x ghosts a span would carry.
+        assert_eq!(plan([true, false, false], [1, 1, 2], 1, Stencil::Star).1, 0);
+        assert_eq!(plan([false; 3], [2, 1, 2], 1, Stencil::Star).1, 0);
+        // A box exchange fills the edge ghosts a span would write.
+        assert_eq!(plan([false; 3], [1, 1, 2], 1, Stencil::Box).1, 0);
+        // Faces along x and y are strided: packed.
+        assert_eq!(plan([false; 3], [2, 1, 1], 1, Stencil::Star).1, 0);
     }
 
     #[test]
