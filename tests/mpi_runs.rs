@@ -434,3 +434,82 @@ fn a_run_that_fails_on_io_says_so_in_summary_json() {
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
     assert!(summary.contains("\"status\": \"failed\"") && summary.contains("too small for this mesh"), "{summary}");
 }
+
+/// A heat case where one rank takes two steps per pass (no periodic axis, a source
+/// constant in time) while 2..4 ranks step one at a time: time-dependent Dirichlet and
+/// Neumann faces, probes, and output and checkpoint steps that fall between pairs.
+const PAIRED_3D: &str = r#"
+[case]
+name = "pair3d"
+model = "heat"
+[mesh]
+cells = [20, 15, 12]
+upper = [1.0, 1.5, 0.7]
+[physics]
+diffusivity = 0.1
+source = "x*y + z"
+[boundary]
+xlo = { type = "dirichlet", value = "sin(3*t)*y" }
+xhi = { type = "neumann", gradient = "0.5 + t*z" }
+ylo = { type = "dirichlet", value = "1" }
+yhi = { type = "neumann", gradient = "0" }
+zlo = { type = "dirichlet", value = "x*t" }
+zhi = { type = "neumann", gradient = "-0.2" }
+[initial]
+temperature = "sin(pi*x)*cos(y) + z"
+[control]
+max_steps = 41
+[output]
+every = 7
+checkpoint_every = 5
+[monitor]
+probes = [[0.31, 0.72, 0.33], [0.9, 0.1, 0.6]]
+"#;
+
+/// The monitor's step and probe columns, as text (written with full precision).
+fn probe_columns(run_dir: &std::path::Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(run_dir.join("monitor.csv")).unwrap();
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let keep: Vec<usize> = (0..head.len()).filter(|&i| head[i] == "step" || head[i].starts_with("probe")).collect();
+    lines.map(|l| l.split(',').collect::<Vec<_>>()).map(|f| keep.iter().map(|&i| f[i].to_string()).collect()).collect()
+}
+
+#[test]
+fn two_steps_per_pass_on_one_rank_equal_single_steps_on_2_to_4_bit_for_bit() {
+    let d = tmp("paired");
+    let case = d.join("case.toml");
+    std::fs::write(&case, PAIRED_3D).unwrap();
+    run(0, &case, &d.join("r0"), &[]);
+    let reference = snapshots(&d.join("r0"));
+    let probes = probe_columns(&d.join("r0"));
+    assert_eq!(reference.len(), 7, "snapshots at 0, 7, ..., 35 and 41");
+    assert_eq!(probes.len(), 41);
+    for n in 2..=4 {
+        let out = d.join(format!("r{n}"));
+        run(n, &case, &out, &[]);
+        assert_bitwise(&reference, &snapshots(&out), &format!("paired case on {n} ranks"));
+        assert_eq!(probe_columns(&out), probes, "probe values on {n} ranks");
+    }
+    // From a checkpoint at an odd step, on one rank: the pairs fall one step later.
+    let ck = d.join("r2/checkpoints/step_00000015.h5");
+    run(0, &case, &d.join("cont"), &["--restart", ck.to_str().unwrap()]);
+    let last = |v: &[(String, Vec<f64>)]| v.last().unwrap().clone();
+    assert_bitwise(&[last(&reference)], &[last(&snapshots(&d.join("cont")))], "restart from step 15 on one rank");
+    // A steady state reached at the step between a pair: the pair is taken back and
+    // the run stops at that step, as on 2 ranks.
+    let steady = PAIRED_3D
+        .replace("sin(3*t)*y", "y")
+        .replace("0.5 + t*z", "0.5")
+        .replace("x*t", "x")
+        .replace("max_steps = 41", "steady_tolerance = 0.0101\nend_time = 50.0")
+        .replace("every = 7\ncheckpoint_every = 5", "every = 0");
+    let case = d.join("steady.toml");
+    std::fs::write(&case, steady).unwrap();
+    run(0, &case, &d.join("s1"), &[]);
+    run(2, &case, &d.join("s2"), &[]);
+    let (p1, p2) = (probe_columns(&d.join("s1")), probe_columns(&d.join("s2")));
+    assert_eq!(p1, p2, "steady stop: same steps and probes");
+    assert!(p1.len() % 2 == 1, "the steady step should be odd, so that a pair is taken back ({} steps)", p1.len());
+    assert_bitwise(&snapshots(&d.join("s1")), &snapshots(&d.join("s2")), "steady stop");
+}

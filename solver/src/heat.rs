@@ -139,10 +139,25 @@ impl SweepStats {
     }
 }
 
+/// The explicit update of one cell from its value `ci`, its neighbours `[w, e, s, n,
+/// b, t]` and the source, with `k = [cx, cy, cz, dt]`: the one per-cell expression.
+#[inline(always)]
+fn cell<const D3: bool, const SRC: bool>(k: [f64; 4], ci: f64, nb: [f64; 6], src: f64) -> f64 {
+    let [w, e, s, nn, b, t] = nb;
+    let mut v = ci + k[0] * (w - 2.0 * ci + e) + k[1] * (s - 2.0 * ci + nn);
+    if D3 {
+        v += k[2] * (b - 2.0 * ci + t);
+    }
+    if SRC {
+        v += k[3] * src;
+    }
+    v
+}
+
 /// One row of the explicit update: `o[i]` from the centre row `c` and its neighbours
 /// `[c, w, e, s, n, b, t]` (west/east along x, south/north along y, bottom/top along z;
 /// `b`, `t` unread in 2D, `src` unread without a source), statistics into `acc` with
-/// the centre as the old value. The one place the per-cell expression lives.
+/// the centre as the old value.
 #[inline(always)]
 fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
     r: [&[f64]; 7],
@@ -156,16 +171,7 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
     let body = n - n % L;
     let [c, w, e, s, nn, b, t] = r;
     let (c, w, e, s, nn, b, t, src) = (&c[..n], &w[..n], &e[..n], &s[..n], &nn[..n], &b[..n], &t[..n], &src[..n]);
-    let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| {
-        let mut v = ci + cx * (w - 2.0 * ci + e) + cy * (s - 2.0 * ci + nn);
-        if D3 {
-            v += cz * (b - 2.0 * ci + t);
-        }
-        if SRC {
-            v += dt * src;
-        }
-        v
-    };
+    let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| cell::<D3, SRC>([cx, cy, cz, dt], ci, [w, e, s, nn, b, t], src);
     // Zipped exact chunks: no bounds checks inside, fixed-length inner loop.
     let chunks = o[..body]
         .chunks_exact_mut(L)
@@ -585,6 +591,12 @@ pub struct HeatSolver {
     faces: Vec<Face>,
     interior: Region,
     slabs: Vec<Region>,
+    /// The faces' conditions at the intermediate time of [`HeatSolver::step_pair`].
+    pair_faces: Vec<FaceGhost>,
+    /// Scratch of [`sweep_pair`].
+    ring: Vec<f64>,
+    /// Coefficients of the latest pair of steps.
+    pair_k: StepCoefficients,
     diffusivity: f64,
     /// Time spent in each phase (seconds): halo wait, compute, boundary conditions.
     pub timings: PhaseTimes,
@@ -683,6 +695,9 @@ impl HeatSolver {
             faces,
             interior,
             slabs,
+            pair_faces: Vec::new(),
+            ring: Vec::new(),
+            pair_k: StepCoefficients { c: [0.0; 3], dt: 0.0 },
             diffusivity: case.diffusivity,
             timings: PhaseTimes::default(),
             implicit: None,
@@ -728,7 +743,91 @@ impl HeatSolver {
         for f in &mut s.faces {
             Self::eval_face(f, 0.0);
         }
+        let h = s.layout.grid.spacing();
+        s.pair_faces = s
+            .faces
+            .iter()
+            .map(|f| FaceGhost { axis: f.axis, side: f.side, dirichlet: matches!(f.bc, Bc::Dirichlet(_)), h: h[f.axis], values: f.values.clone() })
+            .collect();
         Ok(s)
+    }
+
+    /// Can [`HeatSolver::step_pair`] advance this rank? An explicit scheme, a source
+    /// constant in time, and every face of the block physical (no exchange: one rank,
+    /// no periodic axis). The same on every rank, since it needs one rank.
+    pub fn can_pair(&self) -> bool {
+        let dims = self.layout.grid.dims;
+        self.implicit.is_none()
+            && !self.source_expr.depends_on_time()
+            && self.faces.len() == 2 * dims
+            && self.faces.iter().all(|f| !matches!(f.bc, Bc::Periodic))
+    }
+
+    /// Advances from `t` by two explicit steps of `dt` in one pass over memory
+    /// ([`sweep_pair`]), bit for bit what two [`HeatSolver::step`]s give. The field at
+    /// `t` is kept until the next step: [`HeatSolver::undo_pair`] returns to it, and
+    /// [`HeatSolver::intermediate_value`] gives a cell of the step between. Returns
+    /// the statistics of both steps. Only where [`HeatSolver::can_pair`].
+    pub fn step_pair(&mut self, t: f64, dt: f64) -> [SweepStats; 2] {
+        debug_assert!(self.can_pair());
+        let dims = self.layout.grid.dims;
+        let h = self.layout.grid.spacing();
+        let mut c = [0.0; 3];
+        for a in 0..dims {
+            c[a] = self.diffusivity * dt / (h[a] * h[a]);
+        }
+        let k = StepCoefficients { c, dt };
+        let t0 = std::time::Instant::now();
+        self.fill_boundary_ghosts(t);
+        for (f, pf) in self.faces.iter_mut().zip(&mut self.pair_faces) {
+            let time_dependent = match &f.bc {
+                Bc::Dirichlet(e) | Bc::Neumann(e) => e.depends_on_time(),
+                Bc::Periodic => false,
+            };
+            if time_dependent {
+                Self::eval_face(f, t + dt);
+                pf.values.copy_from_slice(&f.values);
+            }
+        }
+        let t1 = std::time::Instant::now();
+        let st = sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, &self.pair_faces, &mut self.ring, Isa::detect());
+        std::mem::swap(&mut self.u, &mut self.next);
+        self.pair_k = k;
+        self.timings.boundary += (t1 - t0).as_secs_f64();
+        self.timings.compute += t1.elapsed().as_secs_f64();
+        st
+    }
+
+    /// Returns to the field before the latest [`HeatSolver::step_pair`].
+    pub fn undo_pair(&mut self) {
+        std::mem::swap(&mut self.u, &mut self.next);
+    }
+
+    /// The value at local cell `c` of the step between the two of the latest
+    /// [`HeatSolver::step_pair`], recomputed from the field before it: the same
+    /// expression on the same values, so the same bits.
+    pub fn intermediate_value(&self, c: [usize; 3]) -> f64 {
+        let (u, k) = (&self.next, self.pair_k);
+        let p = u.padded_shape();
+        let (sy, sz) = (p[0], p[0] * p[1]);
+        let at = u.idx(c[0], c[1], c[2]);
+        let d = u.as_slice();
+        let ci = d[at];
+        let kk = [k.c[0], k.c[1], k.c[2], k.dt];
+        let src = self.source.as_ref().map_or(0.0, |s| s.as_slice()[at]);
+        let nb2 = [d[at - 1], d[at + 1], d[at - sy], d[at + sy], ci, ci];
+        match (self.layout.grid.dims == 3, self.source.is_some()) {
+            (false, false) => cell::<false, false>(kk, ci, nb2, src),
+            (false, true) => cell::<false, true>(kk, ci, nb2, src),
+            (true, has_src) => {
+                let nb3 = [d[at - 1], d[at + 1], d[at - sy], d[at + sy], d[at - sz], d[at + sz]];
+                if has_src {
+                    cell::<true, true>(kk, ci, nb3, src)
+                } else {
+                    cell::<true, false>(kk, ci, nb3, src)
+                }
+            }
+        }
     }
 
     fn eval_source(&mut self, t: f64) {

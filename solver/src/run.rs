@@ -400,96 +400,128 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     for name in ["time step", "  stencil sweep", "  halo exchange", "  boundary values"] {
         perf.declare(name);
     }
-    loop {
+    // Set when a pair of steps was taken back because the run stops at the step
+    // between them: that step is then redone alone.
+    let mut single = false;
+    'steps: loop {
         if case.max_steps.is_some_and(|m| step >= m) {
             break;
         }
         let Some((this_dt, lands_on_end)) = step_to_end(case, t, dt) else { break };
+        // Two steps in one pass over memory where nothing is due at the step between
+        // them (no output, checkpoint or step limit; both steps of the full dt).
+        let due = |every: u64| every > 0 && (step + 1) % every == 0;
+        let pair = !std::mem::take(&mut single)
+            && solver.can_pair()
+            && lands_on_end.is_none()
+            && matches!(step_to_end(case, t + this_dt, dt), Some((d, None)) if d == this_dt)
+            && case.max_steps.is_none_or(|m| step + 2 <= m)
+            && !due(case.output_every)
+            && !due(case.checkpoint_every);
         let mark = crate::perf::Mark::now(comm);
-        let st = solver.step(comm, t, this_dt);
+        let stats = if pair {
+            let [a, b] = solver.step_pair(t, this_dt);
+            vec![a, b]
+        } else {
+            vec![solver.step(comm, t, this_dt)]
+        };
         perf.add("time step", comm, mark);
         if let Some(m) = solver.solve_failure() {
             status = "failed".into();
             message = m.to_string();
             break;
         }
-        // The last step lands exactly on end_time, whatever the rounding of t + dt.
-        t = lands_on_end.unwrap_or(t + this_dt);
-        step += 1;
-        last_dt = this_dt;
+        for (e, st) in stats.iter().enumerate() {
+            let between = pair && e == 0;
+            // Monitors: one sum and one max reduction per step.
+            let tm = Instant::now();
+            let monitor_mark = crate::perf::Mark::now(comm);
+            probe_buf[0] = st.sum;
+            probe_buf[1] = st.sumsq;
+            for (i, pc) in probe_cells.iter().enumerate() {
+                probe_buf[2 + i] = pc.map_or(0.0, |c| {
+                    if between {
+                        solver.intermediate_value(c)
+                    } else {
+                        solver.u.as_slice()[solver.u.idx(c[0], c[1], c[2])]
+                    }
+                });
+            }
+            comm.allreduce_f64(&mut probe_buf, ReduceOp::Sum);
+            // The stop request rides on the max reduction, so all ranks stop at the same step.
+            let stop_here = opts.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+            let mut mx = [st.max, -st.min, st.max_change, if stop_here { 1.0 } else { 0.0 }];
+            comm.allreduce_f64(&mut mx, ReduceOp::Max);
+            let stop_requested = mx[3] > 0.0;
+            let (sum, sumsq, gmax, gmin, change) = (probe_buf[0], probe_buf[1], mx[0], -mx[1], mx[2]);
+            let blown = !sum.is_finite() || !sumsq.is_finite() || !gmax.is_finite() || gmax.abs() > 1e150 || gmin.abs() > 1e150;
+            let rate = change / this_dt;
+            let steady = case.steady_tolerance.is_some_and(|tol| rate < tol);
+            if between && (blown || steady || stop_requested) {
+                // The run ends at the step between: take the pair back, redo it alone.
+                solver.undo_pair();
+                single = true;
+                continue 'steps;
+            }
+            // The last step lands exactly on end_time, whatever the rounding of t + dt.
+            t = if pair { t + this_dt } else { lands_on_end.unwrap_or(t + this_dt) };
+            step += 1;
+            last_dt = this_dt;
+            l2 = (sumsq * cell_volume).sqrt();
+            maxv = gmax;
+            row.clear();
+            row.extend_from_slice(&[t, this_dt]);
+            for n in &case.norms {
+                row.push(match n.as_str() {
+                    "l2" => l2,
+                    "max" => gmax,
+                    "min" => gmin,
+                    "mean" => sum / total_cells,
+                    _ => sum * cell_volume,
+                });
+            }
+            row.extend_from_slice(&probe_buf[2..]);
+            row.push(rate);
+            if let Some(r) = solver.implicit.as_ref().and_then(|i| i.last.as_ref()) {
+                row.push(r.iterations as f64);
+                row.push(r.relative_residual());
+            }
+            monitor.row(&row, step);
+            t_monitor += tm.elapsed().as_secs_f64();
+            perf.add("monitor", comm, monitor_mark);
 
-        // Monitors: one sum and one max reduction per step.
-        let tm = Instant::now();
-        let monitor_mark = crate::perf::Mark::now(comm);
-        probe_buf[0] = st.sum;
-        probe_buf[1] = st.sumsq;
-        for (i, pc) in probe_cells.iter().enumerate() {
-            probe_buf[2 + i] = pc.map_or(0.0, |c| solver.u.as_slice()[solver.u.idx(c[0], c[1], c[2])]);
-        }
-        comm.allreduce_f64(&mut probe_buf, ReduceOp::Sum);
-        // The stop request rides on the max reduction, so all ranks stop at the same step.
-        let stop_here = opts.stop.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
-        let mut mx = [st.max, -st.min, st.max_change, if stop_here { 1.0 } else { 0.0 }];
-        comm.allreduce_f64(&mut mx, ReduceOp::Max);
-        let stop_requested = mx[3] > 0.0;
-        let (sum, sumsq, gmax, gmin, change) = (probe_buf[0], probe_buf[1], mx[0], -mx[1], mx[2]);
-        l2 = (sumsq * cell_volume).sqrt();
-        maxv = gmax;
-        row.clear();
-        row.extend_from_slice(&[t, this_dt]);
-        for n in &case.norms {
-            row.push(match n.as_str() {
-                "l2" => l2,
-                "max" => gmax,
-                "min" => gmin,
-                "mean" => sum / total_cells,
-                _ => sum * cell_volume,
-            });
-        }
-        row.extend_from_slice(&probe_buf[2..]);
-        let rate = change / this_dt;
-        row.push(rate);
-        if let Some(r) = solver.implicit.as_ref().and_then(|i| i.last.as_ref()) {
-            row.push(r.iterations as f64);
-            row.push(r.relative_residual());
-        }
-        monitor.row(&row, step);
-        t_monitor += tm.elapsed().as_secs_f64();
-        perf.add("monitor", comm, monitor_mark);
+            if blown {
+                status = "diverged".into();
+                message = divergence_message(comm, &solver, step, t, this_dt, case);
+                message += &match &last_checkpoint {
+                    Some(p) => format!(" The last checkpoint, {}, is intact.", p.display()),
+                    None => " No checkpoint was written before it (set output.checkpoint_every).".to_string(),
+                };
+                break 'steps;
+            }
+            progress.line(false, step, t, this_dt, l2, gmax, fraction_done(case, step, t));
 
-        let blown = !sum.is_finite() || !sumsq.is_finite() || !gmax.is_finite() || gmax.abs() > 1e150 || gmin.abs() > 1e150;
-        if blown {
-            status = "diverged".into();
-            message = divergence_message(comm, &solver, step, t, this_dt, case);
-            message += &match &last_checkpoint {
-                Some(p) => format!(" The last checkpoint, {}, is intact.", p.display()),
-                None => " No checkpoint was written before it (set output.checkpoint_every).".to_string(),
-            };
-            break;
-        }
-        progress.line(false, step, t, this_dt, l2, gmax, fraction_done(case, step, t));
-
-        let steady = case.steady_tolerance.is_some_and(|tol| rate < tol);
-        let to = Instant::now();
-        if case.output_every > 0 && step % case.output_every == 0 {
-            write_snap(&solver, step, t, &mut snapshots)?;
-            monitor.flush(comm)?;
-            last_snapshot_step = step;
-        }
-        if case.checkpoint_every > 0 && step % case.checkpoint_every == 0 {
-            last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &[("temperature", &solver.u)])?);
-            checkpoints_written += 1;
-            // Rows up to the checkpoint reach the disk with it: a hard kill after this
-            // point leaves no gap for a restart from it.
-            monitor.flush(comm)?;
-        }
-        t_output += to.elapsed().as_secs_f64();
-        if steady {
-            break;
-        }
-        if stop_requested {
-            status = "stopped".into();
-            break;
+            let to = Instant::now();
+            if case.output_every > 0 && step % case.output_every == 0 {
+                write_snap(&solver, step, t, &mut snapshots)?;
+                monitor.flush(comm)?;
+                last_snapshot_step = step;
+            }
+            if case.checkpoint_every > 0 && step % case.checkpoint_every == 0 {
+                last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &[("temperature", &solver.u)])?);
+                checkpoints_written += 1;
+                // Rows up to the checkpoint reach the disk with it: a hard kill after this
+                // point leaves no gap for a restart from it.
+                monitor.flush(comm)?;
+            }
+            t_output += to.elapsed().as_secs_f64();
+            if steady {
+                break 'steps;
+            }
+            if stop_requested {
+                status = "stopped".into();
+                break 'steps;
+            }
         }
     }
     monitor.flush(comm)?;
