@@ -183,7 +183,7 @@ impl Rank {
             .collect();
         // The ring's three slices, first touched here.
         let mut ring = Vec::new();
-        sweep_pair(&u, &mut out, None, COEF, dims, &faces, &mut ring, Isa::detect());
+        sweep_pair(&u, &mut out, None, COEF, dims, [[false; 2]; 3], &faces, &mut ring, Isa::detect());
         Rank { dims, u, out, whole: Region { lo: [0; 3], hi: n }, interior, slabs, faces, ring, a, b, c }
     }
 
@@ -203,7 +203,7 @@ impl Rank {
                 self.a[0]
             }
             Kernel::Sweep => sweep(u, out, None, COEF, r, d).sum,
-            Kernel::Pair => sweep_pair(u, out, None, COEF, d, &self.faces, &mut self.ring, Isa::detect())[1].sum,
+            Kernel::Pair => sweep_pair(u, out, None, COEF, d, [[false; 2]; 3], &self.faces, &mut self.ring, Isa::detect())[1].sum,
             Kernel::StepRegions => {
                 let mut s = sweep(u, out, None, COEF, self.interior, d).sum;
                 for reg in &self.slabs {

@@ -344,14 +344,46 @@ impl FaceGhost {
     }
 }
 
+/// The intermediate field of [`sweep_pair`] on `len` cells of one row: `w[o..o+len]`
+/// of a ring slice from `u` at storage offset `row`, statistics into `acc`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn mid_row<const L: usize, const D3: bool, const SRC: bool>(
+    uu: &[f64],
+    ss: &[f64],
+    w: &mut [f64],
+    row: usize,
+    o: usize,
+    len: usize,
+    p0: usize,
+    sl: usize,
+    k: StepCoefficients,
+    acc: &mut Lanes<L>,
+) {
+    let c = &uu[row..row + len];
+    let (b, t) = if D3 { (&uu[row - sl..row - sl + len], &uu[row + sl..row + sl + len]) } else { (c, c) };
+    let src = if SRC { &ss[row..row + len] } else { c };
+    let r = [c, &uu[row - 1..row - 1 + len], &uu[row + 1..row + 1 + len], &uu[row - p0..row - p0 + len], &uu[row + p0..row + p0 + len], b, t];
+    row_kernel::<L, D3, SRC>(r, src, &mut w[o..o + len], k, acc);
+}
+
 /// Two explicit steps in one pass over memory (temporal blocking): the intermediate
 /// field lives only in `ring`, three slices (rows in 2D, planes in 3D) along the
 /// slowest axis. Slice `q` of it is computed from `u` with [`row_kernel`], its ghosts on
 /// the faster axes set from `faces`, and as soon as slices `q-1..=q+1` exist, slice `q`
 /// of `out` is computed from them. Every value is the same expression on the same
-/// inputs as two [`region_kernel`] sweeps with the boundary fill between them, so `out`
-/// is bit-identical to that. Requires every face physical (in `faces`), ghost width 1.
+/// inputs as two [`region_kernel`] sweeps with the boundary fill (and, on `open` faces,
+/// the exchange) between them, so `out` is bit-identical to that.
+///
+/// On an open face (`open[axis][side]`: ghosts from another rank or a periodic image)
+/// the intermediate field is computed one layer into the ghosts too, from `u`'s two
+/// exchanged layers, instead of being exchanged: the same expression on the same values
+/// as on the rank that owns those cells. Those cells do not enter the statistics, which
+/// are over the block's own cells in the order [`region_kernel`] visits them. Only the
+/// ghost cells next to a face are computed (not edges), which is all the second step
+/// reads. `g` is the ghost width of the storage on every axis in use.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
     uu: &[f64],
     ss: &[f64],
@@ -359,6 +391,8 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
     ring: &mut [f64],
     p: [usize; 3],
     n: [usize; 3],
+    g: usize,
+    open: [[bool; 2]; 3],
     k: StepCoefficients,
     faces: &[FaceGhost],
 ) -> [SweepStats; 2] {
@@ -366,62 +400,80 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
     let sl = if D3 { p[0] * p[1] } else { p[0] };
     let (ns, nx, p0) = (n[slow], n[0], p[0]);
     let rows = if D3 { n[1] } else { 1 };
-    let (mut a1, mut a2) = (Lanes::<L>::new(), Lanes::<L>::new());
-    // No closures below: a closure does not inherit the target features of the
-    // instance it is in, so its row kernels would not vectorise.
-    for q in 1..=ns + 1 {
-        if q <= ns {
-            // Slice q of the intermediate field, from u.
-            let w0 = (q % 3) * sl;
-            for j in 0..rows {
-                let o = if D3 { (j + 1) * p0 + 1 } else { 1 };
-                let row = q * sl + o;
-                let c = &uu[row..row + nx];
-                let (b, t) = if D3 { (&uu[row - sl..row - sl + nx], &uu[row + sl..row + sl + nx]) } else { (c, c) };
-                let src = if SRC { &ss[row..row + nx] } else { c };
-                let r = [c, &uu[row - 1..row - 1 + nx], &uu[row + 1..row + 1 + nx], &uu[row - p0..row - p0 + nx], &uu[row + p0..row + p0 + nx], b, t];
-                row_kernel::<L, D3, SRC>(r, src, &mut ring[w0 + o..w0 + o + nx], k, &mut a1);
-            }
-            // Its ghosts on the faster axes.
+    let ext = |a: usize, side: usize| usize::from(open[a][side]);
+    let (ex0, ex1) = (open[0][0], open[0][1]);
+    // Storage rows of a slice: the owned ones, and in 3D the y ghost rows of open faces.
+    let (ry0, ry1) = if D3 { (g - ext(1, 0), g + rows + ext(1, 1)) } else { (0, 1) };
+    // Offset within a slice of x = 0 on storage row `jr`.
+    let off = |jr: usize| if D3 { jr * p0 + g } else { g };
+    let owned_row = |jr: usize| !D3 || (g..g + rows).contains(&jr);
+    let (mut a1, mut a2, mut junk) = (Lanes::<L>::new(), Lanes::<L>::new(), Lanes::<L>::new());
+    // No closures call the row kernels below: a closure does not inherit the target
+    // features of the instance it is in, so its row kernels would not vectorise.
+    for qs in g - ext(slow, 0)..=g + ns {
+        let owned_slice = (g..g + ns).contains(&qs);
+        if qs < g + ns + ext(slow, 1) {
+            // Slice qs of the intermediate field, from u.
+            let w0 = (qs % 3) * sl;
             let w = &mut ring[w0..w0 + sl];
-            for f in faces.iter().filter(|f| f.axis < slow) {
-                if f.axis == 0 {
-                    for j in 0..rows {
-                        let o = if D3 { (j + 1) * p0 + 1 } else { 1 };
-                        let l = if D3 { [0, j, q - 1] } else { [0, q - 1, 0] };
-                        let (g, i) = if f.side == 0 { (o - 1, o) } else { (o + nx, o + nx - 1) };
-                        w[g] = f.ghost(f.at(l, n), w[i]);
-                    }
-                } else {
-                    let (g, i) = if f.side == 0 { (1, p0 + 1) } else { ((n[1] + 1) * p0 + 1, n[1] * p0 + 1) };
-                    for x in 0..nx {
-                        w[g + x] = f.ghost(f.at([x, 0, q - 1], n), w[i + x]);
+            // A ghost slice is read only next to owned cells: its owned rows.
+            let (r0, r1) = if owned_slice || !D3 { (ry0, ry1) } else { (g, g + rows) };
+            for jr in r0..r1 {
+                let o = off(jr);
+                let row = qs * sl + o;
+                let own = owned_slice && owned_row(jr);
+                let acc = if own { &mut a1 } else { &mut junk };
+                mid_row::<L, D3, SRC>(uu, ss, w, row, o, nx, p0, sl, k, acc);
+                if own && ex0 {
+                    mid_row::<L, D3, SRC>(uu, ss, w, row - 1, o - 1, 1, p0, sl, k, &mut junk);
+                }
+                if own && ex1 {
+                    mid_row::<L, D3, SRC>(uu, ss, w, row + nx, o + nx, 1, p0, sl, k, &mut junk);
+                }
+            }
+            // Its ghosts on the faster axes' physical faces (next to owned cells only).
+            if owned_slice {
+                let l_s = qs - g;
+                for f in faces.iter().filter(|f| f.axis < slow) {
+                    if f.axis == 0 {
+                        for j in 0..rows {
+                            let o = off(j + g);
+                            let l = if D3 { [0, j, l_s] } else { [0, l_s, 0] };
+                            let (gi, i) = if f.side == 0 { (o - 1, o) } else { (o + nx, o + nx - 1) };
+                            w[gi] = f.ghost(f.at(l, n), w[i]);
+                        }
+                    } else {
+                        let (gi, i) = if f.side == 0 { (off(g - 1), off(g)) } else { (off(g + rows), off(g + rows - 1)) };
+                        for x in 0..nx {
+                            w[gi + x] = f.ghost(f.at([x, 0, l_s], n), w[i + x]);
+                        }
                     }
                 }
             }
         }
-        // Ghost slices along the slowest axis, once their neighbour exists (and, at the
-        // top, after slice ns-2, whose place the ghost takes, has been used).
-        for (qg, qi, side, now) in [(0, 1, 0, q == 1), (ns + 1, ns, 1, q == ns + 1)] {
-            if !now {
+        // Physical ghost slices along the slowest axis, once their neighbour exists
+        // (and, at the top, after slice ns-3, whose place in the ring the ghost takes,
+        // has been used).
+        for (qg, qi, side, now) in [(g - 1, g, 0, qs == g), (g + ns, g + ns - 1, 1, qs == g + ns)] {
+            if !now || open[slow][side] {
                 continue;
             }
-            let f = faces.iter().find(|f| f.axis == slow && f.side == side).expect("every face physical");
+            let f = faces.iter().find(|f| f.axis == slow && f.side == side).expect("a face not open is physical");
             let (gs, is) = ((qg % 3) * sl, (qi % 3) * sl);
             for j in 0..rows {
-                let o = if D3 { (j + 1) * p0 + 1 } else { 1 };
+                let o = off(j + g);
                 for x in 0..nx {
-                    let l = if D3 { [x, j, qi - 1] } else { [x, qi - 1, 0] };
+                    let l = if D3 { [x, j, qi - g] } else { [x, qi - g, 0] };
                     ring[gs + o + x] = f.ghost(f.at(l, n), ring[is + o + x]);
                 }
             }
         }
-        // Slice q-1 of out, from slices q-2..=q of the intermediate field.
-        let qo = if q == ns + 1 { ns } else { q - 1 };
-        if q >= 2 {
+        // Slice qs-1 of out, from slices qs-2..=qs of the intermediate field.
+        if qs > g {
+            let qo = qs - 1;
             let (pv, cu, nt) = (((qo - 1) % 3) * sl, (qo % 3) * sl, ((qo + 1) % 3) * sl);
             for j in 0..rows {
-                let o = if D3 { (j + 1) * p0 + 1 } else { 1 };
+                let o = off(j + g);
                 let c = &ring[cu + o..cu + o + nx];
                 let (s, nn, b, t) = if D3 {
                     (&ring[cu + o - p0..cu + o - p0 + nx], &ring[cu + o + p0..cu + o + p0 + nx], &ring[pv + o..pv + o + nx], &ring[nt + o..nt + o + nx])
@@ -443,8 +495,8 @@ macro_rules! pair_instances {
         $(#[cfg(target_arch = "x86_64")] #[target_feature(enable = $feat)])?
         #[inline(never)]
         #[allow(clippy::too_many_arguments)]
-        fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], ring: &mut [f64], p: [usize; 3], n: [usize; 3], k: StepCoefficients, faces: &[FaceGhost]) -> [SweepStats; 2] {
-            pair_kernel::<$l, $d3, $src>(uu, ss, oo, ring, p, n, k, faces)
+        fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], ring: &mut [f64], p: [usize; 3], n: [usize; 3], g: usize, open: [[bool; 2]; 3], k: StepCoefficients, faces: &[FaceGhost]) -> [SweepStats; 2] {
+            pair_kernel::<$l, $d3, $src>(uu, ss, oo, ring, p, n, g, open, k, faces)
         }
     )*};
 }
@@ -466,10 +518,15 @@ pair_instances! {
 
 /// Two explicit steps with coefficients `k` over the whole block in one pass: `out`
 /// gets what [`sweep`], the boundary fill of the intermediate field from `faces` (its
-/// values at the intermediate time), and [`sweep`] again would give, bit for bit, with
-/// `u`'s ghosts filled for the first step. `u` is not modified. The source, if any, is
-/// the same for both steps. Every face of the block must be physical (one entry each in
-/// `faces`); `ring` is scratch, resized as needed. Returns the statistics of each step.
+/// values at the intermediate time) and, on `open` faces, a halo exchange, then
+/// [`sweep`] again would give, bit for bit. `u`'s ghosts must be filled for the first
+/// step: on physical faces the innermost layer, on open faces (`open[axis][side]`) two
+/// layers and the edge ghosts next to the face (a width-2 box exchange), with the
+/// physical ghosts of the neighbouring blocks beside them (where a physical face meets
+/// an open one). `u` is not modified. The source, if any, is the same for both steps,
+/// and shares `u`'s layout (ghosts on open faces filled alike). Every face not open has
+/// one entry in `faces`; `ring` is scratch, resized as needed. Returns the statistics
+/// of each step over the block's own cells.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_pair(
     u: &Field,
@@ -477,16 +534,26 @@ pub fn sweep_pair(
     src: Option<&Field>,
     k: StepCoefficients,
     dims: usize,
+    open: [[bool; 2]; 3],
     faces: &[FaceGhost],
     ring: &mut Vec<f64>,
     isa: Isa,
 ) -> [SweepStats; 2] {
     assert_eq!(out.padded_shape(), u.padded_shape(), "out must share u's layout");
-    assert!(u.ghost[..dims].iter().all(|&g| g == 1), "sweep_pair needs ghost width 1");
-    assert!((0..dims).all(|a| (0..2).all(|side| faces.iter().filter(|f| f.axis == a && f.side == side).count() == 1)), "sweep_pair needs every face physical");
+    let g = u.ghost[0];
+    assert!(u.ghost[..dims].iter().all(|&w| w == g) && g >= 1, "sweep_pair needs one ghost width on every axis in use");
+    assert!(g >= 2 || !open.iter().flatten().any(|&o| o), "sweep_pair needs ghost width 2 on open faces");
+    assert!(
+        (0..dims).all(|a| (0..2).all(|side| faces.iter().filter(|f| f.axis == a && f.side == side).count() == usize::from(!open[a][side]))),
+        "sweep_pair needs one face condition for every face that is not open, and none for open ones"
+    );
     let (p, n) = (u.padded_shape(), u.shape());
     if n.contains(&0) {
         return [SweepStats::default(); 2];
+    }
+    let mut open = open;
+    for o in open.iter_mut().skip(dims) {
+        *o = [false; 2];
     }
     let sl = if dims == 3 { p[0] * p[1] } else { p[0] };
     ring.resize(3 * sl, 0.0);
@@ -498,25 +565,25 @@ pub fn sweep_pair(
     match (dims == 3, src.is_some(), isa) {
         // SAFETY (all AVX arms): `isa` is at most what the CPU supports (detected above).
         #[cfg(target_arch = "x86_64")]
-        (false, false, Isa::Avx512) => unsafe { pair2_avx512(uu, ss, oo, r, p, n, k, faces) },
+        (false, false, Isa::Avx512) => unsafe { pair2_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
         #[cfg(target_arch = "x86_64")]
-        (false, true, Isa::Avx512) => unsafe { pair2s_avx512(uu, ss, oo, r, p, n, k, faces) },
+        (false, true, Isa::Avx512) => unsafe { pair2s_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
         #[cfg(target_arch = "x86_64")]
-        (true, false, Isa::Avx512) => unsafe { pair3_avx512(uu, ss, oo, r, p, n, k, faces) },
+        (true, false, Isa::Avx512) => unsafe { pair3_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
         #[cfg(target_arch = "x86_64")]
-        (true, true, Isa::Avx512) => unsafe { pair3s_avx512(uu, ss, oo, r, p, n, k, faces) },
+        (true, true, Isa::Avx512) => unsafe { pair3s_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
         #[cfg(target_arch = "x86_64")]
-        (false, false, Isa::Avx2) => unsafe { pair2_avx2(uu, ss, oo, r, p, n, k, faces) },
+        (false, false, Isa::Avx2) => unsafe { pair2_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
         #[cfg(target_arch = "x86_64")]
-        (false, true, Isa::Avx2) => unsafe { pair2s_avx2(uu, ss, oo, r, p, n, k, faces) },
+        (false, true, Isa::Avx2) => unsafe { pair2s_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
         #[cfg(target_arch = "x86_64")]
-        (true, false, Isa::Avx2) => unsafe { pair3_avx2(uu, ss, oo, r, p, n, k, faces) },
+        (true, false, Isa::Avx2) => unsafe { pair3_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
         #[cfg(target_arch = "x86_64")]
-        (true, true, Isa::Avx2) => unsafe { pair3s_avx2(uu, ss, oo, r, p, n, k, faces) },
-        (false, false, _) => pair2(uu, ss, oo, r, p, n, k, faces),
-        (false, true, _) => pair2s(uu, ss, oo, r, p, n, k, faces),
-        (true, false, _) => pair3(uu, ss, oo, r, p, n, k, faces),
-        (true, true, _) => pair3s(uu, ss, oo, r, p, n, k, faces),
+        (true, true, Isa::Avx2) => unsafe { pair3s_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (false, false, _) => pair2(uu, ss, oo, r, p, n, g, open, k, faces),
+        (false, true, _) => pair2s(uu, ss, oo, r, p, n, g, open, k, faces),
+        (true, false, _) => pair3(uu, ss, oo, r, p, n, g, open, k, faces),
+        (true, true, _) => pair3s(uu, ss, oo, r, p, n, g, open, k, faces),
     }
 }
 
@@ -790,7 +857,7 @@ impl HeatSolver {
             }
         }
         let t1 = std::time::Instant::now();
-        let st = sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, &self.pair_faces, &mut self.ring, Isa::detect());
+        let st = sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, [[false; 2]; 3], &self.pair_faces, &mut self.ring, Isa::detect());
         std::mem::swap(&mut self.u, &mut self.next);
         self.pair_k = k;
         self.timings.boundary += (t1 - t0).as_secs_f64();
@@ -1147,7 +1214,7 @@ mod tests {
                         let mut out = u.clone();
                         let mut ring = Vec::new();
                         let before = u.as_slice().to_vec();
-                        let [p1, p2] = sweep_pair(&u, &mut out, s, k, dims, &faces, &mut ring, isa);
+                        let [p1, p2] = sweep_pair(&u, &mut out, s, k, dims, [[false; 2]; 3], &faces, &mut ring, isa);
                         assert!(u.as_slice() == before.as_slice(), "u changed");
                         let tag = format!("{dims}D {hi:?} src {} {isa:?}", s.is_some());
                         assert!(out.interior().iter().zip(want.interior().iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{tag}: fields differ");
@@ -1155,6 +1222,130 @@ mod tests {
                             assert_eq!((got.min, got.max, got.max_change), (exp.min, exp.max, exp.max_change), "{tag}");
                             assert!((got.sum - exp.sum).abs() <= 1e-12 * exp.sumsq.max(1.0), "{tag}");
                             assert!((got.sumsq - exp.sumsq).abs() <= 1e-12 * exp.sumsq.max(1.0), "{tag}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A block of a larger domain, as a rank holds it before [`sweep_pair`]: ghost width
+    /// 2, values copied from the global field `gf` (ghost width 1, physical ghosts
+    /// filled) wherever the exchange and the boundary fill define them, NaN elsewhere, so
+    /// a read of anything else shows in the result.
+    fn block_of(gf: &Field, lo: [usize; 3], hi: [usize; 3], dims: usize, open: [[bool; 2]; 3], physical_too: bool) -> Field {
+        let b = IndexBox { lo: [0; 3], hi: std::array::from_fn(|a| hi[a] - lo[a]) };
+        let mut f = Field::zeros(b, dims, 2);
+        let (n, p, gp) = (f.shape(), f.padded_shape(), gf.padded_shape());
+        for (s, v) in f.as_slice_mut().iter_mut().enumerate() {
+            let st = [s % p[0], s / p[0] % p[1], s / (p[0] * p[1])];
+            // Per axis: 0 owned, 1 open ghost (layer 1), 2 open ghost (layer 2),
+            // 3 physical ghost (layer 1), 4 undefined.
+            let class: Vec<usize> = (0..3)
+                .map(|a| {
+                    if a >= dims {
+                        return 0;
+                    }
+                    let l = st[a] as isize - 2;
+                    let side = usize::from(l >= n[a] as isize);
+                    let layer = if l < 0 { -l } else { l - n[a] as isize + 1 };
+                    match (layer, open[a][side]) {
+                        (x, _) if x <= 0 => 0,
+                        (x, true) => x as usize,
+                        (1, false) => 3,
+                        _ => 4,
+                    }
+                })
+                .collect();
+            let exchanged = class.iter().all(|&c| c <= 2);
+            let rim = class.iter().filter(|&&c| c == 3).count() == 1 && class.iter().all(|&c| c <= 1 || c == 3);
+            *v = if exchanged || (physical_too && rim) {
+                let gs: Vec<usize> = (0..3).map(|a| if a < dims { lo[a] + st[a] + 1 - 2 } else { 0 }).collect();
+                gf.as_slice()[(gs[2] * gp[1] + gs[1]) * gp[0] + gs[0]]
+            } else {
+                f64::NAN
+            };
+        }
+        f
+    }
+
+    #[test]
+    fn sweep_pair_on_blocks_with_open_faces_equals_two_sweeps_of_the_whole_domain_bit_for_bit() {
+        for dims in [2, 3] {
+            let (nn, cuts): ([usize; 3], [Vec<usize>; 3]) = if dims == 2 {
+                ([19, 13, 1], [vec![0, 7, 12, 19], vec![0, 4, 9, 13], vec![0, 1]])
+            } else {
+                ([12, 10, 9], [vec![0, 4, 8, 12], vec![0, 3, 7, 10], vec![0, 3, 5, 9]])
+            };
+            let gb = IndexBox { lo: [0; 3], hi: nn };
+            let mut u = Field::zeros(gb, dims, 1);
+            for (i, v) in u.as_slice_mut().iter_mut().enumerate() {
+                *v = ((i * 7919) % 101) as f64 / 37.0 - 1.0;
+            }
+            let mut src = Field::zeros(gb, dims, 1);
+            src.fill_with(|i, j, k| (i + 2 * j + 3 * k) as f64 * 0.25);
+            let mut faces = Vec::new();
+            for a in 0..dims {
+                for side in 0..2 {
+                    let (bb, cc) = ((a + 1) % 3, (a + 2) % 3);
+                    let values = (0..nn[bb] * nn[cc]).map(|i| ((i * 31 + a * 7 + side) % 13) as f64 * 0.1 - 0.5).collect();
+                    faces.push(FaceGhost { axis: a, side, dirichlet: (a + side) % 2 == 0, h: 0.125 * (a + 1) as f64, values });
+                }
+            }
+            let k = StepCoefficients { c: [0.11, 0.07, 0.05], dt: 0.013 };
+            let whole = Region { lo: [0; 3], hi: nn };
+            for s in [None, Some(&src)] {
+                let mut w = u.clone();
+                sweep_with(&u, &mut w, s, k, whole, dims, Isa::Baseline);
+                fill_faces(&mut w, &faces);
+                let mut want = w.clone();
+                sweep_with(&w, &mut want, s, k, whole, dims, Isa::Baseline);
+                for bz in 0..cuts[2].len() - 1 {
+                    for by in 0..cuts[1].len() - 1 {
+                        for bx in 0..cuts[0].len() - 1 {
+                            let bi = [bx, by, bz];
+                            let lo: [usize; 3] = std::array::from_fn(|a| cuts[a][bi[a]]);
+                            let hi: [usize; 3] = std::array::from_fn(|a| cuts[a][bi[a] + 1]);
+                            let n: [usize; 3] = std::array::from_fn(|a| hi[a] - lo[a]);
+                            let open: [[bool; 2]; 3] = std::array::from_fn(|a| [a < dims && lo[a] > 0, a < dims && hi[a] < nn[a]]);
+                            let bu = block_of(&u, lo, hi, dims, open, true);
+                            let bs = s.map(|s| block_of(s, lo, hi, dims, open, false));
+                            let bf: Vec<FaceGhost> = faces
+                                .iter()
+                                .filter(|f| !open[f.axis][f.side])
+                                .map(|f| {
+                                    let (bb, cc) = ((f.axis + 1) % 3, (f.axis + 2) % 3);
+                                    let mut values = Vec::new();
+                                    for jc in 0..n[cc] {
+                                        for jb in 0..n[bb] {
+                                            values.push(f.values[(lo[cc] + jc) * nn[bb] + lo[bb] + jb]);
+                                        }
+                                    }
+                                    FaceGhost { values, ..f.clone() }
+                                })
+                                .collect();
+                            let region = Region { lo, hi };
+                            for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+                                let tag = format!("{dims}D block {lo:?}..{hi:?} src {} {isa:?}", s.is_some());
+                                let (mut t1, mut t2) = (u.clone(), w.clone());
+                                let st1 = sweep_with(&u, &mut t1, s, k, region, dims, isa);
+                                let st2 = sweep_with(&w, &mut t2, s, k, region, dims, isa);
+                                let mut out = bu.clone();
+                                let mut ring = Vec::new();
+                                let got = sweep_pair(&bu, &mut out, bs.as_ref(), k, dims, open, &bf, &mut ring, isa);
+                                for z in 0..n[2] {
+                                    for y in 0..n[1] {
+                                        for x in 0..n[0] {
+                                            let (a, b) = (out.as_slice()[out.idx(x, y, z)], want.as_slice()[want.idx(lo[0] + x, lo[1] + y, lo[2] + z)]);
+                                            assert_eq!(a.to_bits(), b.to_bits(), "{tag}: cell {x},{y},{z}: {a} against {b}");
+                                        }
+                                    }
+                                }
+                                for (g, e) in got.iter().zip([st1, st2]) {
+                                    let bits = |t: &SweepStats| [t.sum, t.sumsq, t.min, t.max, t.max_change].map(f64::to_bits);
+                                    assert_eq!(bits(g), bits(&e), "{tag}: statistics");
+                                }
+                            }
                         }
                     }
                 }
