@@ -475,16 +475,56 @@ fn probe_columns(run_dir: &std::path::Path) -> Vec<Vec<String>> {
     lines.map(|l| l.split(',').collect::<Vec<_>>()).map(|f| keep.iter().map(|&i| f[i].to_string()).collect()).collect()
 }
 
+/// Periodic in x, exchanged faces meeting physical ones with time-dependent values (the
+/// rim ghosts of a pair), an uneven split on 3 ranks.
+const PAIRED_2D: &str = r#"
+[case]
+name = "pair2d"
+model = "heat"
+[mesh]
+cells = [23, 17]
+upper = [2.0, 1.0]
+periodic = [true, false]
+[physics]
+diffusivity = 0.2
+source = "cos(pi*x)*y"
+[boundary]
+ylo = { type = "dirichlet", value = "sin(pi*x)*(1 + t)" }
+yhi = { type = "neumann", gradient = "x*t - 0.3" }
+[initial]
+temperature = "sin(pi*x)*y + y*y"
+[control]
+max_steps = 33
+[output]
+every = 11
+"#;
+
 #[test]
-fn two_steps_per_pass_on_one_rank_equal_single_steps_on_2_to_4_bit_for_bit() {
+fn two_steps_per_pass_equal_single_steps_bit_for_bit_on_1_to_4_ranks() {
     let d = tmp("paired");
+    let single = ["--set", "numerics.steps_per_pass=1"];
+    for (tag, text, snaps) in [("p2d", PAIRED_2D, 4), ("p3dper", CASE_3D, 5)] {
+        let case = d.join(format!("{tag}.toml"));
+        std::fs::write(&case, text).unwrap();
+        run(0, &case, &d.join(format!("{tag}_single")), &single);
+        let reference = snapshots(&d.join(format!("{tag}_single")));
+        assert_eq!(reference.len(), snaps, "{tag}: snapshots");
+        for n in 1..=4 {
+            let out = d.join(format!("{tag}_r{n}"));
+            run(n, &case, &out, &[]);
+            assert_bitwise(&reference, &snapshots(&out), &format!("{tag}: two steps per pass on {n} ranks"));
+        }
+    }
     let case = d.join("case.toml");
     std::fs::write(&case, PAIRED_3D).unwrap();
+    run(0, &case, &d.join("single"), &single);
     run(0, &case, &d.join("r0"), &[]);
-    let reference = snapshots(&d.join("r0"));
-    let probes = probe_columns(&d.join("r0"));
+    let reference = snapshots(&d.join("single"));
+    let probes = probe_columns(&d.join("single"));
     assert_eq!(reference.len(), 7, "snapshots at 0, 7, ..., 35 and 41");
     assert_eq!(probes.len(), 41);
+    assert_bitwise(&reference, &snapshots(&d.join("r0")), "paired case on 1 rank");
+    assert_eq!(probe_columns(&d.join("r0")), probes, "probe values on 1 rank");
     for n in 2..=4 {
         let out = d.join(format!("r{n}"));
         run(n, &case, &out, &[]);
@@ -507,9 +547,13 @@ fn two_steps_per_pass_on_one_rank_equal_single_steps_on_2_to_4_bit_for_bit() {
     let case = d.join("steady.toml");
     std::fs::write(&case, steady).unwrap();
     run(0, &case, &d.join("s1"), &[]);
-    run(2, &case, &d.join("s2"), &[]);
+    run(2, &case, &d.join("s2"), &single);
     let (p1, p2) = (probe_columns(&d.join("s1")), probe_columns(&d.join("s2")));
     assert_eq!(p1, p2, "steady stop: same steps and probes");
     assert!(p1.len() % 2 == 1, "the steady step should be odd, so that a pair is taken back ({} steps)", p1.len());
     assert_bitwise(&snapshots(&d.join("s1")), &snapshots(&d.join("s2")), "steady stop");
+    // The same taken back across exchanged faces, on 3 ranks.
+    run(3, &case, &d.join("s3"), &[]);
+    assert_eq!(probe_columns(&d.join("s3")), p1, "steady stop on 3 ranks, paired");
+    assert_bitwise(&snapshots(&d.join("s1")), &snapshots(&d.join("s3")), "steady stop on 3 ranks, paired");
 }

@@ -16,8 +16,10 @@
 //! from cache). `*_nt` kernels store non-temporally, so they do no write-allocate: their
 //! B figure overstates the traffic; it is there to compare times.
 //!
-//! Arrays: the heat fields are `Field::zeros(block, dims, 1)` (ghost 1) on each rank's
-//! block of `BlockLayout::auto`; the STREAM arrays have as many elements as the block has
+//! Arrays: the heat fields are `Field::zeros(block, dims, g)` on each rank's block of
+//! `BlockLayout::auto`, g = 2 where the block has exchanged faces (as `HeatSolver` lays
+//! them out for two steps per pass), else 1; `pair` computes the intermediate step one
+//! layer into the exchanged faces' ghosts, as `tessera run` does; the STREAM arrays have as many elements as the block has
 //! cells, each allocated separately through the same `decomp::field::zeroed_storage`
 //! (huge pages for both sides where the kernel grants them). "2 ranks" = two threads, each owning one block (or
 //! its own STREAM arrays), allocated and first touched by that thread, started together
@@ -142,7 +144,9 @@ struct Rank {
     whole: Region,
     interior: Region,
     slabs: Vec<Region>,
-    /// Dirichlet conditions on every face, for `pair`, and its scratch.
+    /// Faces whose ghosts another rank fills, `[axis][side]`.
+    open: [[bool; 2]; 3],
+    /// Dirichlet conditions on the other faces, for `pair`, and its scratch.
     faces: Vec<FaceGhost>,
     ring: Vec<f64>,
     a: Vec<f64>,
@@ -156,11 +160,15 @@ impl Rank {
         let dims = layout.grid.dims;
         let block = layout.blocks[rank];
         let n = block.shape();
-        let mut u = Field::zeros(block, dims, 1);
+        // As `HeatSolver` lays them out: two ghost layers where faces are exchanged
+        // (the pair's intermediate step is computed one layer into them).
+        let open = open_faces(layout, rank);
+        let gw = if open.iter().flatten().any(|&o| o) { 2 } else { 1 };
+        let mut u = Field::zeros(block, dims, gw);
         for (i, v) in u.as_slice_mut().iter_mut().enumerate() {
             *v = 1.0 + (i % 997) as f64 * 1e-3;
         }
-        let mut out = Field::zeros(block, dims, 1);
+        let mut out = Field::zeros(block, dims, gw);
         out.as_slice_mut().fill(1.0);
         let cells = block.count();
         // The triad's arrays get the fields' storage (huge pages where advised), so
@@ -173,9 +181,10 @@ impl Rank {
         let a = filled(&|_| 1.0);
         let b = filled(&|i| 1.0 + (i % 991) as f64 * 1e-3);
         let c = filled(&|i| 2.0 - (i % 983) as f64 * 1e-3);
-        let (interior, slabs) = split_regions_open(n, dims, open_faces(layout, rank));
+        let (interior, slabs) = split_regions_open(n, dims, open);
         let faces: Vec<FaceGhost> = (0..dims)
             .flat_map(|axis| (0..2).map(move |side| (axis, side)))
+            .filter(|&(axis, side)| !open[axis][side])
             .map(|(axis, side)| {
                 let count = n[(axis + 1) % 3] * n[(axis + 2) % 3];
                 FaceGhost { axis, side, dirichlet: true, h: 1.0, values: vec![0.5; count] }
@@ -183,8 +192,8 @@ impl Rank {
             .collect();
         // The ring's three slices, first touched here.
         let mut ring = Vec::new();
-        sweep_pair(&u, &mut out, None, COEF, dims, [[false; 2]; 3], &faces, &mut ring, Isa::detect());
-        Rank { dims, u, out, whole: Region { lo: [0; 3], hi: n }, interior, slabs, faces, ring, a, b, c }
+        sweep_pair(&u, &mut out, None, COEF, dims, open, &faces, &mut ring, Isa::detect());
+        Rank { dims, u, out, whole: Region { lo: [0; 3], hi: n }, interior, slabs, open, faces, ring, a, b, c }
     }
 
     fn run(&mut self, k: Kernel) -> f64 {
@@ -203,7 +212,7 @@ impl Rank {
                 self.a[0]
             }
             Kernel::Sweep => sweep(u, out, None, COEF, r, d).sum,
-            Kernel::Pair => sweep_pair(u, out, None, COEF, d, [[false; 2]; 3], &self.faces, &mut self.ring, Isa::detect())[1].sum,
+            Kernel::Pair => sweep_pair(u, out, None, COEF, d, self.open, &self.faces, &mut self.ring, Isa::detect())[1].sum,
             Kernel::StepRegions => {
                 let mut s = sweep(u, out, None, COEF, self.interior, d).sum;
                 for reg in &self.slabs {

@@ -145,6 +145,7 @@ struct RawNumerics {
     viscous: Option<String>,
     viscous_rtol: Option<f64>,
     projection: Option<String>,
+    steps_per_pass: Option<i64>,
     solver: Option<RawSolver>,
 }
 
@@ -363,6 +364,9 @@ pub struct Case {
     pub viscous: Viscous,
     /// Relative tolerance of the Crank–Nicolson Helmholtz solves.
     pub viscous_rtol: f64,
+    /// Explicit heat steps taken per pass over memory where nothing is due between them:
+    /// 2 (temporal blocking, the default) or 1. Both give the same bits.
+    pub steps_per_pass: usize,
     /// Pressure solves per step of the incompressible model: one per stage, or one.
     pub projection: Projection,
     /// Volumetric source term.
@@ -664,7 +668,7 @@ const SCHEMA: [(&str, &[&str]); 11] = [
     ("physics", &["diffusivity", "coefficient", "source", "viscosity", "body_force"]),
     ("boundary", &FACES),
     ("initial", &["temperature", "phi", "velocity_x", "velocity_y", "velocity_z", "pressure"]),
-    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "viscous", "viscous_rtol", "projection", "solver"]),
+    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "viscous", "viscous_rtol", "projection", "steps_per_pass", "solver"]),
     ("numerics.solver", &SOLVER_KEYS),
     ("control", &["end_time", "max_steps", "steady_tolerance"]),
     ("output", &["dir", "every", "fields", "checkpoint_every"]),
@@ -732,6 +736,7 @@ fn key_help(path: &str) -> Option<&'static str> {
         "numerics.time_scheme" => "time_scheme = \"explicit\": explicit, backward_euler or crank_nicolson",
         "numerics.viscous" => "viscous = \"explicit\": explicit or crank_nicolson (model incompressible)",
         "numerics.viscous_rtol" => "viscous_rtol = 1e-4: a number in (0, 1) (no quotes)",
+        "numerics.steps_per_pass" => "steps_per_pass = 2: 1 or 2 (model heat, explicit scheme)",
         "numerics.projection" => "projection = \"every_stage\": every_stage or final_stage (model incompressible)",
         "numerics.solver.method" => "method = \"cg\": cg, cg1, fcg, bicgstab or mg",
         "numerics.solver.preconditioner" => "preconditioner = \"mg\": mg, jacobi or none",
@@ -2011,6 +2016,25 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
             "the relative residual ‖r‖₂/‖b‖₂ at which each viscous Helmholtz solve stops (default 1e-4)",
         ));
     }
+    if raw.numerics.steps_per_pass.is_some() && (model != "heat" || time_scheme.implicit()) {
+        return Err(map.error_at_key(
+            "numerics.steps_per_pass",
+            format!(
+                "`steps_per_pass` applies to model heat with the explicit scheme, not {}",
+                if model == "heat" { format!("time_scheme \"{}\"", time_scheme.name()) } else { format!("model {model}") }
+            ),
+            Some("remove it".into()),
+        ));
+    }
+    let steps_per_pass = raw.numerics.steps_per_pass.unwrap_or(2);
+    if !(1..=2).contains(&steps_per_pass) {
+        return Err(err(
+            "numerics.steps_per_pass",
+            format!("must be 1 or 2, got {steps_per_pass}"),
+            "2 (default): two explicit steps per pass over memory where nothing is due between them; 1: one; both give the same bits",
+        ));
+    }
+    let steps_per_pass = steps_per_pass as usize;
     let projection = flow_choice(
         &map,
         ("projection", raw.numerics.projection.as_deref()),
@@ -2127,6 +2151,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         time_scheme,
         viscous,
         viscous_rtol,
+        steps_per_pass,
         projection,
         source,
         boundary,
@@ -2467,6 +2492,7 @@ fn resolved_toml(c: &Case) -> String {
     } else {
         num.push(("time_scheme", V::String(c.time_scheme.name().into())));
         num.push(("stability_factor", V::Float(c.stability_factor)));
+        num.push(("steps_per_pass", V::Integer(c.steps_per_pass as i64)));
     }
     if let Some(x) = c.dt {
         num.push(("dt", V::Float(x)));

@@ -422,8 +422,13 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
                 let o = off(jr);
                 let row = qs * sl + o;
                 let own = owned_slice && owned_row(jr);
-                let acc = if own { &mut a1 } else { &mut junk };
-                mid_row::<L, D3, SRC>(uu, ss, w, row, o, nx, p0, sl, k, acc);
+                // Two call sites rather than one through a chosen `&mut`: the
+                // statistics' lanes then stay in registers.
+                if own {
+                    mid_row::<L, D3, SRC>(uu, ss, w, row, o, nx, p0, sl, k, &mut a1);
+                } else {
+                    mid_row::<L, D3, SRC>(uu, ss, w, row, o, nx, p0, sl, k, &mut junk);
+                }
                 if own && ex0 {
                     mid_row::<L, D3, SRC>(uu, ss, w, row - 1, o - 1, 1, p0, sl, k, &mut junk);
                 }
@@ -643,18 +648,32 @@ struct Face {
     values: Vec<f64>,
     /// Face-centre coordinates matching `values`.
     points: Vec<[f64; 3]>,
+    /// Ghosts of this face beside the block, next to an open face of another axis
+    /// (where the block's edge meets a neighbour's physical face): the neighbour's own
+    /// physical ghosts, which [`sweep_pair`] reads. (ghost, inner) storage indices, the
+    /// face-centre coordinates (of the periodic image across a periodic axis), values.
+    rim: Vec<(usize, usize)>,
+    rim_points: Vec<[f64; 3]>,
+    rim_values: Vec<f64>,
 }
 
 /// State and scratch of the heat model on one rank.
 pub struct HeatSolver {
     /// Global layout.
     pub layout: BlockLayout,
-    /// Current temperature (ghost width 1).
+    /// Current temperature (ghost width 1; 2 where pairs of steps are taken across
+    /// exchanged faces).
     pub u: Field,
     next: Field,
     source: Option<Field>,
     source_expr: Expr,
     halo: HaloPlan,
+    /// The width-2 box exchange before a pair of steps, where the block has open faces.
+    halo2: Option<HaloPlan>,
+    /// Faces whose ghosts come from an exchange, `[axis][side]`.
+    open: [[bool; 2]; 3],
+    /// Whether [`HeatSolver::step_pair`] may advance this layout (the same on every rank).
+    pairable: bool,
     faces: Vec<Face>,
     interior: Region,
     slabs: Vec<Region>,
@@ -723,13 +742,27 @@ impl HeatSolver {
         let dims = layout.grid.dims;
         let block = layout.blocks[rank];
         let grid = &layout.grid;
-        let mut u = Field::zeros(block, dims, 1);
+        // Pairs of explicit steps (temporal blocking) need a source constant in time
+        // and, across exchanged faces, two ghost layers: every block at least 2 cells
+        // thick along every axis with exchanges. Decided from the layout alone, so alike
+        // on every rank.
+        let exchanged: Vec<usize> = (0..dims).filter(|&a| layout.procs[a] > 1 || grid.periodic[a]).collect();
+        let pairable = !case.time_scheme.implicit()
+            && !case.source.depends_on_time()
+            && case.steps_per_pass == 2
+            && layout.blocks.iter().all(|b| exchanged.iter().all(|&a| b.shape()[a] >= 2));
+        let gw = if pairable && !exchanged.is_empty() { 2 } else { 1 };
+        let mut u = Field::zeros(block, dims, gw);
         u.fill_with(|i, j, k| case.initial.eval(grid.centre(0, i), grid.centre(1, j), grid.centre(2, k), 0.0));
         let next = u.clone();
-        let halo = HaloPlan::new(&layout, rank, 1, Stencil::Star, 0)?;
+        let halo = HaloPlan::with_width(&layout, rank, gw, 1, Stencil::Star, 0)?;
+        let halo2 = if gw == 2 { Some(HaloPlan::new(&layout, rank, 2, Stencil::Box, 32)?) } else { None };
+        let open = open_faces(&layout, rank);
         let mut faces = Vec::new();
         let lo = block.lo;
         let n = block.shape();
+        let p = u.padded_shape();
+        let stride = [1, p[0], p[0] * p[1]];
         for a in 0..dims {
             for side in 0..2 {
                 if !layout.on_boundary(rank, a, side) {
@@ -748,7 +781,40 @@ impl HeatSolver {
                         points.push(p);
                     }
                 }
-                faces.push(Face { axis: a, side, bc: case.boundary[a][side].clone(), values: vec![0.0; points.len()], points });
+                // The rim: transverse positions one cell into open faces of axes b and c.
+                let (mut rim, mut rim_points) = (Vec::new(), Vec::new());
+                if gw == 2 {
+                    let range = |x: usize| -> (isize, isize) {
+                        let e = |side: usize| isize::from(x < dims && open[x][side]);
+                        (-e(0), n[x] as isize + e(1))
+                    };
+                    let (rb, rc) = (range(b), range(c));
+                    let gi = if side == 0 { gw - 1 } else { gw + n[a] };
+                    let ii = if side == 0 { gw } else { gw + n[a] - 1 };
+                    let at = |x: usize, j: isize| if x < dims { (j + gw as isize) as usize * stride[x] } else { 0 };
+                    // The global cell, across a periodic axis its image.
+                    let centre = |x: usize, j: isize| {
+                        let cells = grid.cells[x] as isize;
+                        grid.centre(x, (lo[x] as isize + j).rem_euclid(cells) as usize)
+                    };
+                    for jc in rc.0..rc.1 {
+                        for jb in rb.0..rb.1 {
+                            let owned = (0..n[b] as isize).contains(&jb) && (0..n[c] as isize).contains(&jc);
+                            if owned {
+                                continue;
+                            }
+                            let base = at(b, jb) + at(c, jc);
+                            rim.push((base + gi * stride[a], base + ii * stride[a]));
+                            let mut pt = [0.0; 3];
+                            pt[a] = coord;
+                            pt[b] = centre(b, jb);
+                            pt[c] = centre(c, jc);
+                            rim_points.push(pt);
+                        }
+                    }
+                }
+                let rim_values = vec![0.0; rim.len()];
+                faces.push(Face { axis: a, side, bc: case.boundary[a][side].clone(), values: vec![0.0; points.len()], points, rim, rim_points, rim_values });
             }
         }
         let (interior, slabs) = split_regions_open(n, dims, open_faces(&layout, rank));
@@ -759,6 +825,9 @@ impl HeatSolver {
             source: None,
             source_expr: case.source.clone(),
             halo,
+            halo2,
+            open,
+            pairable,
             faces,
             interior,
             slabs,
@@ -804,8 +873,13 @@ impl HeatSolver {
             });
         }
         if s.source_expr.as_constant() != Some(0.0) {
-            s.source = Some(Field::zeros(block, dims, 1));
+            s.source = Some(Field::zeros(block, dims, gw));
             s.eval_source(0.0);
+            // Constant in time wherever pairs are taken: its ghosts once, for the
+            // intermediate step computed in the open faces' first ghost layer.
+            if let (Some(h2), Some(src)) = (&mut s.halo2, &mut s.source) {
+                h2.exchange(comm, src);
+            }
         }
         for f in &mut s.faces {
             Self::eval_face(f, 0.0);
@@ -819,15 +893,11 @@ impl HeatSolver {
         Ok(s)
     }
 
-    /// Can [`HeatSolver::step_pair`] advance this rank? An explicit scheme, a source
-    /// constant in time, and every face of the block physical (no exchange: one rank,
-    /// no periodic axis). The same on every rank, since it needs one rank.
+    /// Can [`HeatSolver::step_pair`] advance this layout? An explicit scheme, a source
+    /// constant in time, `numerics.steps_per_pass = 2`, and, where faces are exchanged,
+    /// every block at least two cells thick across them. The same on every rank.
     pub fn can_pair(&self) -> bool {
-        let dims = self.layout.grid.dims;
-        self.implicit.is_none()
-            && !self.source_expr.depends_on_time()
-            && self.faces.len() == 2 * dims
-            && self.faces.iter().all(|f| !matches!(f.bc, Bc::Periodic))
+        self.pairable
     }
 
     /// Advances from `t` by two explicit steps of `dt` in one pass over memory
@@ -835,7 +905,7 @@ impl HeatSolver {
     /// `t` is kept until the next step: [`HeatSolver::undo_pair`] returns to it, and
     /// [`HeatSolver::intermediate_value`] gives a cell of the step between. Returns
     /// the statistics of both steps. Only where [`HeatSolver::can_pair`].
-    pub fn step_pair(&mut self, t: f64, dt: f64) -> [SweepStats; 2] {
+    pub fn step_pair(&mut self, comm: &dyn Comm, t: f64, dt: f64) -> [SweepStats; 2] {
         debug_assert!(self.can_pair());
         let dims = self.layout.grid.dims;
         let h = self.layout.grid.spacing();
@@ -844,8 +914,13 @@ impl HeatSolver {
             c[a] = self.diffusivity * dt / (h[a] * h[a]);
         }
         let k = StepCoefficients { c, dt };
+        let th = std::time::Instant::now();
+        if let Some(h2) = &mut self.halo2 {
+            h2.exchange(comm, &mut self.u);
+        }
         let t0 = std::time::Instant::now();
         self.fill_boundary_ghosts(t);
+        self.fill_rim();
         for (f, pf) in self.faces.iter_mut().zip(&mut self.pair_faces) {
             let time_dependent = match &f.bc {
                 Bc::Dirichlet(e) | Bc::Neumann(e) => e.depends_on_time(),
@@ -857,9 +932,10 @@ impl HeatSolver {
             }
         }
         let t1 = std::time::Instant::now();
-        let st = sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, [[false; 2]; 3], &self.pair_faces, &mut self.ring, Isa::detect());
+        let st = sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, self.open, &self.pair_faces, &mut self.ring, Isa::detect());
         std::mem::swap(&mut self.u, &mut self.next);
         self.pair_k = k;
+        self.timings.halo += (t0 - th).as_secs_f64();
         self.timings.boundary += (t1 - t0).as_secs_f64();
         self.timings.compute += t1.elapsed().as_secs_f64();
         st
@@ -910,8 +986,25 @@ impl HeatSolver {
             Bc::Dirichlet(e) | Bc::Neumann(e) => e,
             Bc::Periodic => return,
         };
-        for (v, p) in f.values.iter_mut().zip(&f.points) {
+        for (v, p) in f.values.iter_mut().zip(&f.points).chain(f.rim_values.iter_mut().zip(&f.rim_points)) {
             *v = e.eval(p[0], p[1], p[2], t);
+        }
+    }
+
+    /// Fills the rim ghosts (see [`Face`]) with the boundary values last evaluated (by
+    /// [`HeatSolver::fill_boundary_ghosts`] at the step's time), after the exchange that
+    /// fills the open ghosts they are computed from: what the neighbouring rank's boundary
+    /// fill puts there, the same expression on the same values.
+    fn fill_rim(&mut self) {
+        let h = self.layout.grid.spacing();
+        let data = self.u.as_slice_mut();
+        for f in &self.faces {
+            for (&(gi, ii), &v) in f.rim.iter().zip(&f.rim_values) {
+                data[gi] = match f.bc {
+                    Bc::Dirichlet(_) => 2.0 * v - data[ii],
+                    _ => data[ii] + v * h[f.axis],
+                };
+            }
         }
     }
 
@@ -933,7 +1026,7 @@ impl HeatSolver {
             let a = f.axis;
             let (b, c) = ((a + 1) % 3, (a + 2) % 3);
             // Storage index along `a` of the ghost and of the adjacent interior cell.
-            let (ghost, inner) = if f.side == 0 { (0, g[a]) } else { (g[a] + n[a], g[a] + n[a] - 1) };
+            let (ghost, inner) = if f.side == 0 { (g[a] - 1, g[a]) } else { (g[a] + n[a], g[a] + n[a] - 1) };
             let data = self.u.as_slice_mut();
             let mut idx = 0;
             for jc in 0..n[c] {

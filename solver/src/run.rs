@@ -420,7 +420,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
             && !due(case.checkpoint_every);
         let mark = crate::perf::Mark::now(comm);
         let stats = if pair {
-            let [a, b] = solver.step_pair(t, this_dt);
+            let [a, b] = solver.step_pair(comm, t, this_dt);
             vec![a, b]
         } else {
             vec![solver.step(comm, t, this_dt)]
