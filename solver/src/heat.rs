@@ -63,7 +63,7 @@ pub struct Region {
 pub enum Isa {
     /// The target's baseline (SSE2 on x86-64): 2 lanes per statistic.
     Baseline,
-    /// AVX2 (x86-64 only, detected at run time): 8 lanes per statistic.
+    /// AVX2 with FMA (x86-64 only, detected at run time): 8 lanes per statistic.
     Avx2,
     /// AVX-512 F + VL (x86-64 only, detected at run time): the same 8 lanes, but 32
     /// vector registers, so the five statistics' lanes, the coefficients and the
@@ -77,10 +77,13 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 return Isa::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 return Isa::Avx2;
             }
         }
@@ -104,13 +107,16 @@ impl<const L: usize> Lanes<L> {
         Lanes { sum: [0.0; L], sumsq: [0.0; L], min: [f64::INFINITY; L], max: [f64::NEG_INFINITY; L], change: [0.0; L] }
     }
 
+    /// `F`: fused multiply-add available (see [`cell`]): the sum of squares is then
+    /// accumulated in one rounding, and `v - old` (the same bits either way) runs on the
+    /// multiply pipes.
     #[inline(always)]
-    fn add(&mut self, l: usize, v: f64, old: f64) {
+    fn add<const F: bool>(&mut self, l: usize, v: f64, old: f64) {
         self.sum[l] += v;
-        self.sumsq[l] += v * v;
+        self.sumsq[l] = if F { v.mul_add(v, self.sumsq[l]) } else { self.sumsq[l] + v * v };
         self.min[l] = if v < self.min[l] { v } else { self.min[l] };
         self.max[l] = if v > self.max[l] { v } else { self.max[l] };
-        let d = (v - old).abs();
+        let d = if F { old.mul_add(-1.0, v) } else { v - old }.abs();
         self.change[l] = if d > self.change[l] { d } else { self.change[l] };
     }
 
@@ -140,13 +146,23 @@ impl SweepStats {
 }
 
 /// The explicit update of one cell from its value `ci`, its neighbours `[w, e, s, n,
-/// b, t]` and the source, with `k = [cx, cy, cz, dt]`: the one per-cell expression.
+/// b, t]` and the source, with `k = [cx, cy, cz, dt]`: the one per-cell expression,
+/// `ci + cx·((w - 2ci) + e) + cy·((s - 2ci) + n) [+ cz·((b - 2ci) + t)] [+ dt·src]`,
+/// each operation rounded as written.
+///
+/// `F` (fused multiply-add available, as in the AVX2 + FMA and AVX-512 builds) forms
+/// `w - 2ci` as `fma(ci, -2, w)`: `2ci` is exact, so the one rounding of the fused
+/// operation is the rounding of the subtraction, and the result is the same bits. It
+/// takes the subtraction (and the doubling) off the add pipes, which bound the row loop
+/// on Zen 4 (two 256-bit add pipes, each 512-bit add taking two cycles). The products
+/// with the coefficients stay unfused: fusing them would change the rounding.
 #[inline(always)]
-fn cell<const D3: bool, const SRC: bool>(k: [f64; 4], ci: f64, nb: [f64; 6], src: f64) -> f64 {
+fn cell<const D3: bool, const SRC: bool, const F: bool>(k: [f64; 4], ci: f64, nb: [f64; 6], src: f64) -> f64 {
     let [w, e, s, nn, b, t] = nb;
-    let mut v = ci + k[0] * (w - 2.0 * ci + e) + k[1] * (s - 2.0 * ci + nn);
+    let lap = |lo: f64, hi: f64| if F { ci.mul_add(-2.0, lo) + hi } else { lo - 2.0 * ci + hi };
+    let mut v = ci + k[0] * lap(w, e) + k[1] * lap(s, nn);
     if D3 {
-        v += k[2] * (b - 2.0 * ci + t);
+        v += k[2] * lap(b, t);
     }
     if SRC {
         v += k[3] * src;
@@ -159,7 +175,7 @@ fn cell<const D3: bool, const SRC: bool>(k: [f64; 4], ci: f64, nb: [f64; 6], src
 /// `b`, `t` unread in 2D, `src` unread without a source), statistics into `acc` with
 /// the centre as the old value.
 #[inline(always)]
-fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
+fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     r: [&[f64]; 7],
     src: &[f64],
     o: &mut [f64],
@@ -171,7 +187,7 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
     let body = n - n % L;
     let [c, w, e, s, nn, b, t] = r;
     let (c, w, e, s, nn, b, t, src) = (&c[..n], &w[..n], &e[..n], &s[..n], &nn[..n], &b[..n], &t[..n], &src[..n]);
-    let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| cell::<D3, SRC>([cx, cy, cz, dt], ci, [w, e, s, nn, b, t], src);
+    let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| cell::<D3, SRC, F>([cx, cy, cz, dt], ci, [w, e, s, nn, b, t], src);
     // Zipped exact chunks: no bounds checks inside, fixed-length inner loop.
     let chunks = o[..body]
         .chunks_exact_mut(L)
@@ -184,13 +200,13 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
         for l in 0..L {
             let v = cell(c8[l], w8[l], e8[l], s8[l], n8[l], b8[l], t8[l], r8[l]);
             o8[l] = v;
-            acc.add(l, v, c8[l]);
+            acc.add::<F>(l, v, c8[l]);
         }
     }
     for i in body..n {
         let v = cell(c[i], w[i], e[i], s[i], nn[i], b[i], t[i], src[i]);
         o[i] = v;
-        acc.add(0, v, c[i]);
+        acc.add::<F>(0, v, c[i]);
     }
 }
 
@@ -200,7 +216,7 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool>(
 /// whatever runs them; only the statistics' summation order depends on `L`. The
 /// statistics stay in `L` lanes across the whole region (short 3D rows need that).
 #[inline(always)]
-fn region_kernel<const L: usize, const D3: bool, const SRC: bool>(
+fn region_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     uu: &[f64],
     ss: &[f64],
     oo: &mut [f64],
@@ -220,7 +236,7 @@ fn region_kernel<const L: usize, const D3: bool, const SRC: bool>(
             let (b, t) = if D3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
             let src = if SRC { &ss[row..row + n] } else { c };
             let rows = [c, &uu[row - 1..row - 1 + n], &uu[row + 1..row + 1 + n], &uu[row - sy..row - sy + n], &uu[row + sy..row + sy + n], b, t];
-            row_kernel::<L, D3, SRC>(rows, src, &mut oo[row..row + n], k, &mut acc);
+            row_kernel::<L, D3, SRC, F>(rows, src, &mut oo[row..row + n], k, &mut acc);
         }
     }
     acc.total()
@@ -230,28 +246,28 @@ fn region_kernel<const L: usize, const D3: bool, const SRC: bool>(
 /// separate arguments, so the compiler knows the rows read never alias the row
 /// written, which the vectoriser needs.
 macro_rules! region_instances {
-    ($($name:ident: $l:literal, $d3:literal, $src:literal $(, $feat:literal)?;)*) => {$(
+    ($($name:ident: $l:literal, $d3:literal, $src:literal, $f:literal $(, $feat:literal)?;)*) => {$(
         $(#[cfg(target_arch = "x86_64")] #[target_feature(enable = $feat)])?
         #[inline(never)]
         fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], p: [usize; 3], g: [usize; 3], region: Region, k: StepCoefficients) -> SweepStats {
-            region_kernel::<$l, $d3, $src>(uu, ss, oo, p, g, region, k)
+            region_kernel::<$l, $d3, $src, $f>(uu, ss, oo, p, g, region, k)
         }
     )*};
 }
 
 region_instances! {
-    sweep2: 2, false, false;
-    sweep2s: 2, false, true;
-    sweep3: 2, true, false;
-    sweep3s: 2, true, true;
-    sweep2_avx2: 8, false, false, "avx2";
-    sweep2s_avx2: 8, false, true, "avx2";
-    sweep3_avx2: 8, true, false, "avx2";
-    sweep3s_avx2: 8, true, true, "avx2";
-    sweep2_avx512: 8, false, false, "avx512f,avx512vl";
-    sweep2s_avx512: 8, false, true, "avx512f,avx512vl";
-    sweep3_avx512: 8, true, false, "avx512f,avx512vl";
-    sweep3s_avx512: 8, true, true, "avx512f,avx512vl";
+    sweep2: 2, false, false, false;
+    sweep2s: 2, false, true, false;
+    sweep3: 2, true, false, false;
+    sweep3s: 2, true, true, false;
+    sweep2_avx2: 8, false, false, true, "avx2,fma";
+    sweep2s_avx2: 8, false, true, true, "avx2,fma";
+    sweep3_avx2: 8, true, false, true, "avx2,fma";
+    sweep3s_avx2: 8, true, true, true, "avx2,fma";
+    sweep2_avx512: 8, false, false, true, "avx512f,avx512vl,fma";
+    sweep2s_avx512: 8, false, true, true, "avx512f,avx512vl,fma";
+    sweep3_avx512: 8, true, false, true, "avx512f,avx512vl,fma";
+    sweep3s_avx512: 8, true, true, true, "avx512f,avx512vl,fma";
 }
 
 /// Updates the cells of `region`: `out = u + Σ c_a (u_{-a} - 2u + u_{+a}) + dt·s`.
@@ -348,7 +364,7 @@ impl FaceGhost {
 /// of a ring slice from `u` at storage offset `row`, statistics into `acc`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn mid_row<const L: usize, const D3: bool, const SRC: bool>(
+fn mid_row<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     uu: &[f64],
     ss: &[f64],
     w: &mut [f64],
@@ -364,7 +380,7 @@ fn mid_row<const L: usize, const D3: bool, const SRC: bool>(
     let (b, t) = if D3 { (&uu[row - sl..row - sl + len], &uu[row + sl..row + sl + len]) } else { (c, c) };
     let src = if SRC { &ss[row..row + len] } else { c };
     let r = [c, &uu[row - 1..row - 1 + len], &uu[row + 1..row + 1 + len], &uu[row - p0..row - p0 + len], &uu[row + p0..row + p0 + len], b, t];
-    row_kernel::<L, D3, SRC>(r, src, &mut w[o..o + len], k, acc);
+    row_kernel::<L, D3, SRC, F>(r, src, &mut w[o..o + len], k, acc);
 }
 
 /// Two explicit steps in one pass over memory (temporal blocking): the intermediate
@@ -384,7 +400,7 @@ fn mid_row<const L: usize, const D3: bool, const SRC: bool>(
 /// reads. `g` is the ghost width of the storage on every axis in use.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
+fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     uu: &[f64],
     ss: &[f64],
     oo: &mut [f64],
@@ -425,15 +441,15 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
                 // Two call sites rather than one through a chosen `&mut`: the
                 // statistics' lanes then stay in registers.
                 if own {
-                    mid_row::<L, D3, SRC>(uu, ss, w, row, o, nx, p0, sl, k, &mut a1);
+                    mid_row::<L, D3, SRC, F>(uu, ss, w, row, o, nx, p0, sl, k, &mut a1);
                 } else {
-                    mid_row::<L, D3, SRC>(uu, ss, w, row, o, nx, p0, sl, k, &mut junk);
+                    mid_row::<L, D3, SRC, F>(uu, ss, w, row, o, nx, p0, sl, k, &mut junk);
                 }
                 if own && ex0 {
-                    mid_row::<L, D3, SRC>(uu, ss, w, row - 1, o - 1, 1, p0, sl, k, &mut junk);
+                    mid_row::<L, D3, SRC, F>(uu, ss, w, row - 1, o - 1, 1, p0, sl, k, &mut junk);
                 }
                 if own && ex1 {
-                    mid_row::<L, D3, SRC>(uu, ss, w, row + nx, o + nx, 1, p0, sl, k, &mut junk);
+                    mid_row::<L, D3, SRC, F>(uu, ss, w, row + nx, o + nx, 1, p0, sl, k, &mut junk);
                 }
             }
             // Its ghosts on the faster axes' physical faces (next to owned cells only).
@@ -488,7 +504,7 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
                 let row = qo * sl + o;
                 let src = if SRC { &ss[row..row + nx] } else { c };
                 let r = [c, &ring[cu + o - 1..cu + o - 1 + nx], &ring[cu + o + 1..cu + o + 1 + nx], s, nn, b, t];
-                row_kernel::<L, D3, SRC>(r, src, &mut oo[row..row + nx], k, &mut a2);
+                row_kernel::<L, D3, SRC, F>(r, src, &mut oo[row..row + nx], k, &mut a2);
             }
         }
     }
@@ -496,29 +512,29 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool>(
 }
 
 macro_rules! pair_instances {
-    ($($name:ident: $l:literal, $d3:literal, $src:literal $(, $feat:literal)?;)*) => {$(
+    ($($name:ident: $l:literal, $d3:literal, $src:literal, $f:literal $(, $feat:literal)?;)*) => {$(
         $(#[cfg(target_arch = "x86_64")] #[target_feature(enable = $feat)])?
         #[inline(never)]
         #[allow(clippy::too_many_arguments)]
         fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], ring: &mut [f64], p: [usize; 3], n: [usize; 3], g: usize, open: [[bool; 2]; 3], k: StepCoefficients, faces: &[FaceGhost]) -> [SweepStats; 2] {
-            pair_kernel::<$l, $d3, $src>(uu, ss, oo, ring, p, n, g, open, k, faces)
+            pair_kernel::<$l, $d3, $src, $f>(uu, ss, oo, ring, p, n, g, open, k, faces)
         }
     )*};
 }
 
 pair_instances! {
-    pair2: 2, false, false;
-    pair2s: 2, false, true;
-    pair3: 2, true, false;
-    pair3s: 2, true, true;
-    pair2_avx2: 8, false, false, "avx2";
-    pair2s_avx2: 8, false, true, "avx2";
-    pair3_avx2: 8, true, false, "avx2";
-    pair3s_avx2: 8, true, true, "avx2";
-    pair2_avx512: 8, false, false, "avx512f,avx512vl";
-    pair2s_avx512: 8, false, true, "avx512f,avx512vl";
-    pair3_avx512: 8, true, false, "avx512f,avx512vl";
-    pair3s_avx512: 8, true, true, "avx512f,avx512vl";
+    pair2: 2, false, false, false;
+    pair2s: 2, false, true, false;
+    pair3: 2, true, false, false;
+    pair3s: 2, true, true, false;
+    pair2_avx2: 8, false, false, true, "avx2,fma";
+    pair2s_avx2: 8, false, true, true, "avx2,fma";
+    pair3_avx2: 8, true, false, true, "avx2,fma";
+    pair3s_avx2: 8, true, true, true, "avx2,fma";
+    pair2_avx512: 8, false, false, true, "avx512f,avx512vl,fma";
+    pair2s_avx512: 8, false, true, true, "avx512f,avx512vl,fma";
+    pair3_avx512: 8, true, false, true, "avx512f,avx512vl,fma";
+    pair3s_avx512: 8, true, true, true, "avx512f,avx512vl,fma";
 }
 
 /// Two explicit steps with coefficients `k` over the whole block in one pass: `out`
@@ -960,14 +976,14 @@ impl HeatSolver {
         let src = self.source.as_ref().map_or(0.0, |s| s.as_slice()[at]);
         let nb2 = [d[at - 1], d[at + 1], d[at - sy], d[at + sy], ci, ci];
         match (self.layout.grid.dims == 3, self.source.is_some()) {
-            (false, false) => cell::<false, false>(kk, ci, nb2, src),
-            (false, true) => cell::<false, true>(kk, ci, nb2, src),
+            (false, false) => cell::<false, false, false>(kk, ci, nb2, src),
+            (false, true) => cell::<false, true, false>(kk, ci, nb2, src),
             (true, has_src) => {
                 let nb3 = [d[at - 1], d[at + 1], d[at - sy], d[at + sy], d[at - sz], d[at + sz]];
                 if has_src {
-                    cell::<true, true>(kk, ci, nb3, src)
+                    cell::<true, true, false>(kk, ci, nb3, src)
                 } else {
-                    cell::<true, false>(kk, ci, nb3, src)
+                    cell::<true, false, false>(kk, ci, nb3, src)
                 }
             }
         }
@@ -1132,7 +1148,7 @@ impl HeatSolver {
         // Statistics of the new field, as the explicit sweep reports them.
         let mut lanes = Lanes::<1>::new();
         for (v, o) in self.u.interior().iter().zip(imp.prev.interior().iter()) {
-            lanes.add(0, *v, *o);
+            lanes.add::<false>(0, *v, *o);
         }
         lanes.total()
     }
