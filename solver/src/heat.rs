@@ -170,10 +170,66 @@ fn cell<const D3: bool, const SRC: bool, const F: bool>(k: [f64; 4], ci: f64, nb
     v
 }
 
+/// Software prefetches along one row kernel call: one cache line (8 values) per 8 cells
+/// of each stream, [`Prefetch::ahead`] of the row being computed. `read` streams (the
+/// leading row or plane of `u`, the source) go to L2, `write` (the output row) is
+/// fetched for ownership; null pointers issue nothing. Beyond cache the hardware
+/// prefetchers alone left the two-step pass a third slower than its arithmetic plus
+/// one stream of memory (2D 2048², one rank: 7.3 ms a pass, 5.0 ms with these).
+#[derive(Clone, Copy)]
+struct Prefetch {
+    read: [*const f64; 2],
+    write: *const f64,
+}
+
+impl Prefetch {
+    /// How far ahead, in values, for storage rows of `p0` values: about 32 KiB, and at
+    /// least two rows. Measured on Zen 4 (2D 2048² and 3D 160³): into L1 (`T0`) or
+    /// eight rows ahead in 2D were slower; 8–128 KiB ahead in 3D were within the noise.
+    #[inline(always)]
+    fn ahead(p0: usize) -> usize {
+        (4096 / p0).max(2) * p0
+    }
+
+    /// Streams `ahead` values past the given rows: each `(storage, offset of the row's
+    /// first value)`; `None` for none, and none for storage that fits in a core's L2
+    /// (1 MiB on Zen 4), where prefetches only cost (3D 32³ in cache: 26 % slower).
+    #[inline(always)]
+    fn at(read: [Option<(&[f64], usize)>; 2], write: Option<(&[f64], usize)>, ahead: usize) -> Prefetch {
+        const BEYOND: usize = 1 << 17;
+        let ptr = |x: Option<(&[f64], usize)>| match x {
+            Some((b, o)) if b.len() > BEYOND => b.as_ptr().wrapping_add(o + ahead),
+            _ => std::ptr::null(),
+        };
+        Prefetch { read: [ptr(read[0]), ptr(read[1])], write: ptr(write) }
+    }
+
+    #[inline(always)]
+    fn issue(&self, i: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T1};
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe {
+                for r in self.read {
+                    if !r.is_null() {
+                        _mm_prefetch::<_MM_HINT_T1>(r.wrapping_add(i) as *const i8);
+                    }
+                }
+                if !self.write.is_null() {
+                    _mm_prefetch::<_MM_HINT_ET0>(self.write.wrapping_add(i) as *const i8);
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = i;
+    }
+}
+
 /// One row of the explicit update: `o[i]` from the centre row `c` and its neighbours
 /// `[c, w, e, s, n, b, t]` (west/east along x, south/north along y, bottom/top along z;
 /// `b`, `t` unread in 2D, `src` unread without a source), statistics into `acc` with
-/// the centre as the old value.
+/// the centre as the old value. `pf` are the software prefetches issued along the row.
 #[inline(always)]
 fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     r: [&[f64]; 7],
@@ -181,6 +237,7 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     o: &mut [f64],
     k: StepCoefficients,
     acc: &mut Lanes<L>,
+    pf: Prefetch,
 ) {
     let (cx, cy, cz, dt) = (k.c[0], k.c[1], k.c[2], k.dt);
     let n = o.len();
@@ -196,7 +253,11 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
         .zip(s.chunks_exact(L).zip(nn.chunks_exact(L)))
         .zip(b.chunks_exact(L).zip(t.chunks_exact(L)))
         .zip(src.chunks_exact(L));
-    for (((((o8, c8), (w8, e8)), (s8, n8)), (b8, t8)), r8) in chunks {
+    for (ci, (((((o8, c8), (w8, e8)), (s8, n8)), (b8, t8)), r8)) in chunks.enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        if (ci * L) % 8 == 0 {
+            pf.issue(ci * L);
+        }
         for l in 0..L {
             let v = cell(c8[l], w8[l], e8[l], s8[l], n8[l], b8[l], t8[l], r8[l]);
             o8[l] = v;
@@ -236,7 +297,9 @@ fn region_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>
             let (b, t) = if D3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
             let src = if SRC { &ss[row..row + n] } else { c };
             let rows = [c, &uu[row - 1..row - 1 + n], &uu[row + 1..row + 1 + n], &uu[row - sy..row - sy + n], &uu[row + sy..row + sy + n], b, t];
-            row_kernel::<L, D3, SRC, F>(rows, src, &mut oo[row..row + n], k, &mut acc);
+            let lead = if D3 { sz } else { sy };
+            let pf = Prefetch::at([Some((uu, row + lead)), SRC.then_some((ss, row))], Some((&*oo, row)), Prefetch::ahead(p[0]));
+            row_kernel::<L, D3, SRC, F>(rows, src, &mut oo[row..row + n], k, &mut acc, pf);
         }
     }
     acc.total()
@@ -380,7 +443,8 @@ fn mid_row<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     let (b, t) = if D3 { (&uu[row - sl..row - sl + len], &uu[row + sl..row + sl + len]) } else { (c, c) };
     let src = if SRC { &ss[row..row + len] } else { c };
     let r = [c, &uu[row - 1..row - 1 + len], &uu[row + 1..row + 1 + len], &uu[row - p0..row - p0 + len], &uu[row + p0..row + p0 + len], b, t];
-    row_kernel::<L, D3, SRC, F>(r, src, &mut w[o..o + len], k, acc);
+    let pf = Prefetch::at([Some((uu, row + sl)), SRC.then_some((ss, row))], None, Prefetch::ahead(p0));
+    row_kernel::<L, D3, SRC, F>(r, src, &mut w[o..o + len], k, acc, pf);
 }
 
 /// Two explicit steps in one pass over memory (temporal blocking): the intermediate
@@ -504,7 +568,8 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
                 let row = qo * sl + o;
                 let src = if SRC { &ss[row..row + nx] } else { c };
                 let r = [c, &ring[cu + o - 1..cu + o - 1 + nx], &ring[cu + o + 1..cu + o + 1 + nx], s, nn, b, t];
-                row_kernel::<L, D3, SRC, F>(r, src, &mut oo[row..row + nx], k, &mut a2);
+                let pf = Prefetch::at([None; 2], Some((&*oo, row)), Prefetch::ahead(p0));
+                row_kernel::<L, D3, SRC, F>(r, src, &mut oo[row..row + nx], k, &mut a2, pf);
             }
         }
     }
