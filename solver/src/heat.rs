@@ -229,9 +229,10 @@ impl Prefetch {
 /// One row of the explicit update: `o[i]` from the centre row `c` and its neighbours
 /// `[c, w, e, s, n, b, t]` (west/east along x, south/north along y, bottom/top along z;
 /// `b`, `t` unread in 2D, `src` unread without a source), statistics into `acc` with
-/// the centre as the old value. `pf` are the software prefetches issued along the row.
+/// the centre as the old value (`ST`; without it `acc` is not touched). `pf` are the
+/// software prefetches issued along the row.
 #[inline(always)]
-fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
+fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool, const ST: bool>(
     r: [&[f64]; 7],
     src: &[f64],
     o: &mut [f64],
@@ -261,13 +262,17 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
         for l in 0..L {
             let v = cell(c8[l], w8[l], e8[l], s8[l], n8[l], b8[l], t8[l], r8[l]);
             o8[l] = v;
-            acc.add::<F>(l, v, c8[l]);
+            if ST {
+                acc.add::<F>(l, v, c8[l]);
+            }
         }
     }
     for i in body..n {
         let v = cell(c[i], w[i], e[i], s[i], nn[i], b[i], t[i], src[i]);
         o[i] = v;
-        acc.add::<F>(0, v, c[i]);
+        if ST {
+            acc.add::<F>(0, v, c[i]);
+        }
     }
 }
 
@@ -299,7 +304,7 @@ fn region_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>
             let rows = [c, &uu[row - 1..row - 1 + n], &uu[row + 1..row + 1 + n], &uu[row - sy..row - sy + n], &uu[row + sy..row + sy + n], b, t];
             let lead = if D3 { sz } else { sy };
             let pf = Prefetch::at([Some((uu, row + lead)), SRC.then_some((ss, row))], Some((&*oo, row)), Prefetch::ahead(p[0]));
-            row_kernel::<L, D3, SRC, F>(rows, src, &mut oo[row..row + n], k, &mut acc, pf);
+            row_kernel::<L, D3, SRC, F, true>(rows, src, &mut oo[row..row + n], k, &mut acc, pf);
         }
     }
     acc.total()
@@ -427,7 +432,7 @@ impl FaceGhost {
 /// of a ring slice from `u` at storage offset `row`, statistics into `acc`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn mid_row<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
+fn mid_row<const L: usize, const D3: bool, const SRC: bool, const F: bool, const ST: bool>(
     uu: &[f64],
     ss: &[f64],
     w: &mut [f64],
@@ -444,7 +449,7 @@ fn mid_row<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     let src = if SRC { &ss[row..row + len] } else { c };
     let r = [c, &uu[row - 1..row - 1 + len], &uu[row + 1..row + 1 + len], &uu[row - p0..row - p0 + len], &uu[row + p0..row + p0 + len], b, t];
     let pf = Prefetch::at([Some((uu, row + sl)), SRC.then_some((ss, row))], None, Prefetch::ahead(p0));
-    row_kernel::<L, D3, SRC, F>(r, src, &mut w[o..o + len], k, acc, pf);
+    row_kernel::<L, D3, SRC, F, ST>(r, src, &mut w[o..o + len], k, acc, pf);
 }
 
 /// Two explicit steps in one pass over memory (temporal blocking): the intermediate
@@ -487,7 +492,7 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     // Offset within a slice of x = 0 on storage row `jr`.
     let off = |jr: usize| if D3 { jr * p0 + g } else { g };
     let owned_row = |jr: usize| !D3 || (g..g + rows).contains(&jr);
-    let (mut a1, mut a2, mut junk) = (Lanes::<L>::new(), Lanes::<L>::new(), Lanes::<L>::new());
+    let (mut a1, mut a2) = (Lanes::<L>::new(), Lanes::<L>::new());
     // No closures call the row kernels below: a closure does not inherit the target
     // features of the instance it is in, so its row kernels would not vectorise.
     for qs in g - ext(slow, 0)..=g + ns {
@@ -502,18 +507,20 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
                 let o = off(jr);
                 let row = qs * sl + o;
                 let own = owned_slice && owned_row(jr);
-                // Two call sites rather than one through a chosen `&mut`: the
-                // statistics' lanes then stay in registers.
+                // Rows outside the block (ghost rows, the x ghost cells beside a row)
+                // take no statistics (`ST = false`): no lanes to keep for them, which
+                // left room enough in the registers for the lanes that are kept (the
+                // 3D pass spilled one inside its row loop while a third set existed).
                 if own {
-                    mid_row::<L, D3, SRC, F>(uu, ss, w, row, o, nx, p0, sl, k, &mut a1);
+                    mid_row::<L, D3, SRC, F, true>(uu, ss, w, row, o, nx, p0, sl, k, &mut a1);
                 } else {
-                    mid_row::<L, D3, SRC, F>(uu, ss, w, row, o, nx, p0, sl, k, &mut junk);
+                    mid_row::<L, D3, SRC, F, false>(uu, ss, w, row, o, nx, p0, sl, k, &mut a1);
                 }
                 if own && ex0 {
-                    mid_row::<L, D3, SRC, F>(uu, ss, w, row - 1, o - 1, 1, p0, sl, k, &mut junk);
+                    mid_row::<L, D3, SRC, F, false>(uu, ss, w, row - 1, o - 1, 1, p0, sl, k, &mut a1);
                 }
                 if own && ex1 {
-                    mid_row::<L, D3, SRC, F>(uu, ss, w, row + nx, o + nx, 1, p0, sl, k, &mut junk);
+                    mid_row::<L, D3, SRC, F, false>(uu, ss, w, row + nx, o + nx, 1, p0, sl, k, &mut a1);
                 }
             }
             // Its ghosts on the faster axes' physical faces (next to owned cells only).
@@ -569,7 +576,7 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
                 let src = if SRC { &ss[row..row + nx] } else { c };
                 let r = [c, &ring[cu + o - 1..cu + o - 1 + nx], &ring[cu + o + 1..cu + o + 1 + nx], s, nn, b, t];
                 let pf = Prefetch::at([None; 2], Some((&*oo, row)), Prefetch::ahead(p0));
-                row_kernel::<L, D3, SRC, F>(r, src, &mut oo[row..row + nx], k, &mut a2, pf);
+                row_kernel::<L, D3, SRC, F, true>(r, src, &mut oo[row..row + nx], k, &mut a2, pf);
             }
         }
     }
