@@ -172,8 +172,9 @@ fn cell<const D3: bool, const SRC: bool, const F: bool>(k: [f64; 4], ci: f64, nb
 
 /// Software prefetches along one row kernel call: one cache line (8 values) per 8 cells
 /// of each stream, [`Prefetch::ahead`] of the row being computed. `read` streams (the
-/// leading row or plane of `u`, the source) go to L2, `write` (the output row) is
-/// fetched for ownership; null pointers issue nothing. Beyond cache the hardware
+/// leading row or plane of `u`, the source) go to L2, `write` (the output row) gets the
+/// for-ownership hint (issued as `prefetcht0`: `prefetchw` needs the `prfchw` target
+/// feature, not stable in Rust); null pointers issue nothing. Beyond cache the hardware
 /// prefetchers alone left the two-step pass a third slower than its arithmetic plus
 /// one stream of memory (2D 2048², one rank: 7.3 ms a pass, 5.0 ms with these).
 #[derive(Clone, Copy)]
@@ -184,8 +185,8 @@ struct Prefetch {
 
 impl Prefetch {
     /// How far ahead, in values, for storage rows of `p0` values: about 32 KiB, and at
-    /// least two rows. Measured on Zen 4 (2D 2048² and 3D 160³): into L1 (`T0`) or
-    /// eight rows ahead in 2D were slower; 8–128 KiB ahead in 3D were within the noise.
+    /// least two rows. Measured on Zen 4 (2D 2048² and 3D 160³): into L1 (`T0`), or four
+    /// rows ahead in 2D, were slower; 8–256 KiB ahead in 3D were within the noise.
     #[inline(always)]
     fn ahead(p0: usize) -> usize {
         (4096 / p0).max(2) * p0
