@@ -106,8 +106,16 @@ const BIG: &[Kernel] = &[
     Kernel::Rows3Pairs,
     Kernel::TriadNt,
 ];
-const SMALL: &[Kernel] =
-    &[Kernel::Triad, Kernel::Scale, Kernel::Sweep, Kernel::Pair, Kernel::NoStats, Kernel::NoStatsAvx2, Kernel::SweepBaseline, Kernel::SweepAvx2];
+const SMALL: &[Kernel] = &[
+    Kernel::Triad,
+    Kernel::Scale,
+    Kernel::Sweep,
+    Kernel::Pair,
+    Kernel::NoStats,
+    Kernel::NoStatsAvx2,
+    Kernel::SweepBaseline,
+    Kernel::SweepAvx2,
+];
 
 impl Kernel {
     fn name(self) -> &'static str {

@@ -668,7 +668,10 @@ const SCHEMA: [(&str, &[&str]); 11] = [
     ("physics", &["diffusivity", "coefficient", "source", "viscosity", "body_force"]),
     ("boundary", &FACES),
     ("initial", &["temperature", "phi", "velocity_x", "velocity_y", "velocity_z", "pressure"]),
-    ("numerics", &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "viscous", "viscous_rtol", "projection", "steps_per_pass", "solver"]),
+    (
+        "numerics",
+        &["dt", "dt_max", "stability_factor", "cfl", "time_scheme", "viscous", "viscous_rtol", "projection", "steps_per_pass", "solver"],
+    ),
     ("numerics.solver", &SOLVER_KEYS),
     ("control", &["end_time", "max_steps", "steady_tolerance"]),
     ("output", &["dir", "every", "fields", "checkpoint_every"]),

@@ -246,7 +246,9 @@ fn row_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool, co
     let body = n - n % L;
     let [c, w, e, s, nn, b, t] = r;
     let (c, w, e, s, nn, b, t, src) = (&c[..n], &w[..n], &e[..n], &s[..n], &nn[..n], &b[..n], &t[..n], &src[..n]);
-    let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| cell::<D3, SRC, F>([cx, cy, cz, dt], ci, [w, e, s, nn, b, t], src);
+    let cell = |ci: f64, w: f64, e: f64, s: f64, nn: f64, b: f64, t: f64, src: f64| {
+        cell::<D3, SRC, F>([cx, cy, cz, dt], ci, [w, e, s, nn, b, t], src)
+    };
     // Zipped exact chunks: no bounds checks inside, fixed-length inner loop.
     let chunks = o[..body]
         .chunks_exact_mut(L)
@@ -302,7 +304,8 @@ fn region_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>
             // Rows that a variant does not read: the centre row stands in.
             let (b, t) = if D3 { (&uu[row - sz..row - sz + n], &uu[row + sz..row + sz + n]) } else { (c, c) };
             let src = if SRC { &ss[row..row + n] } else { c };
-            let rows = [c, &uu[row - 1..row - 1 + n], &uu[row + 1..row + 1 + n], &uu[row - sy..row - sy + n], &uu[row + sy..row + sy + n], b, t];
+            let rows =
+                [c, &uu[row - 1..row - 1 + n], &uu[row + 1..row + 1 + n], &uu[row - sy..row - sy + n], &uu[row + sy..row + sy + n], b, t];
             let lead = if D3 { sz } else { sy };
             let pf = Prefetch::at([Some((uu, row + lead)), SRC.then_some((ss, row))], Some((&*oo, row)), Prefetch::ahead(p[0]));
             row_kernel::<L, D3, SRC, F, true>(rows, src, &mut oo[row..row + n], k, &mut acc, pf);
@@ -448,7 +451,8 @@ fn mid_row<const L: usize, const D3: bool, const SRC: bool, const F: bool, const
     let c = &uu[row..row + len];
     let (b, t) = if D3 { (&uu[row - sl..row - sl + len], &uu[row + sl..row + sl + len]) } else { (c, c) };
     let src = if SRC { &ss[row..row + len] } else { c };
-    let r = [c, &uu[row - 1..row - 1 + len], &uu[row + 1..row + 1 + len], &uu[row - p0..row - p0 + len], &uu[row + p0..row + p0 + len], b, t];
+    let r =
+        [c, &uu[row - 1..row - 1 + len], &uu[row + 1..row + 1 + len], &uu[row - p0..row - p0 + len], &uu[row + p0..row + p0 + len], b, t];
     let pf = Prefetch::at([Some((uu, row + sl)), SRC.then_some((ss, row))], None, Prefetch::ahead(p0));
     row_kernel::<L, D3, SRC, F, ST>(r, src, &mut w[o..o + len], k, acc, pf);
 }
@@ -569,7 +573,12 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
                 let o = off(j + g);
                 let c = &ring[cu + o..cu + o + nx];
                 let (s, nn, b, t) = if D3 {
-                    (&ring[cu + o - p0..cu + o - p0 + nx], &ring[cu + o + p0..cu + o + p0 + nx], &ring[pv + o..pv + o + nx], &ring[nt + o..nt + o + nx])
+                    (
+                        &ring[cu + o - p0..cu + o - p0 + nx],
+                        &ring[cu + o + p0..cu + o + p0 + nx],
+                        &ring[pv + o..pv + o + nx],
+                        &ring[nt + o..nt + o + nx],
+                    )
                 } else {
                     (&ring[pv + o..pv + o + nx], &ring[nt + o..nt + o + nx], c, c)
                 };
@@ -903,7 +912,16 @@ impl HeatSolver {
                     }
                 }
                 let rim_values = vec![0.0; rim.len()];
-                faces.push(Face { axis: a, side, bc: case.boundary[a][side].clone(), values: vec![0.0; points.len()], points, rim, rim_points, rim_values });
+                faces.push(Face {
+                    axis: a,
+                    side,
+                    bc: case.boundary[a][side].clone(),
+                    values: vec![0.0; points.len()],
+                    points,
+                    rim,
+                    rim_points,
+                    rim_values,
+                });
             }
         }
         let (interior, slabs) = split_regions_open(n, dims, open_faces(&layout, rank));
@@ -977,7 +995,13 @@ impl HeatSolver {
         s.pair_faces = s
             .faces
             .iter()
-            .map(|f| FaceGhost { axis: f.axis, side: f.side, dirichlet: matches!(f.bc, Bc::Dirichlet(_)), h: h[f.axis], values: f.values.clone() })
+            .map(|f| FaceGhost {
+                axis: f.axis,
+                side: f.side,
+                dirichlet: matches!(f.bc, Bc::Dirichlet(_)),
+                h: h[f.axis],
+                values: f.values.clone(),
+            })
             .collect();
         Ok(s)
     }
@@ -1021,7 +1045,8 @@ impl HeatSolver {
             }
         }
         let t1 = std::time::Instant::now();
-        let st = sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, self.open, &self.pair_faces, &mut self.ring, Isa::detect());
+        let st =
+            sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, self.open, &self.pair_faces, &mut self.ring, Isa::detect());
         std::mem::swap(&mut self.u, &mut self.next);
         self.pair_k = k;
         self.timings.halo += (t0 - th).as_secs_f64();
@@ -1399,7 +1424,10 @@ mod tests {
                         let [p1, p2] = sweep_pair(&u, &mut out, s, k, dims, [[false; 2]; 3], &faces, &mut ring, isa);
                         assert!(u.as_slice() == before.as_slice(), "u changed");
                         let tag = format!("{dims}D {hi:?} src {} {isa:?}", s.is_some());
-                        assert!(out.interior().iter().zip(want.interior().iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "{tag}: fields differ");
+                        assert!(
+                            out.interior().iter().zip(want.interior().iter()).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{tag}: fields differ"
+                        );
                         for (got, exp) in [(p1, st1), (p2, st2)] {
                             assert_eq!((got.min, got.max, got.max_change), (exp.min, exp.max, exp.max_change), "{tag}");
                             assert!((got.sum - exp.sum).abs() <= 1e-12 * exp.sumsq.max(1.0), "{tag}");
@@ -1518,7 +1546,10 @@ mod tests {
                                 for z in 0..n[2] {
                                     for y in 0..n[1] {
                                         for x in 0..n[0] {
-                                            let (a, b) = (out.as_slice()[out.idx(x, y, z)], want.as_slice()[want.idx(lo[0] + x, lo[1] + y, lo[2] + z)]);
+                                            let (a, b) = (
+                                                out.as_slice()[out.idx(x, y, z)],
+                                                want.as_slice()[want.idx(lo[0] + x, lo[1] + y, lo[2] + z)],
+                                            );
                                             assert_eq!(a.to_bits(), b.to_bits(), "{tag}: cell {x},{y},{z}: {a} against {b}");
                                         }
                                     }

@@ -508,7 +508,8 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
                 last_snapshot_step = step;
             }
             if case.checkpoint_every > 0 && step % case.checkpoint_every == 0 {
-                last_checkpoint = Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &[("temperature", &solver.u)])?);
+                last_checkpoint =
+                    Some(output::write_checkpoint(comm, case, &layout, &dir, step, t, this_dt, &[("temperature", &solver.u)])?);
                 checkpoints_written += 1;
                 // Rows up to the checkpoint reach the disk with it: a hard kill after this
                 // point leaves no gap for a restart from it.
