@@ -533,6 +533,11 @@ fn launch(
     if n > cores {
         cmd.arg("--oversubscribe");
     }
+    // Open MPI binds each rank to one core when there are at most two ranks: its
+    // threads would take turns on it.
+    if c.threads_per_rank > 1 {
+        cmd.arg("--bind-to").arg("none");
+    }
     // Open MPI refuses root unless told; a user running as root asked for this run.
     let is_root = {
         use std::os::unix::fs::MetadataExt;

@@ -557,3 +557,33 @@ fn two_steps_per_pass_equal_single_steps_bit_for_bit_on_1_to_4_ranks() {
     assert_eq!(probe_columns(&d.join("s3")), p1, "steady stop on 3 ranks, paired");
     assert_bitwise(&snapshots(&d.join("s1")), &snapshots(&d.join("s3")), "steady stop on 3 ranks, paired");
 }
+
+/// Threads inside ranks (`decomposition.threads_per_rank`): each rank's block is cut
+/// into parts along its slowest axis, one per thread, and the fields are the same bits
+/// as with one thread, for pairs of steps (the 3D case: constant source and
+/// boundaries) and for single steps split around the halo exchange (the 2D case: a
+/// time-dependent source), on 1 to 3 ranks. The meshes are refined so that every
+/// rank's block has at least two parts' worth of cells (32 Ki cells a part) on 3 ranks.
+#[test]
+fn threads_inside_ranks_give_the_same_bits_as_one_thread() {
+    let d = tmp("threads");
+    let cases = [
+        ("t3d", CASE_3D.replace("cells = [14, 12, 10]", "cells = [80, 60, 48]")),
+        ("t2d", CASE_2D.replace("cells = [30, 22]", "cells = [480, 420]")),
+    ];
+    for (tag, text) in cases {
+        let case = d.join(format!("{tag}.toml"));
+        std::fs::write(&case, text).unwrap();
+        run(0, &case, &d.join(format!("{tag}_ref")), &[]);
+        let reference = snapshots(&d.join(format!("{tag}_ref")));
+        assert_eq!(reference.len(), 5, "{tag}: snapshots at 0, 10, 20, 30, 40");
+        for (n, threads) in [(0, 2), (1, 3), (2, 2), (3, 2)] {
+            let out = d.join(format!("{tag}_r{n}_t{threads}"));
+            run(n, &case, &out, &["--set", &format!("decomposition.threads_per_rank={threads}")]);
+            validate(&out);
+            let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+            assert_eq!(summary["threads_per_rank"], threads, "{tag}: summary.json records the threads");
+            assert_bitwise(&reference, &snapshots(&out), &format!("{tag}: {threads} threads on {n} rank(s)"));
+        }
+    }
+}

@@ -158,7 +158,7 @@ struct Rank {
     open: [[bool; 2]; 3],
     /// Dirichlet conditions on the other faces, for `pair`, and its scratch.
     faces: Vec<FaceGhost>,
-    ring: Vec<f64>,
+    ring: Vec<Vec<f64>>,
     a: Vec<f64>,
     b: Vec<f64>,
     c: Vec<f64>,
@@ -202,7 +202,7 @@ impl Rank {
             .collect();
         // The ring's three slices, first touched here.
         let mut ring = Vec::new();
-        sweep_pair(&u, &mut out, None, COEF, dims, open, &faces, &mut ring, Isa::detect());
+        sweep_pair(&u, &mut out, None, COEF, dims, open, &faces, &mut ring, Isa::detect(), None);
         Rank { dims, u, out, whole: Region { lo: [0; 3], hi: n }, interior, slabs, open, faces, ring, a, b, c }
     }
 
@@ -222,7 +222,7 @@ impl Rank {
                 self.a[0]
             }
             Kernel::Sweep => sweep(u, out, None, COEF, r, d).sum,
-            Kernel::Pair => sweep_pair(u, out, None, COEF, d, self.open, &self.faces, &mut self.ring, Isa::detect())[1].sum,
+            Kernel::Pair => sweep_pair(u, out, None, COEF, d, self.open, &self.faces, &mut self.ring, Isa::detect(), None)[1].sum,
             Kernel::StepRegions => {
                 let mut s = sweep(u, out, None, COEF, self.interior, d).sum;
                 for reg in &self.slabs {

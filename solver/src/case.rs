@@ -89,6 +89,7 @@ struct RawMesh {
 #[serde(deny_unknown_fields)]
 struct RawDecomposition {
     ranks: Option<RawRanks>,
+    threads_per_rank: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -342,6 +343,8 @@ pub struct Case {
     pub grid: Grid,
     /// Requested decomposition.
     pub ranks: Ranks,
+    /// Threads each rank sweeps its block with (hybrid MPI + threads; heat explicit).
+    pub threads_per_rank: usize,
     /// Diffusivity (m²/s) of the heat model.
     pub diffusivity: f64,
     /// Kinematic viscosity ν of the incompressible model.
@@ -660,11 +663,14 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// The most threads a rank may sweep with (`decomposition.threads_per_rank`).
+pub const MAX_THREADS_PER_RANK: usize = 256;
+
 /// Every section and its keys (kept equal to the `Raw*` structs by a unit test).
 const SCHEMA: [(&str, &[&str]); 11] = [
     ("case", &["name", "model"]),
     ("mesh", &["cells", "lower", "upper", "periodic"]),
-    ("decomposition", &["ranks"]),
+    ("decomposition", &["ranks", "threads_per_rank"]),
     ("physics", &["diffusivity", "coefficient", "source", "viscosity", "body_force"]),
     ("boundary", &FACES),
     ("initial", &["temperature", "phi", "velocity_x", "velocity_y", "velocity_z", "pressure"]),
@@ -713,6 +719,7 @@ fn key_help(path: &str) -> Option<&'static str> {
         "mesh.upper" => "upper = [1.0, 1.0]: one number per axis",
         "mesh.periodic" => "periodic = [false, true]: true or false (no quotes), one per axis",
         "decomposition.ranks" => "ranks = \"auto\", or process counts per axis such as [2, 2]",
+        "decomposition.threads_per_rank" => "threads_per_rank = 2: a whole number from 1 to 256 (model heat, explicit scheme)",
         "physics.diffusivity" => "diffusivity = 0.1: a positive number (no quotes)",
         "physics.viscosity" => "viscosity = 0.01: the kinematic viscosity, a positive number (no quotes)",
         "physics.body_force" | "boundary.*.velocity" => {
@@ -2038,6 +2045,25 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         ));
     }
     let steps_per_pass = steps_per_pass as usize;
+    let threads_per_rank = raw.decomposition.threads_per_rank.unwrap_or(1);
+    if !(1..=MAX_THREADS_PER_RANK as i64).contains(&threads_per_rank) {
+        return Err(err(
+            "decomposition.threads_per_rank",
+            format!("must be from 1 to {MAX_THREADS_PER_RANK}, got {threads_per_rank}"),
+            "1 (default): one thread per rank; more: each rank sweeps its block with that many threads",
+        ));
+    }
+    if threads_per_rank > 1 && (model != "heat" || time_scheme.implicit()) {
+        return Err(map.error_at_key(
+            "decomposition.threads_per_rank",
+            format!(
+                "threads inside a rank are implemented for model heat with the explicit scheme, not {}",
+                if model == "heat" { format!("time_scheme \"{}\"", time_scheme.name()) } else { format!("model {model}") }
+            ),
+            Some("set it to 1 (or remove it) and run more ranks instead".into()),
+        ));
+    }
+    let threads_per_rank = threads_per_rank as usize;
     let projection = flow_choice(
         &map,
         ("projection", raw.numerics.projection.as_deref()),
@@ -2155,6 +2181,7 @@ fn validate(raw: RawCase, map: SourceMap, stem: &str) -> Result<Case, CaseError>
         viscous,
         viscous_rtol,
         steps_per_pass,
+        threads_per_rank,
         projection,
         source,
         boundary,
@@ -2410,13 +2437,16 @@ fn resolved_toml(c: &Case) -> String {
     );
     t(
         "decomposition",
-        vec![(
-            "ranks",
-            match &c.ranks {
-                Ranks::Auto => s("auto"),
-                Ranks::Fixed(p) => ints(p),
-            },
-        )],
+        vec![
+            (
+                "ranks",
+                match &c.ranks {
+                    Ranks::Auto => s("auto"),
+                    Ranks::Fixed(p) => ints(p),
+                },
+            ),
+            ("threads_per_rank", V::Integer(c.threads_per_rank as i64)),
+        ],
     );
     let exprs = |v: &[Expr]| V::Array(v.iter().map(|e| s(e.source())).collect());
     let flow = c.model == "incompressible";

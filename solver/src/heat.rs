@@ -192,16 +192,16 @@ impl Prefetch {
     }
 
     /// Streams `ahead` values past the given rows: each `(storage, offset of the row's
-    /// first value)`; `None` for none, and none for storage that fits in a core's L2
-    /// (1 MiB on Zen 4), where prefetches only cost (3D 32³ in cache: 26 % slower).
+    /// first value)`, the written one with the length of the whole field its storage is
+    /// part of (a thread's part of `out`); `None` for none, and none for fields that fit
+    /// in a core's L2 (1 MiB on Zen 4), where prefetches only cost (3D 32³ in cache:
+    /// 26 % slower).
     #[inline(always)]
-    fn at(read: [Option<(&[f64], usize)>; 2], write: Option<(&[f64], usize)>, ahead: usize) -> Prefetch {
+    fn at(read: [Option<(&[f64], usize)>; 2], write: Option<(&[f64], usize, usize)>, ahead: usize) -> Prefetch {
         const BEYOND: usize = 1 << 17;
-        let ptr = |x: Option<(&[f64], usize)>| match x {
-            Some((b, o)) if b.len() > BEYOND => b.as_ptr().wrapping_add(o + ahead),
-            _ => std::ptr::null(),
-        };
-        Prefetch { read: [ptr(read[0]), ptr(read[1])], write: ptr(write) }
+        let ptr = |b: &[f64], o: usize, len: usize| if len > BEYOND { b.as_ptr().wrapping_add(o + ahead) } else { std::ptr::null() };
+        let rd = |x: Option<(&[f64], usize)>| x.map_or(std::ptr::null(), |(b, o)| ptr(b, o, b.len()));
+        Prefetch { read: [rd(read[0]), rd(read[1])], write: write.map_or(std::ptr::null(), |(b, o, len)| ptr(b, o, len)) }
     }
 
     #[inline(always)]
@@ -287,6 +287,7 @@ fn region_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>
     uu: &[f64],
     ss: &[f64],
     oo: &mut [f64],
+    base: usize,
     p: [usize; 3],
     g: [usize; 3],
     region: Region,
@@ -305,8 +306,9 @@ fn region_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>
             let rows =
                 [c, &uu[row - 1..row - 1 + n], &uu[row + 1..row + 1 + n], &uu[row - sy..row - sy + n], &uu[row + sy..row + sy + n], b, t];
             let lead = if D3 { sz } else { sy };
-            let pf = Prefetch::at([Some((uu, row + lead)), SRC.then_some((ss, row))], Some((&*oo, row)), Prefetch::ahead(p[0]));
-            row_kernel::<L, D3, SRC, F, true>(rows, src, &mut oo[row..row + n], k, &mut acc, pf);
+            let (ro, big) = (row - base, uu.len());
+            let pf = Prefetch::at([Some((uu, row + lead)), SRC.then_some((ss, row))], Some((&*oo, ro, big)), Prefetch::ahead(p[0]));
+            row_kernel::<L, D3, SRC, F, true>(rows, src, &mut oo[ro..ro + n], k, &mut acc, pf);
         }
     }
     acc.total()
@@ -319,8 +321,8 @@ macro_rules! region_instances {
     ($($name:ident: $l:literal, $d3:literal, $src:literal, $f:literal $(, $feat:literal)?;)*) => {$(
         $(#[cfg(target_arch = "x86_64")] #[target_feature(enable = $feat)])?
         #[inline(never)]
-        fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], p: [usize; 3], g: [usize; 3], region: Region, k: StepCoefficients) -> SweepStats {
-            region_kernel::<$l, $d3, $src, $f>(uu, ss, oo, p, g, region, k)
+        fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], base: usize, p: [usize; 3], g: [usize; 3], region: Region, k: StepCoefficients) -> SweepStats {
+            region_kernel::<$l, $d3, $src, $f>(uu, ss, oo, base, p, g, region, k)
         }
     )*};
 }
@@ -360,38 +362,131 @@ pub fn sweep_with(
     dims: usize,
     isa: Isa,
 ) -> SweepStats {
+    sweep_threads(u, out, src, k, region, dims, isa, None)
+}
+
+/// A thread's part of a sweep: the slices `[slices[0], slices[1])` of the block along
+/// its slowest axis (owned cells, from 0), whose storage starts at `base` in the field.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    slices: [usize; 2],
+    base: usize,
+}
+
+/// Fewest cells a thread's part of a sweep gets: below that, waking a thread costs
+/// about what the part's work does (a few microseconds).
+/// (Unit tests cut their small blocks into parts of any size.)
+const MIN_PART_CELLS: usize = if cfg!(test) { 1 } else { 32 * 1024 };
+
+/// Cuts the slices `[lo, hi)` along the slowest axis into at most `threads` parts of
+/// balanced thickness (within one slice), each of at least [`MIN_PART_CELLS`] cells
+/// when a slice has `per_slice` cells, and splits `oo`, the storage of a field with
+/// ghost width `g` and `sl` values per slice, into the parts' disjoint slices.
+fn cut_parts<'a>(oo: &'a mut [f64], lo: usize, hi: usize, per_slice: usize, threads: usize, g: usize, sl: usize) -> Vec<(Part, &'a mut [f64])> {
+    let count = threads.min(hi - lo).min((per_slice * (hi - lo) / MIN_PART_CELLS).max(1)).max(1);
+    let mut parts = Vec::with_capacity(count);
+    let mut rest = oo;
+    let mut at = 0;
+    for i in 0..count {
+        let (a, b) = (lo + (hi - lo) * i / count, lo + (hi - lo) * (i + 1) / count);
+        let (start, end) = ((a + g) * sl, (b + g) * sl);
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+        let (mine, tail) = tail.split_at_mut(end - start);
+        parts.push((Part { slices: [a, b], base: start }, mine));
+        rest = tail;
+        at = end;
+    }
+    parts
+}
+
+/// Runs `f` on every part, on the pool's threads when there is more than one part,
+/// and returns the results in the parts' order.
+fn run_parts<T: Send, R: Send>(pool: Option<&rayon::ThreadPool>, parts: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    match pool {
+        Some(pool) if parts.len() > 1 => pool.install(|| parts.into_par_iter().map(&f).collect()),
+        _ => parts.into_iter().map(f).collect(),
+    }
+}
+
+/// The slowest axis of a `dims`-dimensional block and the values per storage slice
+/// across it.
+fn slow_axis(p: [usize; 3], dims: usize) -> (usize, usize) {
+    if dims == 3 {
+        (2, p[0] * p[1])
+    } else {
+        (1, p[0])
+    }
+}
+
+type RegionFn = unsafe fn(&[f64], &[f64], &mut [f64], usize, [usize; 3], [usize; 3], Region, StepCoefficients) -> SweepStats;
+
+/// The instance of [`region_kernel`] for a dimension, a source or none, and an
+/// instruction set the CPU has; calling it is safe for such an `isa`.
+fn region_instance(d3: bool, src: bool, isa: Isa) -> RegionFn {
+    match (d3, src, isa) {
+        #[cfg(target_arch = "x86_64")]
+        (false, false, Isa::Avx512) => sweep2_avx512,
+        #[cfg(target_arch = "x86_64")]
+        (false, true, Isa::Avx512) => sweep2s_avx512,
+        #[cfg(target_arch = "x86_64")]
+        (true, false, Isa::Avx512) => sweep3_avx512,
+        #[cfg(target_arch = "x86_64")]
+        (true, true, Isa::Avx512) => sweep3s_avx512,
+        #[cfg(target_arch = "x86_64")]
+        (false, false, Isa::Avx2) => sweep2_avx2,
+        #[cfg(target_arch = "x86_64")]
+        (false, true, Isa::Avx2) => sweep2s_avx2,
+        #[cfg(target_arch = "x86_64")]
+        (true, false, Isa::Avx2) => sweep3_avx2,
+        #[cfg(target_arch = "x86_64")]
+        (true, true, Isa::Avx2) => sweep3s_avx2,
+        (false, false, _) => sweep2,
+        (false, true, _) => sweep2s,
+        (true, false, _) => sweep3,
+        (true, true, _) => sweep3s,
+    }
+}
+
+/// [`sweep_with`] on the threads of `pool` (none: the calling thread): the region is
+/// cut along the slowest axis into one part per thread ([`cut_parts`]). `out` is the
+/// same bits whatever the thread count; the statistics are summed part by part.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep_threads(
+    u: &Field,
+    out: &mut Field,
+    src: Option<&Field>,
+    k: StepCoefficients,
+    region: Region,
+    dims: usize,
+    isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
+) -> SweepStats {
     if (0..3).any(|a| region.hi[a] <= region.lo[a]) {
         return SweepStats::default();
     }
     assert_eq!(out.padded_shape(), u.padded_shape(), "out must share u's layout");
     let isa = isa.min(Isa::detect());
+    let f = region_instance(dims == 3, src.is_some(), isa);
     let (p, g) = (u.padded_shape(), u.ghost);
+    let (slow, sl) = slow_axis(p, dims);
     let uu = u.as_slice();
     let ss = src.map_or(uu, |s| s.as_slice());
-    let oo = out.as_slice_mut();
-    match (dims == 3, src.is_some(), isa) {
-        // SAFETY (all AVX arms): `isa` is at most what the CPU supports (detected above).
-        #[cfg(target_arch = "x86_64")]
-        (false, false, Isa::Avx512) => unsafe { sweep2_avx512(uu, ss, oo, p, g, region, k) },
-        #[cfg(target_arch = "x86_64")]
-        (false, true, Isa::Avx512) => unsafe { sweep2s_avx512(uu, ss, oo, p, g, region, k) },
-        #[cfg(target_arch = "x86_64")]
-        (true, false, Isa::Avx512) => unsafe { sweep3_avx512(uu, ss, oo, p, g, region, k) },
-        #[cfg(target_arch = "x86_64")]
-        (true, true, Isa::Avx512) => unsafe { sweep3s_avx512(uu, ss, oo, p, g, region, k) },
-        #[cfg(target_arch = "x86_64")]
-        (false, false, Isa::Avx2) => unsafe { sweep2_avx2(uu, ss, oo, p, g, region, k) },
-        #[cfg(target_arch = "x86_64")]
-        (false, true, Isa::Avx2) => unsafe { sweep2s_avx2(uu, ss, oo, p, g, region, k) },
-        #[cfg(target_arch = "x86_64")]
-        (true, false, Isa::Avx2) => unsafe { sweep3_avx2(uu, ss, oo, p, g, region, k) },
-        #[cfg(target_arch = "x86_64")]
-        (true, true, Isa::Avx2) => unsafe { sweep3s_avx2(uu, ss, oo, p, g, region, k) },
-        (false, false, _) => sweep2(uu, ss, oo, p, g, region, k),
-        (false, true, _) => sweep2s(uu, ss, oo, p, g, region, k),
-        (true, false, _) => sweep3(uu, ss, oo, p, g, region, k),
-        (true, true, _) => sweep3s(uu, ss, oo, p, g, region, k),
+    let per_slice: usize = (0..slow).map(|a| region.hi[a] - region.lo[a]).product();
+    let threads = pool.map_or(1, |t| t.current_num_threads());
+    let parts = cut_parts(out.as_slice_mut(), region.lo[slow], region.hi[slow], per_slice, threads, g[slow], sl);
+    let stats = run_parts(pool, parts, |(part, o)| {
+        let mut r = region;
+        r.lo[slow] = part.slices[0];
+        r.hi[slow] = part.slices[1];
+        // SAFETY: `isa` is at most what the CPU supports (detected above).
+        unsafe { f(uu, ss, o, part.base, p, g, r, k) }
+    });
+    let mut st = SweepStats::default();
+    for s in &stats {
+        st.merge(s);
     }
+    st
 }
 
 /// A physical face's condition for the intermediate field of [`sweep_pair`]: its ghost
@@ -485,6 +580,7 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     ss: &[f64],
     oo: &mut [f64],
     ring: &mut [f64],
+    part: Part,
     p: [usize; 3],
     n: [usize; 3],
     g: usize,
@@ -494,7 +590,16 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
 ) -> [SweepStats; 2] {
     let slow = if D3 { 2 } else { 1 };
     let sl = if D3 { p[0] * p[1] } else { p[0] };
-    let (ns, nx, p0) = (n[slow], n[0], p[0]);
+    let (nx, p0) = (n[0], p[0]);
+    // The storage slices of the part: [qb, qe). A side of the part inside the block is
+    // treated as an open face: the intermediate field is computed one slice beyond it,
+    // from `u`'s cells there, which are the block's own.
+    let (qb, qe) = (g + part.slices[0], g + part.slices[1]);
+    let mut open = open;
+    open[slow][0] |= part.slices[0] > 0;
+    open[slow][1] |= part.slices[1] < n[slow];
+    let base = part.base;
+    let big = uu.len();
     let rows = if D3 { n[1] } else { 1 };
     let ext = |a: usize, side: usize| usize::from(open[a][side]);
     let (ex0, ex1) = (open[0][0], open[0][1]);
@@ -506,9 +611,9 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
     let (mut a1, mut a2) = (Lanes::<L>::new(), Lanes::<L>::new());
     // No closures call the row kernels below: a closure does not inherit the target
     // features of the instance it is in, so its row kernels would not vectorise.
-    for qs in g - ext(slow, 0)..=g + ns {
-        let owned_slice = (g..g + ns).contains(&qs);
-        if qs < g + ns + ext(slow, 1) {
+    for qs in qb - ext(slow, 0)..=qe {
+        let owned_slice = (qb..qe).contains(&qs);
+        if qs < qe + ext(slow, 1) {
             // Slice qs of the intermediate field, from u.
             let w0 = (qs % 3) * sl;
             let w = &mut ring[w0..w0 + sl];
@@ -557,7 +662,7 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
         // Physical ghost slices along the slowest axis, once their neighbour exists
         // (and, at the top, after slice ns-3, whose place in the ring the ghost takes,
         // has been used).
-        for (qg, qi, side, now) in [(g - 1, g, 0, qs == g), (g + ns, g + ns - 1, 1, qs == g + ns)] {
+        for (qg, qi, side, now) in [(qb - 1, qb, 0, qs == qb), (qe, qe - 1, 1, qs == qe)] {
             if !now || open[slow][side] {
                 continue;
             }
@@ -572,7 +677,7 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
             }
         }
         // Slice qs-1 of out, from slices qs-2..=qs of the intermediate field.
-        if qs > g {
+        if qs > qb {
             let qo = qs - 1;
             let (pv, cu, nt) = (((qo - 1) % 3) * sl, (qo % 3) * sl, ((qo + 1) % 3) * sl);
             for j in 0..rows {
@@ -591,8 +696,9 @@ fn pair_kernel<const L: usize, const D3: bool, const SRC: bool, const F: bool>(
                 let row = qo * sl + o;
                 let src = if SRC { &ss[row..row + nx] } else { c };
                 let r = [c, &ring[cu + o - 1..cu + o - 1 + nx], &ring[cu + o + 1..cu + o + 1 + nx], s, nn, b, t];
-                let pf = Prefetch::at([None; 2], Some((&*oo, row)), Prefetch::ahead(p0));
-                row_kernel::<L, D3, SRC, F, true>(r, src, &mut oo[row..row + nx], k, &mut a2, pf);
+                let ro = row - base;
+                let pf = Prefetch::at([None; 2], Some((&*oo, ro, big)), Prefetch::ahead(p0));
+                row_kernel::<L, D3, SRC, F, true>(r, src, &mut oo[ro..ro + nx], k, &mut a2, pf);
             }
         }
     }
@@ -604,8 +710,8 @@ macro_rules! pair_instances {
         $(#[cfg(target_arch = "x86_64")] #[target_feature(enable = $feat)])?
         #[inline(never)]
         #[allow(clippy::too_many_arguments)]
-        fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], ring: &mut [f64], p: [usize; 3], n: [usize; 3], g: usize, open: [[bool; 2]; 3], k: StepCoefficients, faces: &[FaceGhost]) -> [SweepStats; 2] {
-            pair_kernel::<$l, $d3, $src, $f>(uu, ss, oo, ring, p, n, g, open, k, faces)
+        fn $name(uu: &[f64], ss: &[f64], oo: &mut [f64], ring: &mut [f64], part: Part, p: [usize; 3], n: [usize; 3], g: usize, open: [[bool; 2]; 3], k: StepCoefficients, faces: &[FaceGhost]) -> [SweepStats; 2] {
+            pair_kernel::<$l, $d3, $src, $f>(uu, ss, oo, ring, part, p, n, g, open, k, faces)
         }
     )*};
 }
@@ -634,8 +740,12 @@ pair_instances! {
 /// physical ghosts of the neighbouring blocks beside them (where a physical face meets
 /// an open one). `u` is not modified. The source, if any, is the same for both steps,
 /// and shares `u`'s layout (ghosts on open faces filled alike). Every face not open has
-/// one entry in `faces`; `ring` is scratch, resized as needed. Returns the statistics
-/// of each step over the block's own cells.
+/// one entry in `faces`; `rings` is scratch, one per thread, resized as needed. With a
+/// `pool`, the block is cut along its slowest axis into one part per thread
+/// ([`cut_parts`]), each computing the intermediate field one slice past its inner
+/// sides as on an open face: `out` is the same bits whatever the thread count, the
+/// statistics are summed part by part. Returns the statistics of each step over the
+/// block's own cells.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_pair(
     u: &Field,
@@ -645,8 +755,9 @@ pub fn sweep_pair(
     dims: usize,
     open: [[bool; 2]; 3],
     faces: &[FaceGhost],
-    ring: &mut Vec<f64>,
+    rings: &mut Vec<Vec<f64>>,
     isa: Isa,
+    pool: Option<&rayon::ThreadPool>,
 ) -> [SweepStats; 2] {
     assert_eq!(out.padded_shape(), u.padded_shape(), "out must share u's layout");
     let g = u.ghost[0];
@@ -664,35 +775,57 @@ pub fn sweep_pair(
     for o in open.iter_mut().skip(dims) {
         *o = [false; 2];
     }
-    let sl = if dims == 3 { p[0] * p[1] } else { p[0] };
-    ring.resize(3 * sl, 0.0);
+    let (slow, sl) = slow_axis(p, dims);
     let isa = isa.min(Isa::detect());
+    let f = pair_instance(dims == 3, src.is_some(), isa);
     let uu = u.as_slice();
     let ss = src.map_or(uu, |s| s.as_slice());
-    let oo = out.as_slice_mut();
-    let r = ring.as_mut_slice();
-    match (dims == 3, src.is_some(), isa) {
-        // SAFETY (all AVX arms): `isa` is at most what the CPU supports (detected above).
+    let per_slice: usize = n[..slow].iter().product();
+    let threads = pool.map_or(1, |t| t.current_num_threads());
+    let parts = cut_parts(out.as_slice_mut(), 0, n[slow], per_slice, threads, g, sl);
+    rings.resize_with(parts.len().max(rings.len()), Vec::new);
+    for r in rings.iter_mut() {
+        r.resize(3 * sl, 0.0);
+    }
+    let work: Vec<_> = parts.into_iter().zip(rings.iter_mut()).collect();
+    let stats = run_parts(pool, work, |((part, o), ring)| {
+        // SAFETY: `isa` is at most what the CPU supports (detected above).
+        unsafe { f(uu, ss, o, ring, part, p, n, g, open, k, faces) }
+    });
+    let mut st = [SweepStats::default(); 2];
+    for s in &stats {
+        st[0].merge(&s[0]);
+        st[1].merge(&s[1]);
+    }
+    st
+}
+
+type PairFn = unsafe fn(&[f64], &[f64], &mut [f64], &mut [f64], Part, [usize; 3], [usize; 3], usize, [[bool; 2]; 3], StepCoefficients, &[FaceGhost]) -> [SweepStats; 2];
+
+/// The instance of [`pair_kernel`] for a dimension, a source or none, and an
+/// instruction set the CPU has; calling it is safe for such an `isa`.
+fn pair_instance(d3: bool, src: bool, isa: Isa) -> PairFn {
+    match (d3, src, isa) {
         #[cfg(target_arch = "x86_64")]
-        (false, false, Isa::Avx512) => unsafe { pair2_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (false, false, Isa::Avx512) => pair2_avx512,
         #[cfg(target_arch = "x86_64")]
-        (false, true, Isa::Avx512) => unsafe { pair2s_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (false, true, Isa::Avx512) => pair2s_avx512,
         #[cfg(target_arch = "x86_64")]
-        (true, false, Isa::Avx512) => unsafe { pair3_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (true, false, Isa::Avx512) => pair3_avx512,
         #[cfg(target_arch = "x86_64")]
-        (true, true, Isa::Avx512) => unsafe { pair3s_avx512(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (true, true, Isa::Avx512) => pair3s_avx512,
         #[cfg(target_arch = "x86_64")]
-        (false, false, Isa::Avx2) => unsafe { pair2_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (false, false, Isa::Avx2) => pair2_avx2,
         #[cfg(target_arch = "x86_64")]
-        (false, true, Isa::Avx2) => unsafe { pair2s_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (false, true, Isa::Avx2) => pair2s_avx2,
         #[cfg(target_arch = "x86_64")]
-        (true, false, Isa::Avx2) => unsafe { pair3_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
+        (true, false, Isa::Avx2) => pair3_avx2,
         #[cfg(target_arch = "x86_64")]
-        (true, true, Isa::Avx2) => unsafe { pair3s_avx2(uu, ss, oo, r, p, n, g, open, k, faces) },
-        (false, false, _) => pair2(uu, ss, oo, r, p, n, g, open, k, faces),
-        (false, true, _) => pair2s(uu, ss, oo, r, p, n, g, open, k, faces),
-        (true, false, _) => pair3(uu, ss, oo, r, p, n, g, open, k, faces),
-        (true, true, _) => pair3s(uu, ss, oo, r, p, n, g, open, k, faces),
+        (true, true, Isa::Avx2) => pair3s_avx2,
+        (false, false, _) => pair2,
+        (false, true, _) => pair2s,
+        (true, false, _) => pair3,
+        (true, true, _) => pair3s,
     }
 }
 
@@ -761,6 +894,20 @@ struct Face {
     rim_values: Vec<f64>,
 }
 
+/// The pool of `threads` threads that sweep a rank's block, none for one thread (the
+/// calling thread sweeps).
+pub fn sweep_pool(threads: usize) -> decomp::Result<Option<rayon::ThreadPool>> {
+    if threads <= 1 {
+        return Ok(None);
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("tessera-sweep-{i}"))
+        .build()
+        .map(Some)
+        .map_err(|e| decomp::Error::Layout(format!("cannot start {threads} threads for decomposition.threads_per_rank: {e}")))
+}
+
 /// State and scratch of the heat model on one rank.
 pub struct HeatSolver {
     /// Global layout.
@@ -783,8 +930,10 @@ pub struct HeatSolver {
     slabs: Vec<Region>,
     /// The faces' conditions at the intermediate time of [`HeatSolver::step_pair`].
     pair_faces: Vec<FaceGhost>,
-    /// Scratch of [`sweep_pair`].
-    ring: Vec<f64>,
+    /// Scratch of [`sweep_pair`], one per thread.
+    ring: Vec<Vec<f64>>,
+    /// The threads that sweep the block (`decomposition.threads_per_rank` > 1).
+    pool: Option<rayon::ThreadPool>,
     /// Coefficients of the latest pair of steps.
     pair_k: StepCoefficients,
     diffusivity: f64,
@@ -946,6 +1095,7 @@ impl HeatSolver {
             slabs,
             pair_faces: Vec::new(),
             ring: Vec::new(),
+            pool: sweep_pool(case.threads_per_rank)?,
             pair_k: StepCoefficients { c: [0.0; 3], dt: 0.0 },
             diffusivity: case.diffusivity,
             timings: PhaseTimes::default(),
@@ -1052,7 +1202,7 @@ impl HeatSolver {
         }
         let t1 = std::time::Instant::now();
         let st =
-            sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, self.open, &self.pair_faces, &mut self.ring, Isa::detect());
+            sweep_pair(&self.u, &mut self.next, self.source.as_ref(), k, dims, self.open, &self.pair_faces, &mut self.ring, Isa::detect(), self.pool.as_ref());
         std::mem::swap(&mut self.u, &mut self.next);
         self.pair_k = k;
         self.timings.halo += (t0 - th).as_secs_f64();
@@ -1278,12 +1428,13 @@ impl HeatSolver {
         }
         self.fill_boundary_ghosts(t);
         let t2 = std::time::Instant::now();
-        let mut st = sweep(&self.u, &mut self.next, self.source.as_ref(), k, self.interior, dims);
+        let (isa, pool) = (Isa::detect(), self.pool.as_ref());
+        let mut st = sweep_threads(&self.u, &mut self.next, self.source.as_ref(), k, self.interior, dims, isa, pool);
         let t3 = std::time::Instant::now();
         self.halo.finish(comm, &mut self.u);
         let t4 = std::time::Instant::now();
         for r in &self.slabs {
-            st.merge(&sweep(&self.u, &mut self.next, self.source.as_ref(), k, *r, dims));
+            st.merge(&sweep_threads(&self.u, &mut self.next, self.source.as_ref(), k, *r, dims, isa, pool));
         }
         let t5 = std::time::Instant::now();
         std::mem::swap(&mut self.u, &mut self.next);
@@ -1391,8 +1542,47 @@ mod tests {
         }
     }
 
+    /// No pool (the calling thread), and pools of 2 and 3 threads.
+    fn test_pools() -> Vec<Option<rayon::ThreadPool>> {
+        vec![None, sweep_pool(2).unwrap(), sweep_pool(3).unwrap()]
+    }
+
+    #[test]
+    fn sweep_threads_equals_sweep_bit_for_bit_on_every_region() {
+        let pools = test_pools();
+        for dims in [2, 3] {
+            for shape in [[1, 1, 1], [9, 2, 1], [5, 7, 2], [17, 6, 5], [8, 8, 3]] {
+                let hi = if dims == 3 { shape } else { [shape[0], shape[1], 1] };
+                let b = IndexBox { lo: [0; 3], hi };
+                let mut u = Field::zeros(b, dims, 1);
+                for (i, v) in u.as_slice_mut().iter_mut().enumerate() {
+                    *v = ((i * 7919) % 101) as f64 / 37.0 - 1.0;
+                }
+                let mut src = Field::zeros(b, dims, 1);
+                src.fill_with(|i, j, k| (i + 2 * j + 3 * k) as f64 * 0.25);
+                let k = StepCoefficients { c: [0.11, 0.07, 0.05], dt: 0.013 };
+                let (inner, slabs) = split_regions(hi, dims);
+                for s in [None, Some(&src)] {
+                    for region in std::iter::once(inner).chain(slabs.iter().copied()) {
+                        let mut want = u.clone();
+                        let e = sweep_with(&u, &mut want, s, k, region, dims, Isa::detect());
+                        for pool in &pools[1..] {
+                            let mut out = u.clone();
+                            let g = sweep_threads(&u, &mut out, s, k, region, dims, Isa::detect(), pool.as_ref());
+                            let tag = format!("{dims}D {hi:?} region {region:?} src {}", s.is_some());
+                            assert!(out.as_slice().iter().zip(want.as_slice()).all(|(a, b)| a.to_bits() == b.to_bits()), "{tag}: fields differ");
+                            assert_eq!((g.min, g.max, g.max_change), (e.min, e.max, e.max_change), "{tag}");
+                            assert!((g.sum - e.sum).abs() <= 1e-12 * e.sumsq.max(1.0), "{tag}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn sweep_pair_equals_two_sweeps_with_the_boundary_fill_between_bit_for_bit() {
+        let pools = test_pools();
         for dims in [2, 3] {
             for shape in [[1, 1, 1], [9, 1, 1], [1, 7, 2], [17, 6, 5], [33, 9, 3], [8, 8, 1]] {
                 let hi = if dims == 3 { shape } else { [shape[0], shape[1], 1] };
@@ -1420,13 +1610,14 @@ mod tests {
                     fill_faces(&mut w, &faces);
                     let mut want = w.clone();
                     let st2 = sweep_with(&w, &mut want, s, k, whole, dims, Isa::Baseline);
-                    for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+                    for (isa, pool) in [Isa::Baseline, Isa::Avx2, Isa::Avx512].into_iter().flat_map(|i| pools.iter().map(move |p| (i, p))) {
                         let mut out = u.clone();
                         let mut ring = Vec::new();
                         let before = u.as_slice().to_vec();
-                        let [p1, p2] = sweep_pair(&u, &mut out, s, k, dims, [[false; 2]; 3], &faces, &mut ring, isa);
+                        let [p1, p2] = sweep_pair(&u, &mut out, s, k, dims, [[false; 2]; 3], &faces, &mut ring, isa, pool.as_ref());
                         assert!(u.as_slice() == before.as_slice(), "u changed");
-                        let tag = format!("{dims}D {hi:?} src {} {isa:?}", s.is_some());
+                        let threads = pool.as_ref().map_or(1, |p| p.current_num_threads());
+                        let tag = format!("{dims}D {hi:?} src {} {isa:?} {threads} thread(s)", s.is_some());
                         assert!(
                             out.interior().iter().zip(want.interior().iter()).all(|(a, b)| a.to_bits() == b.to_bits()),
                             "{tag}: fields differ"
@@ -1484,6 +1675,7 @@ mod tests {
 
     #[test]
     fn sweep_pair_on_blocks_with_open_faces_equals_two_sweeps_of_the_whole_domain_bit_for_bit() {
+        let pools = test_pools();
         for dims in [2, 3] {
             let (nn, cuts): ([usize; 3], [Vec<usize>; 3]) = if dims == 2 {
                 ([19, 13, 1], [vec![0, 7, 12, 19], vec![0, 4, 9, 13], vec![0, 1]])
@@ -1538,14 +1730,15 @@ mod tests {
                                 })
                                 .collect();
                             let region = Region { lo, hi };
-                            for isa in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
-                                let tag = format!("{dims}D block {lo:?}..{hi:?} src {} {isa:?}", s.is_some());
+                            for (isa, pool) in [Isa::Baseline, Isa::Avx2, Isa::Avx512].into_iter().flat_map(|i| pools.iter().map(move |p| (i, p))) {
+                                let threads = pool.as_ref().map_or(1, |p| p.current_num_threads());
+                                let tag = format!("{dims}D block {lo:?}..{hi:?} src {} {isa:?} {threads} thread(s)", s.is_some());
                                 let (mut t1, mut t2) = (u.clone(), w.clone());
                                 let st1 = sweep_with(&u, &mut t1, s, k, region, dims, isa);
                                 let st2 = sweep_with(&w, &mut t2, s, k, region, dims, isa);
                                 let mut out = bu.clone();
                                 let mut ring = Vec::new();
-                                let got = sweep_pair(&bu, &mut out, bs.as_ref(), k, dims, open, &bf, &mut ring, isa);
+                                let got = sweep_pair(&bu, &mut out, bs.as_ref(), k, dims, open, &bf, &mut ring, isa, pool.as_ref());
                                 for z in 0..n[2] {
                                     for y in 0..n[1] {
                                         for x in 0..n[0] {
@@ -1558,8 +1751,16 @@ mod tests {
                                     }
                                 }
                                 for (g, e) in got.iter().zip([st1, st2]) {
-                                    let bits = |t: &SweepStats| [t.sum, t.sumsq, t.min, t.max, t.max_change].map(f64::to_bits);
-                                    assert_eq!(bits(g), bits(&e), "{tag}: statistics");
+                                    // One thread: the same order of summation, so the same
+                                    // bits; more: the parts' sums added.
+                                    if threads == 1 {
+                                        let bits = |t: &SweepStats| [t.sum, t.sumsq, t.min, t.max, t.max_change].map(f64::to_bits);
+                                        assert_eq!(bits(g), bits(&e), "{tag}: statistics");
+                                    } else {
+                                        assert_eq!((g.min, g.max, g.max_change), (e.min, e.max, e.max_change), "{tag}");
+                                        assert!((g.sum - e.sum).abs() <= 1e-12 * e.sumsq.max(1.0), "{tag}");
+                                        assert!((g.sumsq - e.sumsq).abs() <= 1e-12 * e.sumsq.max(1.0), "{tag}");
+                                    }
                                 }
                             }
                         }

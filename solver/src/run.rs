@@ -238,6 +238,19 @@ pub(crate) fn probe_cells(case: &Case, layout: &BlockLayout, rank: usize) -> Vec
         .collect()
 }
 
+/// Says on rank 0 when the rank may run on fewer cores than it has threads (mpirun
+/// binds each rank to one core by default), which leaves the threads taking turns.
+fn warn_if_threads_lack_cores(comm: &dyn Comm, threads: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if comm.rank() == 0 && threads > cores {
+        eprintln!(
+            "tessera: warning: decomposition.threads_per_rank = {threads} but rank 0 may run on {cores} core(s) only (its CPU affinity); \
+             launch with `tessera run --np N` (which does not bind), `mpirun --bind-to none`, `mpirun --map-by slot:PE={threads}`, \
+             or under Slurm `--cpus-per-task={threads}`"
+        );
+    }
+}
+
 /// Progress reporting on rank 0: at most one line a second.
 pub(crate) struct Progress {
     enabled: bool,
@@ -321,6 +334,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
     // Read the checkpoint before touching RUN_DIR, so a refused --restart leaves
     // nothing behind.
     let mut solver = HeatSolver::new(case, layout.clone(), comm)?;
+    warn_if_threads_lack_cores(comm, case.threads_per_rank);
     let (mut step, mut t) = (0u64, 0.0f64);
     let restart_from = opts.restart.clone();
     if let Some(path) = &opts.restart {
@@ -602,6 +616,7 @@ fn run_inner(comm: &dyn Comm, case: &Case, opts: &RunOptions, state: &mut RunSta
             "dt": dt,
             "wall_seconds": wall,
             "ranks": comm.size(),
+            "threads_per_rank": case.threads_per_rank,
             "process_grid": &layout.procs[..grid.dims],
             "cells": &grid.cells[..grid.dims],
             "cell_updates_per_second": if ph[0] > 0.0 { steps_run as f64 * total_cells / wall } else { 0.0 },
